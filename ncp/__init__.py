@@ -1,0 +1,1 @@
+"""Cross-border imaging exchange testbed: simulated NCPs, MHD, KOS manifests and XC-WADO."""

@@ -1,0 +1,1 @@
+"""DICOM pieces shared by the roles: UIDs, multipart, media negotiation, KOS manifests."""

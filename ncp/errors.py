@@ -1,0 +1,156 @@
+"""One error hierarchy for every role, mapped to HTTP in one place.
+
+::
+
+    NcpError (500)
+    ├── InvalidRequest (400)         bad parameter, malformed UID, malformed body
+    │   └── InvalidTopology          a topology file that cannot start (names the field)
+    ├── Unauthorized (401)           missing or unverifiable credentials
+    ├── Forbidden (403)              valid credentials, request not allowed
+    ├── NotFound (404)               unknown resource, community or Retrieve Location UID
+    ├── NotAcceptable (406)          no acceptable media type (PS3.18 8.7, MHD ITI-68)
+    ├── Gone (410)                   deprecated document or deleted instance
+    ├── Conflict (409)               a store refuses a write that contradicts what it holds
+    ├── PayloadTooLarge (413)        body or DICOM element beyond the configured bound
+    ├── UnsupportedMediaType (415)   STOW/ITI-65 body of the wrong type
+    └── UpstreamError (502)          the next hop failed before answering
+        ├── UpstreamTimeout (504)    the next hop did not answer in time
+        └── Unavailable (503)        overloaded or down; carries Retry-After
+
+FHIR routes render an OperationOutcome (``issue.code`` from the table below); DICOMweb
+routes render the status with a ``Warning: 299 <agent>: <text>`` header (PS3.18 8.6.2).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, ClassVar
+
+from starlette.responses import Response
+
+__all__ = [
+    "Conflict",
+    "Forbidden",
+    "Gone",
+    "InvalidRequest",
+    "InvalidTopology",
+    "NcpError",
+    "NotAcceptable",
+    "NotFound",
+    "PayloadTooLarge",
+    "Unauthorized",
+    "Unavailable",
+    "UnsupportedMediaType",
+    "UpstreamError",
+    "UpstreamTimeout",
+    "dicomweb_error_response",
+    "fhir_error_response",
+    "operation_outcome",
+    "warning_header",
+]
+
+
+class NcpError(Exception):
+    """Base of every error the testbed raises on purpose."""
+
+    status: ClassVar[int] = 500
+    fhir_code: ClassVar[str] = "exception"
+
+    def __init__(self, message: str, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.headers = dict(headers or {})
+
+
+class InvalidRequest(NcpError):
+    status = 400
+    fhir_code = "invalid"
+
+
+class InvalidTopology(InvalidRequest):
+    """Raised at start-up; the message names the offending field."""
+
+
+class Unauthorized(NcpError):
+    status = 401
+    fhir_code = "login"
+
+
+class Forbidden(NcpError):
+    status = 403
+    fhir_code = "forbidden"
+
+
+class NotFound(NcpError):
+    status = 404
+    fhir_code = "not-found"
+
+
+class NotAcceptable(NcpError):
+    status = 406
+    fhir_code = "not-supported"
+
+
+class Conflict(NcpError):
+    status = 409
+    fhir_code = "conflict"
+
+
+class Gone(NcpError):
+    status = 410
+    fhir_code = "deleted"
+
+
+class PayloadTooLarge(NcpError):
+    status = 413
+    fhir_code = "too-costly"
+
+
+class UnsupportedMediaType(NcpError):
+    status = 415
+    fhir_code = "not-supported"
+
+
+class UpstreamError(NcpError):
+    status = 502
+    fhir_code = "transient"
+
+
+class UpstreamTimeout(UpstreamError):
+    status = 504
+    fhir_code = "timeout"
+
+
+class Unavailable(UpstreamError):
+    status = 503
+    fhir_code = "transient"
+
+    def __init__(self, message: str, *, retry_after: int = 5, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message, headers={"Retry-After": str(retry_after), **(headers or {})})
+
+
+def operation_outcome(
+    message: str, *, code: str = "exception", severity: str = "error", extra: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """A FHIR R4 OperationOutcome with one issue (plus ``extra`` issues)."""
+    issues = [{"severity": severity, "code": code, "diagnostics": message}, *(extra or [])]
+    return {"resourceType": "OperationOutcome", "issue": issues}
+
+
+def fhir_error_response(exc: NcpError) -> Response:
+    body = operation_outcome(exc.message, code=exc.fhir_code)
+    return Response(
+        json.dumps(body), status_code=exc.status, media_type="application/fhir+json", headers=exc.headers
+    )
+
+
+def warning_header(agent: str, text: str, code: int = 299) -> str:
+    """RFC 7234 §5.5 warn-value; quotes in ``text`` are escaped."""
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"')
+    return f'{code} {agent} "{escaped}"'
+
+
+def dicomweb_error_response(exc: NcpError, agent: str) -> Response:
+    headers = {"Warning": warning_header(agent, exc.message), **exc.headers}
+    body = json.dumps({"status": exc.status, "message": exc.message})
+    return Response(body, status_code=exc.status, media_type="application/json", headers=headers)

@@ -1,0 +1,1 @@
+"""Topologies shipped with the testbed (TOML files beside this module)."""

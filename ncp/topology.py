@@ -1,0 +1,345 @@
+"""The federation's topology: one TOML file declares N countries, their roles and links.
+
+A topology is static description. Where each role listens is decided when the federation
+starts and recorded in :class:`Endpoints` (the state file of ``xcwado up``); a role process
+receives both and never reads module-level state.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+from ncp.dicom.uids import is_valid_uid
+from ncp.errors import InvalidTopology
+
+__all__ = [
+    "CountryEndpoints",
+    "Country",
+    "Endpoints",
+    "Link",
+    "Pacs",
+    "Registry",
+    "SynthOptions",
+    "Topology",
+    "builtin_topology",
+    "load_topology",
+]
+
+Architecture = Literal["A", "B", "C"]
+ManifestEncoding = Literal["MADO", "MCWG"]
+_OID_CHARS = set("0123456789.")
+
+
+@dataclass(frozen=True)
+class Registry:
+    """A national (architecture A, C) or regional (architecture B) MHD document registry."""
+
+    id: str
+
+
+@dataclass(frozen=True)
+class Pacs:
+    """An Imaging Document Source. ``backend`` is ``embedded``, ``orthanc`` (managed) or a DICOMweb base URL."""
+
+    id: str
+    retrieve_location_uid: str
+    backend: str = "embedded"
+    registry: str | None = None  # architecture B: the regional registry that indexes this PACS
+
+
+@dataclass(frozen=True)
+class Country:
+    code: str
+    name: str
+    home_community_id: str
+    patient_id_issuer: str
+    accession_issuer: str
+    order_issuer: str
+    architecture: Architecture
+    registries: tuple[Registry, ...]
+    pacs: tuple[Pacs, ...]
+
+    def pacs_by_rluid(self, rluid: str) -> Pacs | None:
+        return next((p for p in self.pacs if p.retrieve_location_uid == rluid), None)
+
+
+@dataclass(frozen=True)
+class Link:
+    """A cross-border link; zero means unshaped."""
+
+    a: str
+    b: str
+    rtt_ms: float = 0.0
+    bandwidth_mbit: float = 0.0
+    jitter_ms: float = 0.0
+
+
+@dataclass(frozen=True)
+class SynthOptions:
+    seed: int = 20261128
+    patients_per_country: int = 3
+    studies_per_patient: int = 2
+    instance_kb: int = 16
+    manifest_encoding: ManifestEncoding = "MADO"
+
+
+@dataclass(frozen=True)
+class Topology:
+    name: str
+    countries: Mapping[str, Country]
+    links: tuple[Link, ...] = ()
+    synth: SynthOptions = field(default_factory=SynthOptions)
+    security: bool = False
+
+    def country(self, code: str) -> Country:
+        try:
+            return self.countries[code]
+        except KeyError:
+            raise InvalidTopology(f"unknown country {code!r}; topology has {sorted(self.countries)}") from None
+
+    def by_home_community(self, oid: str) -> Country | None:
+        return next((c for c in self.countries.values() if c.home_community_id == oid), None)
+
+    def by_patient_issuer(self, oid: str) -> Country | None:
+        return next((c for c in self.countries.values() if c.patient_id_issuer == oid), None)
+
+    def link(self, a: str, b: str) -> Link | None:
+        return next((lk for lk in self.links if {lk.a, lk.b} == {a, b}), None)
+
+
+def load_topology(path: str | Path) -> Topology:
+    """Read and check a topology file; an invalid one raises InvalidTopology naming the field."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise InvalidTopology(f"topology file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise InvalidTopology(f"{path}: not valid TOML: {exc}") from None
+    return parse_topology(raw, source=str(path))
+
+
+def builtin_topology(name: str = "default") -> Topology:
+    """One of the topologies shipped in ``ncp/topologies`` (``default``, ``three-country``)."""
+    text = resources.files("ncp.topologies").joinpath(f"{name}.toml").read_text()
+    return parse_topology(tomllib.loads(text), source=f"builtin:{name}")
+
+
+def parse_topology(raw: Mapping[str, Any], *, source: str = "topology") -> Topology:
+    r = _Reader(raw, source)
+    countries_raw = r.mapping("countries")
+    if not countries_raw:
+        raise InvalidTopology(f"{source}: 'countries' must declare at least one country")
+    countries = {code: _country(r.sub(f"countries.{code}", body), code) for code, body in countries_raw.items()}
+    _check_unique(source, "home_community_id", [c.home_community_id for c in countries.values()])
+    _check_unique(source, "patient_id_issuer", [c.patient_id_issuer for c in countries.values()])
+    _check_unique(source, "retrieve_location_uid", [p.retrieve_location_uid for c in countries.values() for p in c.pacs])
+    links = tuple(_link(r.sub(f"links[{i}]", body), countries) for i, body in enumerate(r.items("links")))
+    synth = _synth(r.sub("synth", r.mapping("synth")))
+    return Topology(
+        name=r.text("name", "topology"),
+        countries=countries,
+        links=links,
+        synth=synth,
+        security=r.flag("security", False),
+    )
+
+
+def _country(r: _Reader, code: str) -> Country:
+    if not (len(code) == 2 and code.isalpha() and code.isupper()):
+        raise InvalidTopology(f"{r.source}: country code {code!r} must be an ISO 3166 alpha-2 code")
+    hcid = r.oid("home_community_id")
+    architecture = r.text("architecture", "A")
+    if architecture not in ("A", "B", "C"):
+        raise InvalidTopology(f"{r.where('architecture')} must be A, B or C, not {architecture!r}")
+    registries = tuple(Registry(id=r.sub(f"registries[{i}]", x).text("id")) for i, x in enumerate(r.items("registries")))
+    if not registries:
+        raise InvalidTopology(f"{r.where('registries')} must declare at least one registry")
+    pacs = tuple(_pacs(r.sub(f"pacs[{i}]", x)) for i, x in enumerate(r.items("pacs")))
+    if not pacs:
+        raise InvalidTopology(f"{r.where('pacs')} must declare at least one PACS")
+    if architecture == "C" and len(pacs) != 1:
+        raise InvalidTopology(f"{r.where('pacs')}: architecture C has one central VNA, found {len(pacs)}")
+    if architecture != "B" and len(registries) != 1:
+        raise InvalidTopology(f"{r.where('registries')}: architecture {architecture} has one central registry")
+    registry_ids = {x.id for x in registries}
+    for i, p in enumerate(pacs):
+        if p.registry is not None and p.registry not in registry_ids:
+            raise InvalidTopology(f"{r.where(f'pacs[{i}].registry')}: no registry {p.registry!r}")
+    return Country(
+        code=code,
+        name=r.text("name", code),
+        home_community_id=hcid,
+        patient_id_issuer=r.oid("patient_id_issuer"),
+        accession_issuer=r.oid("accession_issuer", f"{hcid}.3"),
+        order_issuer=r.oid("order_issuer", f"{hcid}.4"),
+        architecture=architecture,  # type: ignore[arg-type]
+        registries=registries,
+        pacs=pacs,
+    )
+
+
+def _pacs(r: _Reader) -> Pacs:
+    rluid = r.text("retrieve_location_uid")
+    if not is_valid_uid(rluid) or rluid.startswith("2.999"):
+        raise InvalidTopology(
+            f"{r.where('retrieve_location_uid')} {rluid!r} must be a valid DICOM UID with a real root "
+            "(e.g. 2.25.<uuid>); it goes into manifests"
+        )
+    backend = r.text("backend", "embedded")
+    if backend not in ("embedded", "orthanc") and not backend.startswith(("http://", "https://")):
+        raise InvalidTopology(f"{r.where('backend')} must be 'embedded', 'orthanc' or a DICOMweb base URL")
+    return Pacs(id=r.text("id"), retrieve_location_uid=rluid, backend=backend, registry=r.opt_str("registry"))
+
+
+def _link(r: _Reader, countries: Mapping[str, Country]) -> Link:
+    between = r.raw.get("between")
+    if not (isinstance(between, list) and len(between) == 2 and all(c in countries for c in between)):
+        raise InvalidTopology(f"{r.where('between')} must name two declared countries")
+    return Link(
+        a=between[0], b=between[1], rtt_ms=r.number("rtt_ms", 0.0), bandwidth_mbit=r.number("bandwidth_mbit", 0.0),
+        jitter_ms=r.number("jitter_ms", 0.0),
+    )
+
+
+def _synth(r: _Reader) -> SynthOptions:
+    d = SynthOptions()
+    encoding = r.text("manifest_encoding", d.manifest_encoding)
+    if encoding not in ("MADO", "MCWG"):
+        raise InvalidTopology(f"{r.where('manifest_encoding')} must be MADO or MCWG")
+    return SynthOptions(
+        seed=r.integer("seed", d.seed),
+        patients_per_country=r.integer("patients_per_country", d.patients_per_country),
+        studies_per_patient=r.integer("studies_per_patient", d.studies_per_patient),
+        instance_kb=r.integer("instance_kb", d.instance_kb),
+        manifest_encoding=encoding,  # type: ignore[arg-type]
+    )
+
+
+def _check_unique(source: str, name: str, values: list[str]) -> None:
+    dupes = sorted({v for v in values if values.count(v) > 1})
+    if dupes:
+        raise InvalidTopology(f"{source}: {name} must be unique across the topology; repeated: {dupes}")
+
+
+class _Reader:
+    """Typed access to one TOML table, with errors that name the field's full path."""
+
+    def __init__(self, raw: Mapping[str, Any], source: str, prefix: str = "") -> None:
+        self.raw, self.source, self.prefix = raw, source, prefix
+
+    def where(self, key: str) -> str:
+        return f"{self.source}: field '{self.prefix}{key}'"
+
+    def sub(self, key: str, raw: Any) -> _Reader:
+        if not isinstance(raw, Mapping):
+            raise InvalidTopology(f"{self.where(key)} must be a table")
+        return _Reader(raw, self.source, f"{self.prefix}{key}.")
+
+    def _get(self, key: str, kind: type | tuple[type, ...], default: Any) -> Any:
+        if key not in self.raw:
+            if default is _REQUIRED:
+                raise InvalidTopology(f"{self.where(key)} is required")
+            return default
+        value = self.raw[key]
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise InvalidTopology(f"{self.where(key)} has the wrong type ({type(value).__name__})")
+        return value
+
+    def text(self, key: str, default: Any = None) -> str:
+        return str(self._get(key, str, _REQUIRED if default is None else default))
+
+    def opt_str(self, key: str) -> str | None:
+        value = self._get(key, str, None)
+        return None if value is None else str(value)
+
+    def oid(self, key: str, default: str | None = None) -> str:
+        value = self.text(key, default)
+        if not value or set(value) - _OID_CHARS or ".." in value or value.startswith(".") or value.endswith("."):
+            raise InvalidTopology(f"{self.where(key)} {value!r} is not a bare OID (digits and dots, no urn:oid:)")
+        return value
+
+    def integer(self, key: str, default: int) -> int:
+        value = int(self._get(key, int, default))
+        if value < 0:
+            raise InvalidTopology(f"{self.where(key)} must not be negative")
+        return value
+
+    def number(self, key: str, default: float) -> float:
+        value = float(self._get(key, (int, float), default))
+        if value < 0:
+            raise InvalidTopology(f"{self.where(key)} must not be negative")
+        return value
+
+    def flag(self, key: str, default: bool) -> bool:
+        return bool(self._get(key, bool, default))
+
+    def mapping(self, key: str) -> Mapping[str, Any]:
+        value = self._get(key, dict, {})
+        return value  # type: ignore[no-any-return]
+
+    def items(self, key: str) -> list[Any]:
+        return list(self._get(key, list, []))
+
+
+_REQUIRED: Any = object()
+
+
+@dataclass(frozen=True)
+class CountryEndpoints:
+    """Where one country's roles listen (the state file's ``countries.<code>`` object, contract)."""
+
+    home_community_id: str
+    patient_id_issuer: str
+    gateway: str
+    border: str
+    registries: Mapping[str, str]  # registry id -> FHIR base
+    pacs: Mapping[str, str]  # Retrieve Location UID -> DICOMweb base
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "home_community_id": self.home_community_id,
+            "patient_id_issuer": self.patient_id_issuer,
+            "gateway": self.gateway,
+            "border": self.border,
+            "registries": list(self.registries.values()),
+            "registry_ids": dict(self.registries),
+            "pacs": dict(self.pacs),
+        }
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    countries: Mapping[str, CountryEndpoints]
+
+    def __getitem__(self, code: str) -> CountryEndpoints:
+        return self.countries[code]
+
+    def to_json(self) -> dict[str, Any]:
+        return {code: ep.to_json() for code, ep in self.countries.items()}
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> Endpoints:
+        return cls(
+            {
+                code: CountryEndpoints(
+                    home_community_id=c["home_community_id"],
+                    patient_id_issuer=c["patient_id_issuer"],
+                    gateway=c["gateway"],
+                    border=c["border"],
+                    registries=c.get("registry_ids") or {str(i): u for i, u in enumerate(c["registries"])},
+                    pacs=c["pacs"],
+                )
+                for code, c in raw.items()
+            }
+        )
+
+    @classmethod
+    def from_state_file(cls, path: str | Path) -> Endpoints:
+        return cls.from_json(json.loads(Path(path).read_text())["countries"])
