@@ -130,7 +130,11 @@ class Unavailable(UpstreamError):
 
 
 def operation_outcome(
-    message: str, *, code: str = "exception", severity: str = "error", extra: list[dict[str, Any]] | None = None
+    message: str,
+    *,
+    code: str = "exception",
+    severity: str = "error",
+    extra: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """A FHIR R4 OperationOutcome with one issue (plus ``extra`` issues)."""
     issues = [{"severity": severity, "code": code, "diagnostics": message}, *(extra or [])]

@@ -162,6 +162,4 @@ class Manifest:
 
     def key_image_uids(self) -> tuple[str, ...]:
         """Instances the manifest itself flags as significant (MCWG encoding)."""
-        return tuple(
-            i.sop_instance_uid for s in self.series for i in s.instances if i.flagged_as is not None
-        )
+        return tuple(i.sop_instance_uid for s in self.series for i in s.instances if i.flagged_as is not None)

@@ -21,7 +21,9 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 @contextmanager
-def serve_in_thread(app: Any, *, host: str = "127.0.0.1", port: int | None = None, **options: Any) -> Iterator[str]:
+def serve_in_thread(
+    app: Any, *, host: str = "127.0.0.1", port: int | None = None, **options: Any
+) -> Iterator[str]:
     """Serve ``app`` with uvicorn in a daemon thread; yields its ``http://host:port`` base URL.
 
     ``options`` go to ``uvicorn.Config`` (e.g. ``ssl_certfile`` for TLS listeners).

@@ -19,8 +19,8 @@ from ncp.dicom.uids import is_valid_uid
 from ncp.errors import InvalidTopology
 
 __all__ = [
-    "CountryEndpoints",
     "Country",
+    "CountryEndpoints",
     "Endpoints",
     "Link",
     "Pacs",
@@ -45,7 +45,7 @@ class Registry:
 
 @dataclass(frozen=True)
 class Pacs:
-    """An Imaging Document Source. ``backend`` is ``embedded``, ``orthanc`` (managed) or a DICOMweb base URL."""
+    """An Imaging Document Source; ``backend``: ``embedded``, ``orthanc`` (managed) or a DICOMweb base URL."""
 
     id: str
     retrieve_location_uid: str
@@ -101,7 +101,9 @@ class Topology:
         try:
             return self.countries[code]
         except KeyError:
-            raise InvalidTopology(f"unknown country {code!r}; topology has {sorted(self.countries)}") from None
+            raise InvalidTopology(
+                f"unknown country {code!r}; topology has {sorted(self.countries)}"
+            ) from None
 
     def by_home_community(self, oid: str) -> Country | None:
         return next((c for c in self.countries.values() if c.home_community_id == oid), None)
@@ -136,10 +138,14 @@ def parse_topology(raw: Mapping[str, Any], *, source: str = "topology") -> Topol
     countries_raw = r.mapping("countries")
     if not countries_raw:
         raise InvalidTopology(f"{source}: 'countries' must declare at least one country")
-    countries = {code: _country(r.sub(f"countries.{code}", body), code) for code, body in countries_raw.items()}
+    countries = {
+        code: _country(r.sub(f"countries.{code}", body), code) for code, body in countries_raw.items()
+    }
     _check_unique(source, "home_community_id", [c.home_community_id for c in countries.values()])
     _check_unique(source, "patient_id_issuer", [c.patient_id_issuer for c in countries.values()])
-    _check_unique(source, "retrieve_location_uid", [p.retrieve_location_uid for c in countries.values() for p in c.pacs])
+    _check_unique(
+        source, "retrieve_location_uid", [p.retrieve_location_uid for c in countries.values() for p in c.pacs]
+    )
     links = tuple(_link(r.sub(f"links[{i}]", body), countries) for i, body in enumerate(r.items("links")))
     synth = _synth(r.sub("synth", r.mapping("synth")))
     return Topology(
@@ -158,7 +164,9 @@ def _country(r: _Reader, code: str) -> Country:
     architecture = r.text("architecture", "A")
     if architecture not in ("A", "B", "C"):
         raise InvalidTopology(f"{r.where('architecture')} must be A, B or C, not {architecture!r}")
-    registries = tuple(Registry(id=r.sub(f"registries[{i}]", x).text("id")) for i, x in enumerate(r.items("registries")))
+    registries = tuple(
+        Registry(id=r.sub(f"registries[{i}]", x).text("id")) for i, x in enumerate(r.items("registries"))
+    )
     if not registries:
         raise InvalidTopology(f"{r.where('registries')} must declare at least one registry")
     pacs = tuple(_pacs(r.sub(f"pacs[{i}]", x)) for i, x in enumerate(r.items("pacs")))
@@ -167,7 +175,9 @@ def _country(r: _Reader, code: str) -> Country:
     if architecture == "C" and len(pacs) != 1:
         raise InvalidTopology(f"{r.where('pacs')}: architecture C has one central VNA, found {len(pacs)}")
     if architecture != "B" and len(registries) != 1:
-        raise InvalidTopology(f"{r.where('registries')}: architecture {architecture} has one central registry")
+        raise InvalidTopology(
+            f"{r.where('registries')}: architecture {architecture} has one central registry"
+        )
     registry_ids = {x.id for x in registries}
     for i, p in enumerate(pacs):
         if p.registry is not None and p.registry not in registry_ids:
@@ -203,7 +213,10 @@ def _link(r: _Reader, countries: Mapping[str, Country]) -> Link:
     if not (isinstance(between, list) and len(between) == 2 and all(c in countries for c in between)):
         raise InvalidTopology(f"{r.where('between')} must name two declared countries")
     return Link(
-        a=between[0], b=between[1], rtt_ms=r.number("rtt_ms", 0.0), bandwidth_mbit=r.number("bandwidth_mbit", 0.0),
+        a=between[0],
+        b=between[1],
+        rtt_ms=r.number("rtt_ms", 0.0),
+        bandwidth_mbit=r.number("bandwidth_mbit", 0.0),
         jitter_ms=r.number("jitter_ms", 0.0),
     )
 
@@ -261,8 +274,16 @@ class _Reader:
 
     def oid(self, key: str, default: str | None = None) -> str:
         value = self.text(key, default)
-        if not value or set(value) - _OID_CHARS or ".." in value or value.startswith(".") or value.endswith("."):
-            raise InvalidTopology(f"{self.where(key)} {value!r} is not a bare OID (digits and dots, no urn:oid:)")
+        if (
+            not value
+            or set(value) - _OID_CHARS
+            or ".." in value
+            or value.startswith(".")
+            or value.endswith(".")
+        ):
+            raise InvalidTopology(
+                f"{self.where(key)} {value!r} is not a bare OID (digits and dots, no urn:oid:)"
+            )
         return value
 
     def integer(self, key: str, default: int) -> int:

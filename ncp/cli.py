@@ -1,0 +1,151 @@
+"""The ``xcwado`` command (ARCHITECTURE §8): demo, up, synth, validate."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from rich.console import Console
+
+from ncp.errors import NcpError
+
+__all__ = ["main"]
+
+
+def _source(value: str) -> str:
+    """A topology file path, or the name of a shipped topology (``default``, ``three-country``)."""
+    return value if value.endswith(".toml") or "/" in value else f"builtin:{value}"
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from ncp.demo import run_demo
+
+    run_dir = Path(args.run_dir) if args.run_dir else Path(tempfile.mkdtemp(prefix="xcwado-demo-"))
+    result = run_demo(_source(args.topology), run_dir, treatment=args.treatment, affiliation=args.affiliation)
+    return 0 if result.ok else 1
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from ncp.federation import Federation
+    from ncp.publish import seed_federation
+    from ncp.synth import catalogue_json
+
+    console = Console()
+    run_dir = Path(args.run_dir)
+    with Federation(_source(args.topology), run_dir, mode="process") as fed:
+        if not args.no_seed:
+            published = asyncio.run(seed_federation(fed.topology, fed.plan.endpoints))
+            fed.catalogue = {"patients": [p for pub in published.values() for p in catalogue_json(pub.data)]}
+        fed.write_state(Path(args.state))
+        for code, ep in fed.plan.endpoints.countries.items():
+            console.print(f"[bold]{code}[/] gateway {ep.gateway}  border {ep.border}")
+        console.print(f"State file: {args.state}. Ctrl-C stops the federation.")
+        stop = False
+
+        def _stop(*_: object) -> None:
+            nonlocal stop
+            stop = True
+
+        signal.signal(signal.SIGTERM, _stop)
+        try:
+            while not stop:
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            pass
+    console.print("Federation stopped.")
+    return 0
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from ncp.app import load_source
+    from ncp.dicom.kos import build_kin, build_manifest, to_part10
+    from ncp.synth import synthesize
+
+    topology = load_source(_source(args.topology))
+    out = Path(args.out)
+    codes = [args.country] if args.country else list(topology.countries)
+    count = 0
+    for code in codes:
+        rluids = {
+            p.retrieve_location_uid: f"https://pacs-{p.id}.{code.lower()}.example/dicom-web/"
+            for p in topology.country(code).pacs
+        }
+        data = synthesize(topology, code, retrieve_urls=rluids)
+        for study in data.studies:
+            folder = out / code / study.study_instance_uid
+            folder.mkdir(parents=True, exist_ok=True)
+            for ds in data.instances(study):
+                (folder / f"{ds.SOPInstanceUID}.dcm").write_bytes(to_part10(ds))
+                count += 1
+            for encoding in ("MADO", "MCWG"):
+                kos = build_manifest(study, encoding=encoding)  # type: ignore[arg-type]
+                (folder / f"manifest-{encoding}.dcm").write_bytes(to_part10(kos))
+            if study.key_images:
+                (folder / "kin.dcm").write_bytes(to_part10(build_kin(study)))
+    print(f"wrote {count} instances and their manifests under {out}")
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    import httpx
+
+    from ncp.dicom.validate import http_resolver, validate_manifest
+
+    data = Path(args.file).read_bytes()
+    with httpx.Client(timeout=30.0) as client:
+        resolver = http_resolver(args.pacs, client) if args.pacs else None
+        report = validate_manifest(data, resolve=resolver)
+    print(report.render())
+    return 0 if report.ok else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="xcwado", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="run the three cross-border steps end to end")
+    demo.add_argument("--topology", default="default")
+    demo.add_argument("--run-dir")
+    demo.add_argument("--treatment", help="country of the consumer (B)")
+    demo.add_argument("--affiliation", help="country of the patient (A)")
+    demo.set_defaults(func=cmd_demo)
+
+    up = sub.add_parser("up", help="start a federation and keep it running")
+    up.add_argument("--topology", default="default")
+    up.add_argument("--state", default="run/state.json")
+    up.add_argument("--run-dir", default="run")
+    up.add_argument("--no-seed", action="store_true")
+    up.set_defaults(func=cmd_up)
+
+    synth = sub.add_parser("synth", help="write the synthetic catalogue (DICOM, manifests) to a folder")
+    synth.add_argument("--topology", default="default")
+    synth.add_argument("--country")
+    synth.add_argument("--out", default="run/synth")
+    synth.set_defaults(func=cmd_synth)
+
+    validate = sub.add_parser("validate", help="check a KOS manifest against the MCWG checklist")
+    validate.add_argument("file")
+    validate.add_argument("--pacs", help="DICOMweb base URL where every reference must resolve")
+    validate.set_defaults(func=cmd_validate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
+    try:
+        return int(args.func(args))
+    except NcpError as exc:
+        print(f"xcwado: {exc.message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

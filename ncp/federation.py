@@ -1,0 +1,147 @@
+"""Start and stop a whole topology: every role on its own loopback port, health-checked.
+
+Roles run as child processes (``xcwado up``, the demo) or as uvicorn threads in this process
+(tests); both go through :func:`ncp.app.build_role`, so they exercise the same code.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+import httpx
+
+from ncp.app import Plan, build_role, make_plan
+from ncp.server import serve_in_thread
+from ncp.topology import Topology
+
+__all__ = ["Federation", "run_role"]
+
+log = logging.getLogger(__name__)
+Mode = Literal["process", "thread"]
+
+
+class Federation:
+    """A running federation. Use as a context manager; ``state`` is the state-file content."""
+
+    def __init__(self, source: str, run_dir: Path, *, mode: Mode = "process") -> None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self.plan = make_plan(source, run_dir)
+        self.mode = mode
+        self._stack = ExitStack()
+        self.catalogue: dict[str, Any] = {"patients": []}
+
+    @property
+    def topology(self) -> Topology:
+        return self.plan.topology
+
+    def __enter__(self) -> Federation:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self, timeout: float = 60.0) -> None:
+        plan_file = self.plan.run_dir / "plan.json"
+        self.plan.write(plan_file)
+        for role in self.plan.roles:
+            if self.mode == "process":
+                self._stack.enter_context(_process(plan_file, role.id, self.plan.run_dir))
+            else:
+                for app, port in build_role(self.plan, role.id):
+                    self._stack.enter_context(serve_in_thread(app, host=self.plan.host, port=port))
+        self.wait_healthy(timeout)
+
+    def stop(self) -> None:
+        self._stack.close()
+
+    def health_urls(self) -> list[str]:
+        return [f"http://{self.plan.host}:{port}/health" for role in self.plan.roles for port in role.ports]
+
+    def wait_healthy(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        pending = set(self.health_urls())
+        with httpx.Client(timeout=2.0) as client:
+            while pending:
+                for url in sorted(pending):
+                    try:
+                        if client.get(url).status_code == 200:
+                            pending.discard(url)
+                    except httpx.HTTPError:
+                        pass
+                if pending and time.monotonic() > deadline:
+                    raise RuntimeError(f"roles not healthy after {timeout:g} s: {sorted(pending)}")
+                if pending:
+                    time.sleep(0.1)
+
+    def state(self, security: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The state file (ARCHITECTURE §8, contract)."""
+        return {
+            "topology": self.plan.source,
+            "countries": self.plan.endpoints.to_json(),
+            "catalogue": self.catalogue,
+            "security": security or {"enabled": False},
+        }
+
+    def write_state(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.state(), indent=2))
+
+
+@contextmanager
+def _process(plan_file: Path, role_id: str, run_dir: Path) -> Iterator[subprocess.Popen[bytes]]:
+    log_path = run_dir / "logs" / (role_id.replace("/", "-") + ".log")
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "ncp.federation", str(plan_file), role_id],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+    try:
+        yield proc
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def run_role(plan_file: Path, role_id: str) -> None:
+    """Entry point of a role process: serve every listener of the role until SIGTERM."""
+    import asyncio
+
+    import uvicorn
+
+    plan = Plan.from_json(json.loads(plan_file.read_text()))
+    servers = [
+        uvicorn.Server(uvicorn.Config(app, host=plan.host, port=port, log_level="warning", lifespan="on"))
+        for app, port in build_role(plan, role_id)
+    ]
+
+    async def main() -> None:
+        await asyncio.gather(*(s.serve() for s in servers))
+
+    asyncio.run(main())
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    run_role(Path(sys.argv[1]), sys.argv[2])

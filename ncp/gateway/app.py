@@ -1,0 +1,90 @@
+"""The NCP gateway's two listeners (ARCHITECTURE §4).
+
+* ``gateway``: for this country's consumers (initiating side): ITI-78/67/68 facade and the
+  Initiating Imaging Gateway ``/wado/...``.
+* ``border``: for other NCPs only (responding side): ITI-78/67/68 answered from this country's
+  registries and the Responding Imaging Gateway ``/wado-rs/...``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from ncp.errors import NcpError, dicomweb_error_response, fhir_error_response
+from ncp.gateway import iti67, iti68, iti78, rad160
+from ncp.gateway.context import Clients
+from ncp.gateway.proxy import make_upstream
+from ncp.gateway.settings import GatewaySettings
+
+__all__ = ["create_border_app", "create_gateway_app"]
+
+
+def create_gateway_app(settings: GatewaySettings) -> Starlette:
+    routes = [
+        Route("/fhir/Patient", iti78.find_patients_initiating),
+        Route("/fhir/DocumentReference", iti67.find_document_references_initiating),
+        Route("/fhir/Binary/{id}", iti68.retrieve_document_initiating),
+        Route("/wado/{path:path}", rad160.initiating_imaging_gateway),
+    ]
+    return _app(settings, routes, f"{settings.agent}-gateway")
+
+
+def create_border_app(settings: GatewaySettings) -> Starlette:
+    routes = [
+        Route("/fhir/Patient", iti78.find_patients_responding),
+        Route("/fhir/DocumentReference", iti67.find_document_references_responding),
+        Route("/fhir/Binary/{id}", iti68.retrieve_document_responding),
+        Route("/wado-rs/{path:path}", rad160.responding_imaging_gateway),
+    ]
+    return _app(settings, routes, f"{settings.agent}-border")
+
+
+def _app(settings: GatewaySettings, routes: list[Route], hop_name: str) -> Starlette:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        clients = Clients(
+            fhir=httpx.AsyncClient(
+                timeout=httpx.Timeout(settings.timeouts.first_byte, connect=settings.timeouts.connect)
+            ),
+            upstream=make_upstream(settings.data_plane, settings.timeouts),
+        )
+        app.state.clients = clients
+        try:
+            yield
+        finally:
+            await clients.aclose()
+
+    app = Starlette(
+        routes=[*routes, Route("/health", _health)],
+        lifespan=lifespan,
+        exception_handlers={NcpError: _error_handler(hop_name)},
+    )
+    app.state.settings = settings
+    app.state.hop_name = hop_name
+    return app
+
+
+def _error_handler(agent: str) -> Callable[[Request, Exception], Any]:
+    def handle(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, NcpError)
+        is_fhir = request.url.path.startswith("/fhir")
+        response = fhir_error_response(exc) if is_fhir else dicomweb_error_response(exc, agent)
+        if rid := request.headers.get("x-request-id"):
+            response.headers["x-request-id"] = rid
+        return response
+
+    return handle
+
+
+async def _health(request: Request) -> Response:
+    settings: GatewaySettings = request.app.state.settings
+    return Response(json.dumps({"status": "ok", "country": settings.country}), media_type="application/json")

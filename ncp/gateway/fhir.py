@@ -1,0 +1,116 @@
+"""FHIR plumbing shared by the gateway's MHD/PDQm transactions: upstream calls and URL rewriting.
+
+No URL taken from a response is ever fetched: only the query part of a ``next`` link is reused,
+against a base URL that comes from the topology.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+import httpx
+from starlette.datastructures import QueryParams
+from starlette.responses import Response
+
+from ncp.errors import InvalidRequest, NotFound, UpstreamError, UpstreamTimeout
+from ncp.gateway.context import Hop
+from ncp.topology import Country
+
+__all__ = [
+    "HCID_EXTENSION",
+    "FhirAnswer",
+    "fhir_get",
+    "fhir_response",
+    "next_query",
+    "parse_patient_token",
+    "route_by_patient",
+    "searchset",
+    "split_id",
+]
+
+HCID_EXTENSION = "https://profiles.ihe.net/ITI/MHD/StructureDefinition/ihe-HomeCommunityId"
+FHIR_JSON = "application/fhir+json"
+_FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+_FORWARDED = ("accept", "authorization", "x-ncp-assertion")
+
+
+@dataclass(frozen=True)
+class FhirAnswer:
+    status: int
+    body: dict[str, Any]
+
+
+async def fhir_get(
+    hop: Hop, url: str, params: Sequence[tuple[str, str]], headers: Mapping[str, str]
+) -> FhirAnswer:
+    """GET a FHIR resource/search from the next hop; transport failures become 502/504."""
+    out = {k: v for k, v in headers.items() if k in _FORWARDED}
+    out.update({"accept": FHIR_JSON, "x-request-id": hop.request_id, "x-forwarded-by": hop.name})
+    try:
+        resp = await hop.fhir.get(url, params=list(params), headers=out)
+    except httpx.TimeoutException:
+        raise UpstreamTimeout(f"{url.split('/fhir')[0]} did not answer in time") from None
+    except httpx.HTTPError as exc:
+        raise UpstreamError(f"next hop unreachable ({type(exc).__name__})") from None
+    try:
+        body = resp.json()
+    except ValueError:
+        raise UpstreamError(f"next hop answered {resp.status_code} without FHIR JSON") from None
+    if not isinstance(body, dict):
+        raise UpstreamError("next hop answered with a non-resource JSON body")
+    return FhirAnswer(resp.status_code, body)
+
+
+def fhir_response(body: Mapping[str, Any], status: int = 200, request_id: str | None = None) -> Response:
+    headers = {"x-request-id": request_id} if request_id else None
+    return Response(json.dumps(body), status_code=status, media_type=FHIR_JSON, headers=headers)
+
+
+def parse_patient_token(value: str) -> tuple[str, str]:
+    """``urn:oid:{issuer}|{id}`` -> (bare issuer OID, id)."""
+    system, sep, ident = value.partition("|")
+    if not sep or not system.startswith("urn:oid:") or not ident:
+        raise InvalidRequest(f"patient identifier {value!r} must be urn:oid:<issuer>|<id>")
+    return system.removeprefix("urn:oid:"), ident
+
+
+def route_by_patient(hop: Hop, token: str) -> Country:
+    """The community that issues this patient identifier (ITI-78/ITI-67 routing by issuer)."""
+    issuer, _ = parse_patient_token(token)
+    country = hop.settings.topology.by_patient_issuer(issuer)
+    if country is None:
+        raise NotFound(f"no community of this federation issues patient identifiers under urn:oid:{issuer}")
+    return country
+
+
+def split_id(value: str, what: str) -> tuple[str, str]:
+    """``prefix.rest`` -> (prefix, rest), checking the FHIR id syntax of the whole."""
+    if not _FHIR_ID.fullmatch(value):
+        raise InvalidRequest(f"{what} {value!r} is not a valid FHIR id")
+    prefix, sep, rest = value.partition(".")
+    if not sep or not rest:
+        raise NotFound(f"{what} {value!r} is unknown")
+    return prefix, rest
+
+
+def next_query(link_url: str, drop: frozenset[str] = frozenset()) -> list[tuple[str, str]]:
+    """The query of a ``next`` link, to be replayed against a configured base (never the link's host)."""
+    return [(k, v) for k, v in QueryParams(urlsplit(link_url).query).multi_items() if k not in drop]
+
+
+def searchset(
+    entries: list[dict[str, Any]], *, total: int, self_url: str, next_url: str | None
+) -> dict[str, Any]:
+    links = [{"relation": "self", "url": self_url}]
+    if next_url:
+        links.append({"relation": "next", "url": next_url})
+    return {"resourceType": "Bundle", "type": "searchset", "total": total, "link": links, "entry": entries}
+
+
+def with_query(base: str, params: Sequence[tuple[str, str]]) -> str:
+    return base + ("?" + urlencode(list(params)) if params else "")

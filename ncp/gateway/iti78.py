@@ -1,0 +1,77 @@
+"""Patient identification across communities, PDQm ITI-78 style (ARCHITECTURE §2 step 0).
+
+NCP-B routes ``Patient?identifier=urn:oid:{issuer}|{id}`` to the community that issues the
+identifier; NCP-A searches its registries (all regions in architecture B) and returns one
+searchset Bundle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ncp.errors import InvalidRequest, NcpError
+from ncp.gateway.context import Hop
+from ncp.gateway.fhir import (
+    fhir_get,
+    fhir_response,
+    parse_patient_token,
+    route_by_patient,
+    searchset,
+    with_query,
+)
+
+__all__ = ["find_patients_initiating", "find_patients_responding"]
+
+
+def _identifier(request: Request) -> str:
+    values = request.query_params.getlist("identifier")
+    if len(values) != 1:
+        raise InvalidRequest("Patient search needs exactly one identifier=urn:oid:<issuer>|<id>")
+    parse_patient_token(values[0])
+    return values[0]
+
+
+async def find_patients_initiating(request: Request) -> Response:
+    hop = Hop.of(request)
+    country = route_by_patient(hop, _identifier(request))
+    border = hop.settings.endpoints[country.code].border
+    answer = await fhir_get(
+        hop, f"{border}/fhir/Patient", [("identifier", _identifier(request))], request.headers
+    )
+    body = answer.body
+    if answer.status == 200:
+        own = f"{hop.settings.my_endpoints.gateway}/fhir/Patient"
+        body["link"] = [{"relation": "self", "url": with_query(own, [("identifier", _identifier(request))])}]
+    return fhir_response(body, answer.status, hop.request_id)
+
+
+async def find_patients_responding(request: Request) -> Response:
+    hop = Hop.of(request)
+    token = _identifier(request)
+    bases = list(hop.settings.my_endpoints.registries.values())
+    answers = await asyncio.gather(
+        *(fhir_get(hop, f"{b}/Patient", [("identifier", token)], request.headers) for b in bases),
+        return_exceptions=True,
+    )
+    seen: dict[str, dict[str, Any]] = {}
+    for answer in answers:
+        if isinstance(answer, NcpError):
+            continue  # another region may know the patient; the search is by identifier, not by region
+        if isinstance(answer, BaseException):
+            raise answer
+        if answer.status != 200:
+            return fhir_response(answer.body, answer.status, hop.request_id)
+        for entry in answer.body.get("entry", []):
+            resource = entry.get("resource", {})
+            seen.setdefault(resource.get("id", ""), {"fullUrl": entry.get("fullUrl"), "resource": resource})
+    if not seen and answers and all(isinstance(a, NcpError) for a in answers):
+        raise answers[0]  # type: ignore[misc]
+    own = f"{hop.settings.my_endpoints.border}/fhir/Patient"
+    bundle = searchset(
+        list(seen.values()), total=len(seen), self_url=with_query(own, [("identifier", token)]), next_url=None
+    )
+    return fhir_response(bundle, 200, hop.request_id)

@@ -1,0 +1,63 @@
+"""The gateway's typed settings: one country's view of the topology and of where everything listens."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+from urllib.parse import urlsplit
+
+from ncp.gateway.proxy import Timeouts
+from ncp.topology import Country, CountryEndpoints, Endpoints, Topology
+
+__all__ = ["AllowedBase", "GatewaySettings"]
+
+
+@dataclass(frozen=True)
+class AllowedBase:
+    """An allowlisted WADO-RS base: scheme, host, port and path prefix (normalised)."""
+
+    scheme: str
+    host: str
+    port: int
+    path: str  # always ends with '/'
+
+    @classmethod
+    def parse(cls, url: str) -> AllowedBase:
+        parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        path = parts.path if parts.path.endswith("/") else parts.path + "/"
+        return cls(parts.scheme, (parts.hostname or "").lower(), port, path)
+
+    @property
+    def url(self) -> str:
+        return f"{self.scheme}://{self.host}:{self.port}{self.path}"
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    topology: Topology
+    country: str
+    endpoints: Endpoints
+    data_plane: Literal["aiohttp", "httpx"] = "aiohttp"
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    # Deliberate misbehaviour for negative tests and the scenario catalogue.
+    faults: frozenset[str] = frozenset()
+
+    @property
+    def me(self) -> Country:
+        return self.topology.country(self.country)
+
+    @property
+    def my_endpoints(self) -> CountryEndpoints:
+        return self.endpoints[self.country]
+
+    @property
+    def agent(self) -> str:
+        return f"ncp-{self.country.lower()}"
+
+    def pacs_base(self, rluid: str) -> str | None:
+        """Retrieve Location UID -> WADO-RS base of one of this country's PACS (MADO 6.X.2.14 lookup)."""
+        return self.my_endpoints.pacs.get(rluid)
+
+    def allowed_bases(self) -> tuple[AllowedBase, ...]:
+        return tuple(AllowedBase.parse(u) for u in self.my_endpoints.pacs.values())

@@ -1,0 +1,174 @@
+"""Load a country's synthetic catalogue into its roles through the real transactions.
+
+Images go to the PACS with STOW-RS (grouped per Retrieve Location UID), documents to the
+registry with ITI-65. Publication variants (MCWG 2.17 / 3.2): variant A publishes the manifest
+together with the validated report; variant B publishes the manifest at acquisition, before the
+report exists, so only the manifest is found.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import httpx
+import pydicom
+
+from ncp.dicom.kos import build_kin, build_manifest, to_part10
+from ncp.dicom.multipart import Part, encode_multipart, multipart_content_type, new_boundary
+from ncp.errors import UpstreamError
+from ncp.mhd import manifest_document_reference, provide_document_bundle, report_document_reference
+from ncp.model import StudyRecord
+from ncp.synth import CountryData, fhir_report_document, render_pdf, synthesize
+from ncp.topology import Country, Endpoints, Topology
+
+__all__ = ["Published", "publish_country", "seed_federation"]
+
+Encoding = Literal["MADO", "MCWG"]
+_STOW_BATCH = 16
+
+
+@dataclass(frozen=True)
+class Published:
+    data: CountryData
+    encoding: Encoding
+    manifests: dict[str, bytes]  # study UID -> KOS Part 10
+    reports: frozenset[str]  # study UIDs whose report was published
+
+
+async def seed_federation(
+    topology: Topology, endpoints: Endpoints, *, encoding: Encoding | None = None
+) -> dict[str, Published]:
+    out = {}
+    async with httpx.AsyncClient(timeout=120.0) as client:
+        for code in topology.countries:
+            out[code] = await publish_country(client, topology, code, endpoints, encoding=encoding)
+    return out
+
+
+async def publish_country(
+    client: httpx.AsyncClient,
+    topology: Topology,
+    code: str,
+    endpoints: Endpoints,
+    *,
+    encoding: Encoding | None = None,
+) -> Published:
+    country = topology.country(code)
+    ep = endpoints[code]
+    data = synthesize(topology, code, retrieve_urls=ep.pacs)
+    encoding = encoding or topology.synth.manifest_encoding
+    manifests: dict[str, bytes] = {}
+    reports: set[str] = set()
+    for study in data.studies:
+        await _stow_study(client, data, study)
+        manifests[study.study_instance_uid] = to_part10(build_manifest(study, encoding=encoding))
+    for patient in data.patients:
+        by_registry: dict[str, list[tuple[dict[str, Any], list[tuple[str, bytes]]]]] = {}
+        for study in (s for s in data.studies if s.patient == patient):
+            docs = by_registry.setdefault(_registry_of(country, study), [])
+            docs.append(_manifest_doc(country, study, manifests[study.study_instance_uid]))
+            report = data.report(study)
+            if report is not None and study.publication == "A":
+                docs.append(_report_doc(country, report))
+                reports.add(study.study_instance_uid)
+        for reg_id, docs in by_registry.items():
+            bundle = provide_document_bundle(patient, docs, source_oid=country.home_community_id)
+            await _post(client, ep.registries[reg_id], bundle)
+    return Published(data, encoding, manifests, frozenset(reports))
+
+
+def _registry_of(country: Country, study: StudyRecord) -> str:
+    """Architecture B: the regional registry that indexes the PACS holding the study."""
+    pacs = country.pacs_by_rluid(study.series[0].retrieve_location_uid)
+    return (pacs.registry if pacs and pacs.registry else None) or country.registries[0].id
+
+
+def _manifest_doc(
+    country: Country, study: StudyRecord, kos: bytes
+) -> tuple[dict[str, Any], list[tuple[str, bytes]]]:
+    doc = manifest_document_reference(
+        study,
+        doc_id=_doc_id("m", study.study_instance_uid),
+        size=len(kos),
+        sha1_b64=_sha1(kos),
+        url="urn:placeholder",
+        home_community_id=country.home_community_id,
+        creation=_creation(study),
+    )
+    return doc, [("application/dicom", kos)]
+
+
+def _report_doc(country: Country, report: Any) -> tuple[dict[str, Any], list[tuple[str, bytes]]]:
+    import json
+
+    pdf = render_pdf(report)
+    fhir = json.dumps(fhir_report_document(report)).encode()
+    contents = [("application/pdf", pdf), ("application/fhir+json", fhir)]
+    doc = report_document_reference(
+        report,
+        doc_id=_doc_id("r", report.study.study_instance_uid),
+        contents=[(ct, len(b), _sha1(b), "urn:placeholder") for ct, b in contents],
+        home_community_id=country.home_community_id,
+        creation=_creation(report.study),
+    )
+    return doc, contents
+
+
+async def _stow_study(client: httpx.AsyncClient, data: CountryData, study: StudyRecord) -> None:
+    by_pacs: dict[str, list[pydicom.Dataset]] = {}
+    url_of = {s.retrieve_location_uid: s.retrieve_url for s in study.series}
+    batch_owner = study.series[0].retrieve_location_uid
+    for ds in data.instances(study):
+        rluid = next(
+            s.retrieve_location_uid for s in study.series if s.series_instance_uid == ds.SeriesInstanceUID
+        )
+        pending = by_pacs.setdefault(rluid, [])
+        pending.append(ds)
+        if len(pending) >= _STOW_BATCH:
+            await _stow(client, url_of[rluid], pending)
+            pending.clear()
+    if study.key_images:
+        by_pacs.setdefault(batch_owner, []).append(build_kin(study))
+    for rluid, pending in by_pacs.items():
+        if pending:
+            await _stow(client, url_of[rluid], pending)
+
+
+async def _stow(client: httpx.AsyncClient, base: str, datasets: Iterable[pydicom.Dataset]) -> None:
+    boundary = new_boundary()
+    bodies = [to_part10(ds) for ds in datasets]
+
+    async def parts() -> AsyncIterator[Part]:
+        for body in bodies:
+            yield Part.from_bytes(body, "application/dicom")
+
+    response = await client.post(
+        f"{base.rstrip('/')}/studies",
+        content=encode_multipart(parts(), boundary),
+        headers={"Content-Type": multipart_content_type("application/dicom", boundary)},
+    )
+    if response.status_code != 200:
+        raise UpstreamError(f"STOW-RS to {base} answered {response.status_code}: {response.text[:300]}")
+
+
+async def _post(client: httpx.AsyncClient, fhir_base: str, bundle: dict[str, Any]) -> None:
+    response = await client.post(fhir_base, json=bundle, headers={"Content-Type": "application/fhir+json"})
+    if response.status_code not in (200, 201):
+        raise UpstreamError(f"ITI-65 to {fhir_base} answered {response.status_code}: {response.text[:300]}")
+
+
+def _doc_id(prefix: str, uid: str) -> str:
+    return f"{prefix}{hashlib.sha1(uid.encode()).hexdigest()[:20]}"
+
+
+def _sha1(data: bytes) -> str:
+    return base64.b64encode(hashlib.sha1(data).digest()).decode()
+
+
+def _creation(study: StudyRecord) -> str:
+    d, t = study.date, study.time
+    return f"{d[:4]}-{d[4:6]}-{d[6:8]}T{t[:2]}:{t[2:4]}:{t[4:6]}Z"
