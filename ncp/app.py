@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from ncp.gateway.app import create_border_app, create_gateway_app
 from ncp.gateway.settings import GatewaySettings
@@ -48,6 +48,7 @@ class Plan:
     endpoints: Endpoints
     roles: tuple[Role, ...]
     host: str = "127.0.0.1"
+    data_plane: Literal["aiohttp", "httpx"] = "aiohttp"
 
     @property
     def topology(self) -> Topology:
@@ -60,6 +61,7 @@ class Plan:
             "host": self.host,
             "countries": self.endpoints.to_json(),
             "roles": {r.id: list(r.ports) for r in self.roles},
+            "data_plane": self.data_plane,
         }
 
     @classmethod
@@ -70,6 +72,7 @@ class Plan:
             endpoints=Endpoints.from_json(raw["countries"]),
             roles=tuple(Role(k, tuple(v)) for k, v in raw["roles"].items()),
             host=raw.get("host", "127.0.0.1"),
+            data_plane=raw.get("data_plane", "aiohttp"),
         )
 
     def write(self, path: Path) -> None:
@@ -84,7 +87,9 @@ def load_source(source: str) -> Topology:
     )
 
 
-def make_plan(source: str, run_dir: Path, host: str = "127.0.0.1") -> Plan:
+def make_plan(
+    source: str, run_dir: Path, host: str = "127.0.0.1", data_plane: Literal["aiohttp", "httpx"] = "aiohttp"
+) -> Plan:
     """Pick a free loopback port for every role of the topology."""
     topology = load_source(source)
     roles: list[Role] = []
@@ -113,7 +118,7 @@ def make_plan(source: str, run_dir: Path, host: str = "127.0.0.1") -> Plan:
             registries=registries,
             pacs=pacs,
         )
-    return Plan(source, run_dir, Endpoints(endpoints), tuple(roles), host)
+    return Plan(source, run_dir, Endpoints(endpoints), tuple(roles), host, data_plane)
 
 
 def build_role(plan: Plan, role_id: str) -> list[tuple[Any, int]]:
@@ -126,7 +131,7 @@ def build_role(plan: Plan, role_id: str) -> list[tuple[Any, int]]:
     state_dir = plan.run_dir / role.country
     state_dir.mkdir(parents=True, exist_ok=True)
     if role.kind == "gateway":
-        settings = GatewaySettings(topology, role.country, plan.endpoints)
+        settings = GatewaySettings(topology, role.country, plan.endpoints, data_plane=plan.data_plane)
         return [(create_gateway_app(settings), role.ports[0]), (create_border_app(settings), role.ports[1])]
     if role.kind == "registry":
         registry = RegistrySettings(

@@ -11,7 +11,6 @@ __all__ = [
     "ACQUISITION_MODALITIES",
     "ANATOMICAL_REGIONS",
     "CATEGORY_MEDICAL_IMAGING",
-    "Code",
     "DCM",
     "FORMAT_KOS",
     "KOS_SOP_CLASS",
@@ -19,6 +18,7 @@ __all__ = [
     "SCT",
     "TYPE_MANIFEST",
     "TYPE_REPORT",
+    "Code",
     "region_by_body_part",
 ]
 
@@ -52,7 +52,7 @@ CATEGORY_MEDICAL_IMAGING = Code(
 )
 FORMAT_KOS = Code(KOS_SOP_CLASS, DCMUID, "Key Object Selection Document")
 
-# CID IHE-MADO1 "High-Level Anatomic Regions and Systems" (MCWG 2.1): SCT code -> (meaning, Body Part Examined)
+# CID IHE-MADO1 "High-Level Anatomic Regions and Systems" (MCWG 2.1): SCT code -> (meaning, body part)
 ANATOMICAL_REGIONS: dict[str, tuple[str, str]] = {
     "63337009": ("Lower trunk", "LOWERTRUNK"),
     "38266002": ("Entire body", "WHOLEBODY"),

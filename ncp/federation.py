@@ -24,7 +24,7 @@ from ncp.app import Plan, build_role, make_plan
 from ncp.server import serve_in_thread
 from ncp.topology import Topology
 
-__all__ = ["Federation", "run_role"]
+__all__ = ["Federation", "run_role", "state_document"]
 
 log = logging.getLogger(__name__)
 Mode = Literal["process", "thread"]
@@ -33,9 +33,17 @@ Mode = Literal["process", "thread"]
 class Federation:
     """A running federation. Use as a context manager; ``state`` is the state-file content."""
 
-    def __init__(self, source: str, run_dir: Path, *, mode: Mode = "process") -> None:
+    def __init__(
+        self,
+        source: str,
+        run_dir: Path,
+        *,
+        mode: Mode = "process",
+        data_plane: Literal["aiohttp", "httpx"] = "aiohttp",
+    ) -> None:
         run_dir.mkdir(parents=True, exist_ok=True)
-        self.plan = make_plan(source, run_dir)
+        self.plan = make_plan(source, run_dir, data_plane=data_plane)
+        self.pids: dict[str, int] = {}
         self.mode = mode
         self._stack = ExitStack()
         self.catalogue: dict[str, Any] = {"patients": []}
@@ -60,7 +68,8 @@ class Federation:
         self.plan.write(plan_file)
         for role in self.plan.roles:
             if self.mode == "process":
-                self._stack.enter_context(_process(plan_file, role.id, self.plan.run_dir))
+                proc = self._stack.enter_context(_process(plan_file, role.id, self.plan.run_dir))
+                self.pids[role.id] = proc.pid
             else:
                 for app, port in build_role(self.plan, role.id):
                     self._stack.enter_context(serve_in_thread(app, host=self.plan.host, port=port))
@@ -88,18 +97,22 @@ class Federation:
                 if pending:
                     time.sleep(0.1)
 
-    def state(self, security: dict[str, Any] | None = None) -> dict[str, Any]:
-        """The state file (ARCHITECTURE §8, contract)."""
-        return {
-            "topology": self.plan.source,
-            "countries": self.plan.endpoints.to_json(),
-            "catalogue": self.catalogue,
-            "security": security or {"enabled": False},
-        }
+    def state(self) -> dict[str, Any]:
+        return state_document(self.plan, self.catalogue)
 
     def write_state(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(self.state(), indent=2))
+
+
+def state_document(plan: Plan, catalogue: dict[str, Any]) -> dict[str, Any]:
+    """The state file (ARCHITECTURE §8, contract): where every role listens, and what it holds."""
+    return {
+        "topology": plan.source,
+        "countries": plan.endpoints.to_json(),
+        "catalogue": catalogue,
+        "security": {"enabled": False},
+    }
 
 
 @contextmanager

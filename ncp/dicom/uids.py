@@ -12,7 +12,7 @@ import uuid
 
 from ncp.errors import InvalidRequest
 
-__all__ = ["deterministic_uid", "is_valid_uid", "validate_uid", "validate_oid"]
+__all__ = ["deterministic_uid", "is_valid_uid", "validate_oid", "validate_uid"]
 
 # PS3.5 §9.1: components of digits separated by '.', no leading zero in a multi-digit
 # component, at most 64 characters.

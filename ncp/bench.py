@@ -1,0 +1,288 @@
+"""``make bench``: image retrieval throughput, measured side by side in one run.
+
+Paths compared for the same study on the same machine (ARCHITECTURE §5): nginx serving the
+study's bytes from a file, the PACS directly, one gateway (NCP-A's border, RAD-160 responding),
+two gateways (NCP-B -> NCP-A), for each data-plane client (aiohttp, httpx). Study level (one
+request) and per instance (N requests, C concurrent). Ratios are what to compare; absolute
+numbers depend on the machine (client, gateways and PACS share its cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import copy
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import httpx
+
+from ncp.dicom.kos import to_part10
+from ncp.dicom.multipart import Part, encode_multipart, multipart_content_type, new_boundary
+from ncp.dicom.uids import deterministic_uid
+from ncp.federation import Federation
+from ncp.server import free_port
+from ncp.synth import synthesize
+
+__all__ = ["main"]
+
+ACCEPT = 'multipart/related; type="application/dicom"'
+
+
+@dataclass
+class Row:
+    path: str
+    level: str
+    mbps: float
+    per_second: float  # instances/s
+    ttfb_ms: float
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class BigStudy:
+    study: str
+    series: str
+    instances: tuple[str, ...]
+    rluid: str
+    bytes: int
+
+
+def make_study(pacs: str, rluid: str, count: int, instance_kb: int) -> BigStudy:
+    """Clone one synthetic CT slice ``count`` times into one series and STOW it to the PACS."""
+    from ncp.topology import builtin_topology
+
+    topo = builtin_topology("default")
+    data = synthesize(
+        _with_size(topo, instance_kb),
+        "FR",
+        retrieve_urls={p.retrieve_location_uid: pacs for p in topo.countries["FR"].pacs},
+    )
+    template_study = next(s for s in data.studies if "CT" in s.modalities)
+    template = next(iter(data.instances(template_study)))
+    study, series = deterministic_uid("bench", "study"), deterministic_uid("bench", "series")
+    uids = tuple(deterministic_uid("bench", "sop", i) for i in range(count))
+    total = 0
+    with httpx.Client(timeout=120) as client:
+        for start in range(0, count, 20):
+            bodies = []
+            for i in range(start, min(start + 20, count)):
+                ds = copy.deepcopy(template)
+                ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID = study, series, uids[i]
+                ds.file_meta.MediaStorageSOPInstanceUID = uids[i]
+                ds.InstanceNumber = i + 1
+                bodies.append(to_part10(ds))
+            total += sum(map(len, bodies))
+            _stow(client, pacs, bodies)
+    return BigStudy(study, series, uids, rluid, total)
+
+
+def _with_size(topo, instance_kb):  # type: ignore[no-untyped-def]
+    import dataclasses
+
+    return dataclasses.replace(topo, synth=dataclasses.replace(topo.synth, instance_kb=instance_kb))
+
+
+def _stow(client: httpx.Client, pacs: str, bodies: list[bytes]) -> None:
+    boundary = new_boundary()
+
+    async def collect() -> bytes:
+        async def parts():  # type: ignore[no-untyped-def]
+            for b in bodies:
+                yield Part.from_bytes(b, "application/dicom")
+
+        return b"".join([c async for c in encode_multipart(parts(), boundary)])
+
+    body = asyncio.run(collect())
+    r = client.post(
+        f"{pacs.rstrip('/')}/studies",
+        content=body,
+        headers={"Content-Type": multipart_content_type("application/dicom", boundary)},
+    )
+    r.raise_for_status()
+
+
+async def _fetch(session: aiohttp.ClientSession, url: str) -> tuple[int, float, float]:
+    started = time.perf_counter()
+    async with session.get(url, headers={"Accept": ACCEPT}) as resp:
+        ttfb = time.perf_counter() - started
+        size = 0
+        async for chunk in resp.content.iter_chunked(1 << 20):
+            size += len(chunk)
+        if resp.status != 200:
+            raise RuntimeError(f"{url} answered {resp.status}")
+    return size, ttfb, time.perf_counter() - started
+
+
+async def study_level(url: str, repeat: int) -> tuple[float, float]:
+    rates, ttfbs = [], []
+    async with aiohttp.ClientSession(auto_decompress=False) as session:
+        await _fetch(session, url)  # warm-up: connections, page cache
+        for _ in range(repeat):
+            size, ttfb, total = await _fetch(session, url)
+            rates.append(size / total / 1e6)
+            ttfbs.append(ttfb * 1000)
+    return statistics.median(rates), statistics.median(ttfbs)
+
+
+async def per_instance(urls: list[str], concurrency: int) -> tuple[float, float, float]:
+    queue = list(urls)
+    sizes: list[int] = []
+    ttfbs: list[float] = []
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector, auto_decompress=False) as session:
+        await _fetch(session, urls[0])
+
+        async def worker() -> None:
+            while queue:
+                size, ttfb, _ = await _fetch(session, queue.pop())
+                sizes.append(size)
+                ttfbs.append(ttfb * 1000)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    return sum(sizes) / elapsed / 1e6, len(urls) / elapsed, statistics.median(ttfbs)
+
+
+@contextmanager
+def nginx_serving(body: bytes, content_type: str, workdir: Path) -> Iterator[str | None]:
+    """nginx serving ``body`` as a static file; yields None when nginx is not installed."""
+    binary = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+    if binary is None:
+        yield None
+        return
+    root = workdir / "nginx"
+    (root / "www").mkdir(parents=True, exist_ok=True)
+    (root / "www" / "study").write_bytes(body)
+    port = free_port()
+    (root / "nginx.conf").write_text(f"""
+worker_processes 1; daemon off; pid {root}/nginx.pid; error_log {root}/error.log;
+events {{ worker_connections 256; }}
+http {{
+  access_log off; sendfile on; tcp_nopush on; keepalive_requests 100000;
+  client_body_temp_path {root}/tmp; proxy_temp_path {root}/tmp; fastcgi_temp_path {root}/tmp;
+  uwsgi_temp_path {root}/tmp; scgi_temp_path {root}/tmp;
+  types {{ }} default_type '{content_type}';
+  server {{ listen 127.0.0.1:{port}; root {root}/www; }}
+}}
+""")
+    proc = subprocess.Popen([binary, "-c", str(root / "nginx.conf"), "-p", str(root)])
+    try:
+        for _ in range(100):
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/study").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}/study"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def run(args: argparse.Namespace) -> list[Row]:
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory(prefix="xcwado-bench-") as tmp:
+        for client in args.clients:
+            with Federation("builtin:default", Path(tmp) / client, mode="process", data_plane=client) as fed:
+                fr, at = fed.plan.endpoints["FR"], fed.plan.endpoints["AT"]
+                rluid, pacs = next(iter(fr.pacs.items()))
+                study = make_study(pacs, rluid, args.instances, args.instance_kb)
+                hcid = fr.home_community_id
+                xc = f"homeCommunityId/{hcid}/RetrieveLocationUID/{rluid}/studies/{study.study}"
+                paths = {
+                    "PACS direct": f"{pacs}studies/{study.study}",
+                    "one gateway (NCP-A)": f"{fr.border}/wado-rs/{xc}",
+                    "two gateways (NCP-B -> NCP-A)": f"{at.gateway}/wado/{xc}",
+                }
+                if client == args.clients[0]:
+                    body = httpx.get(paths["PACS direct"], headers={"Accept": ACCEPT}, timeout=120)
+                    with nginx_serving(body.content, body.headers["content-type"], Path(tmp)) as nginx:
+                        if nginx:
+                            mbps, ttfb = asyncio.run(study_level(nginx, args.repeat))
+                            rows.append(
+                                Row(
+                                    "nginx static file",
+                                    "study",
+                                    mbps,
+                                    mbps * 1e6 / (study.bytes / args.instances),
+                                    ttfb,
+                                )
+                            )
+                for name, url in paths.items():
+                    if name == "PACS direct" and client != args.clients[0]:
+                        continue
+                    label = name if name == "PACS direct" else f"{name} [{client}]"
+                    mbps, ttfb = asyncio.run(study_level(url, args.repeat))
+                    rows.append(Row(label, "study", mbps, mbps * 1e6 / (study.bytes / args.instances), ttfb))
+                    inst_urls = [f"{url}/series/{study.series}/instances/{u}" for u in study.instances]
+                    mbps_i, ips, ttfb_i = asyncio.run(per_instance(inst_urls, args.concurrency))
+                    rows.append(Row(label, f"instance x{args.concurrency}", mbps_i, ips, ttfb_i))
+                gw_peak = {
+                    role: peak_rss_mb(pid) for role, pid in fed.pids.items() if role.endswith("/gateway")
+                }
+                for role, mb in gw_peak.items():
+                    rows.append(
+                        Row(
+                            f"peak RSS {role} [{client}]",
+                            "-",
+                            0,
+                            0,
+                            0,
+                            f"{mb:.0f} MB for a {study.bytes / 1e6:.0f} MB study",
+                        )
+                    )
+    return rows
+
+
+def render(rows: list[Row], args: argparse.Namespace) -> str:
+    direct = {r.level: r for r in rows if r.path == "PACS direct"}
+    lines = [
+        f"study: {args.instances} instances x ~{args.instance_kb} KB; repeat {args.repeat}; "
+        f"per-instance concurrency {args.concurrency}",
+        "",
+        "| path | level | MB/s | instances/s | TTFB ms (median) | vs PACS direct |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        if r.note:
+            lines.append(f"| {r.path} | - | - | - | - | {r.note} |")
+            continue
+        base = direct.get(r.level)
+        ratio = f"{r.mbps / base.mbps:.2f}x" if base and base.mbps else "-"
+        lines.append(
+            f"| {r.path} | {r.level} | {r.mbps:.0f} | {r.per_second:.0f} | {r.ttfb_ms:.1f} | {ratio} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ncp.bench", description=__doc__)
+    parser.add_argument("--instances", type=int, default=300)
+    parser.add_argument("--instance-kb", type=int, default=512)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--clients", nargs="+", default=["aiohttp", "httpx"], choices=["aiohttp", "httpx"])
+    args = parser.parse_args(argv)
+    print(render(run(args), args))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

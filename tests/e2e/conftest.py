@@ -1,0 +1,46 @@
+"""A seeded federation per topology, shared by the end-to-end tests of a module (real HTTP, threads)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from ncp.federation import Federation
+from ncp.publish import Published, seed_federation
+
+
+@dataclass
+class Seeded:
+    fed: Federation
+    published: dict[str, Published]
+
+    def gateway(self, code: str) -> str:
+        return self.fed.plan.endpoints[code].gateway
+
+    def hcid(self, code: str) -> str:
+        return self.fed.topology.country(code).home_community_id
+
+
+def start_seeded(source: str, run_dir: Path, encoding: str | None = None) -> Iterator[Seeded]:
+    with Federation(source, run_dir, mode="thread") as fed:
+        published = asyncio.run(seed_federation(fed.topology, fed.plan.endpoints, encoding=encoding))  # type: ignore[arg-type]
+        yield Seeded(fed, published)
+
+
+@pytest.fixture(scope="module")
+def default_mado(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seeded]:
+    yield from start_seeded("builtin:default", tmp_path_factory.mktemp("default-mado"), "MADO")
+
+
+@pytest.fixture(scope="module")
+def default_mcwg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seeded]:
+    yield from start_seeded("builtin:default", tmp_path_factory.mktemp("default-mcwg"), "MCWG")
+
+
+@pytest.fixture(scope="module")
+def three(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seeded]:
+    yield from start_seeded("builtin:three-country", tmp_path_factory.mktemp("three"))
