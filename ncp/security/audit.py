@@ -1,0 +1,564 @@
+"""Durable audit trail: one record per transaction per hop, rendered as IHE BALP FHIR AuditEvents.
+
+Records live in SQLite (WAL, ``synchronous=FULL``; one connection per call, so any thread may record).
+Hops are correlated by ``X-Request-Id`` (BALP ``entity[transaction]`` of type ``XrequestId``). Tokens and
+assertions are never stored: query strings and free text are scrubbed of bearer values and JWT-shaped
+strings before they reach the database (reliability.md goal 23, SMART Imaging "without exposing
+credentials in logs").
+
+:func:`to_fhir` follows BALP (standards.md §7.5): ``type`` = ``audit-event-type#rest``, subtype = the
+FHIR restful interaction plus ``urn:ihe:event-type-code#<transaction>``; queries (action E) carry the
+client as Source Role ID (DCM 110153) and the server as Destination (110152) with the request base64 in
+``entity[query].query``; reads (action R) swap the two roles (BALP ``PatientRead``). The user agent is
+the IUA-style ``IRCP`` agent with role and purpose of use; the patient is ``entity[patient]``.
+Only successful events claim a BALP profile in ``meta.profile``, since those profiles fix outcome 0.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import ipaddress
+import json
+import re
+import sqlite3
+import uuid
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field, fields
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ncp.errors import InvalidRequest, NcpError, fhir_error_response
+from ncp.security.tokens import ISCO08_SYSTEM, PURPOSE_OF_USE_SYSTEM, Claims
+
+__all__ = [
+    "TRANSACTIONS",
+    "AuditRecord",
+    "AuditStore",
+    "audit_search_endpoint",
+    "redact",
+    "to_fhir",
+    "user_fields",
+]
+
+# transaction -> (display, default action, FHIR restful interaction)
+TRANSACTIONS: dict[str, tuple[str, str, str]] = {
+    "ITI-65": ("Provide Document Bundle", "C", "transaction"),
+    "ITI-67": ("Find Document References", "E", "search-type"),
+    "ITI-68": ("Retrieve Document", "R", "read"),
+    "ITI-78": ("Patient Demographics Query for Mobile", "E", "search-type"),
+    "RAD-107": ("WADO-RS Retrieve", "R", "read"),
+    "RAD-108": ("Store Instances over the Web", "C", "create"),
+    "RAD-129": ("QIDO-RS Query", "E", "search-type"),
+    "RAD-160": ("Cross-Community WADO-RS Retrieve", "R", "read"),
+}
+_ACTIONS = frozenset("CRUDE")
+_OUTCOMES = {"0": "Success", "4": "Minor failure", "8": "Serious failure", "12": "Major failure"}
+_INTERACTIONS = {
+    "read": "read",
+    "vread": "vread",
+    "search-type": "search type",
+    "search-system": "search system",
+    "create": "create",
+    "update": "update",
+    "delete": "delete",
+    "transaction": "transaction",
+}
+_DCM = "http://dicom.nema.org/resources/ontology/DCM"
+_ENTITY_TYPE = "http://terminology.hl7.org/CodeSystem/audit-entity-type"
+_OBJECT_ROLE = "http://terminology.hl7.org/CodeSystem/object-role"
+_BALP = "https://profiles.ihe.net/ITI/BALP"
+_MAX_COUNT = 1000
+_DEFAULT_COUNT = 100
+
+# Credentials that must never reach the store: named query parameters, bearer values, JWT/SAML shapes.
+_SECRET_PARAMS = re.compile(
+    r"(?i)((?:^|[?&;])(?:access_token|id_token|token|assertion|client_assertion|jwt|saml\w*|code)=)[^&;#\s]*"
+)
+_BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+")
+_JWT = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*")
+_SAML = re.compile(r"(<(?:\w+:)?Assertion\b.*?(?:</(?:\w+:)?Assertion>|$)|PHNhbWw[A-Za-z0-9+/=]*)", re.S)
+
+
+def redact(text: str | None) -> str | None:
+    """``text`` with bearer values, token query parameters and JWT/SAML-shaped strings removed."""
+    if text is None:
+        return None
+    text = _SECRET_PARAMS.sub(r"\1REDACTED", text)
+    text = _BEARER.sub(r"\1 REDACTED", text)
+    text = _JWT.sub("REDACTED", text)
+    return _SAML.sub("REDACTED", text)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    """What one hop records about one transaction (BALP: both client and server record)."""
+
+    transaction: str  # "ITI-67", "ITI-68", "RAD-160", "ITI-78", ...
+    outcome: str  # "0" success, "4" minor failure / denied, "8" serious failure, "12" major failure
+    source: str  # the hop recording the event, e.g. "NCP-A FR border"
+    action: str | None = None  # C R U D E; defaults from the transaction (E query, R retrieve)
+    subtype: str | None = None  # FHIR restful interaction; defaults from the transaction
+    user: str | None = None  # token subject
+    user_issuer: str | None = None  # token issuer (the IdP)
+    user_role: str | None = None  # ISCO-08 code
+    user_organisation: str | None = None
+    purpose_of_use: str | None = None  # TREATMENT | EMERGENCY
+    patient: str | None = None  # "issuer-oid|id"
+    home_community_id: str | None = None
+    request_id: str | None = None  # X-Request-Id
+    query: str | None = None  # request target, e.g. "GET /fhir/DocumentReference?..." (tokens removed)
+    status: int | None = None  # HTTP status answered
+    client: str | None = None  # calling party: address, peer country or base URL
+    server: str | None = None  # called service
+    token_id: str | None = None  # jti of the token/assertion relied on (never the token)
+    detail: str | None = None  # why it failed or was denied
+    timestamp: datetime = field(default_factory=_now)
+    id: str = field(default_factory=lambda: str(uuid.uuid4()))
+
+    def __post_init__(self) -> None:
+        known = TRANSACTIONS.get(self.transaction)
+        if not self.transaction or not self.source:
+            raise ValueError("transaction and source are required")
+        if self.outcome not in _OUTCOMES:
+            raise ValueError(f"outcome {self.outcome!r} not in {sorted(_OUTCOMES)}")
+        action = self.action or (known[1] if known else "E")
+        if action not in _ACTIONS:
+            raise ValueError(f"action {action!r} not in C R U D E")
+        subtype = self.subtype or (known[2] if known else None)
+        if self.patient is not None and "|" not in self.patient:
+            raise ValueError("patient must be 'issuer|id'")
+        if self.timestamp.tzinfo is None:
+            raise ValueError("timestamp must be timezone-aware")
+        object.__setattr__(self, "action", action)
+        object.__setattr__(self, "subtype", subtype)
+        object.__setattr__(self, "patient", _bare_patient(self.patient))
+        for name in ("query", "detail", "client", "user"):
+            object.__setattr__(self, name, redact(getattr(self, name)))
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["timestamp"] = _iso(self.timestamp)
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> AuditRecord:
+        names = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in names}
+        values["timestamp"] = datetime.fromisoformat(values["timestamp"])
+        return cls(**values)
+
+
+def user_fields(claims: Claims) -> dict[str, Any]:
+    """The :class:`AuditRecord` fields describing the user of a verified token."""
+    return {
+        "user": claims.subject,
+        "user_issuer": claims.origin_issuer or claims.issuer,
+        "user_role": claims.role,
+        "user_organisation": claims.organisation,
+        "purpose_of_use": claims.purpose_of_use,
+        "patient": f"{claims.patient.issuer}|{claims.patient.id}" if claims.patient else None,
+        "token_id": claims.token_id,
+    }
+
+
+def _bare_patient(patient: str | None) -> str | None:
+    return patient.removeprefix("urn:oid:") if patient else None
+
+
+def _iso(moment: datetime) -> str:
+    """Fixed-width UTC text, so SQLite compares dates as strings."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+# --- store ----------------------------------------------------------------------------------------------
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS audit_event (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    recorded TEXT NOT NULL,
+    txn TEXT NOT NULL,
+    action TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    source TEXT NOT NULL,
+    patient TEXT,
+    request_id TEXT,
+    record TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_event_request ON audit_event (request_id);
+CREATE INDEX IF NOT EXISTS audit_event_patient ON audit_event (patient);
+CREATE INDEX IF NOT EXISTS audit_event_recorded ON audit_event (recorded);
+"""
+# search parameter -> (column, normaliser)
+_SEARCH: dict[str, tuple[str, Callable[[str], str]]] = {
+    "request-id": ("request_id", str),
+    "patient": ("patient", lambda v: v.removeprefix("urn:oid:")),
+    "outcome": ("outcome", str),
+    "subtype": ("txn", lambda v: v.rpartition("|")[2]),
+    "action": ("action", str),
+    "source": ("source", str),
+}
+_DATE_OPS = {"ge": ">=", "le": "<=", "gt": ">", "lt": "<", "eq": "="}
+
+
+class AuditStore:
+    """Audit records in one SQLite file; safe to call from any thread."""
+
+    def __init__(self, db_path: Path) -> None:
+        self.db_path = db_path
+        db_path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as conn:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.executescript(_SCHEMA)
+
+    @contextlib.contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        conn = sqlite3.connect(self.db_path, timeout=10, isolation_level=None)
+        try:
+            conn.execute("PRAGMA synchronous=FULL")  # durable: a recorded event survives a crash
+            yield conn
+        finally:
+            conn.close()
+
+    def record(self, event: AuditRecord) -> None:
+        """Store ``event``; recording the same event id again is a no-op (safe for store-and-forward)."""
+        row = (
+            event.id,
+            _iso(event.timestamp),
+            event.transaction,
+            event.action,
+            event.outcome,
+            event.source,
+            event.patient,
+            event.request_id,
+            json.dumps(event.to_json(), sort_keys=True),
+        )
+        with self._connect() as conn:
+            conn.execute(
+                "INSERT OR IGNORE INTO audit_event (id, recorded, txn, action, outcome, source, patient,"
+                " request_id, record) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                row,
+            )
+
+    def records(self, params: Mapping[str, str] | None = None) -> list[AuditRecord]:
+        """Records matching FHIR-style ``params`` (see :meth:`search`), oldest first."""
+        where, args, limit = _query(params or {})
+        sql = f"SELECT record FROM audit_event{where} ORDER BY recorded, seq LIMIT ?"
+        with self._connect() as conn:
+            rows = conn.execute(sql, (*args, limit)).fetchall()
+        return [AuditRecord.from_json(json.loads(r[0])) for r in rows]
+
+    def search(self, params: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+        """AuditEvents for ``request-id``, ``patient`` (``[urn:oid:]issuer|id``), ``outcome``,
+        ``subtype`` (transaction, ``[system|]ITI-67``), ``action``, ``source``, ``date`` (``ge``/``le``/
+        ``gt``/``lt``/``eq`` prefix) and ``_count``; unknown parameters are a 400.
+        """
+        return [to_fhir(r) for r in self.records(params)]
+
+    def count(self, params: Mapping[str, str] | None = None) -> int:
+        """How many records match ``params`` (``_count`` ignored)."""
+        where, args, _ = _query(params or {})
+        with self._connect() as conn:
+            return int(conn.execute(f"SELECT count(*) FROM audit_event{where}", args).fetchone()[0])
+
+
+def _query(params: Mapping[str, str]) -> tuple[str, list[str], int]:
+    clauses: list[str] = []
+    args: list[str] = []
+    limit = _DEFAULT_COUNT
+    for name, value in params.items():
+        if name == "_count":
+            limit = _count(value)
+        elif name == "date":
+            clauses.append(_date_clause(value, args))
+        elif name in _SEARCH:
+            column, normalise = _SEARCH[name]
+            clauses.append(f"{column} = ?")
+            args.append(normalise(value))
+        else:
+            raise InvalidRequest(f"unsupported AuditEvent search parameter {name!r}")
+    where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+    return where, args, limit
+
+
+def _count(value: str) -> int:
+    if not value.isdigit() or not 0 < int(value) <= _MAX_COUNT:
+        raise InvalidRequest(f"_count must be an integer from 1 to {_MAX_COUNT}")
+    return int(value)
+
+
+def _date_clause(value: str, args: list[str]) -> str:
+    """FHIR date search on ``recorded`` (R4 3.1.1.5.1 prefixes ge/le/gt/lt/eq)."""
+    prefix = value[:2] if value[:2].isalpha() else ""
+    op = _DATE_OPS.get(prefix or "eq")
+    try:
+        if op is None:
+            raise ValueError(prefix)
+        moment = datetime.fromisoformat(value[len(prefix) :].replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidRequest(
+            "date must be an ISO 8601 date/time with an optional ge/le/gt/lt prefix"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    args.append(_iso(moment))
+    return f"recorded {op} ?"
+
+
+# --- FHIR AuditEvent (IHE BALP) -----------------------------------------------------------------------
+
+
+def to_fhir(record: AuditRecord) -> dict[str, Any]:
+    """A FHIR R4 AuditEvent for ``record`` following IHE BALP."""
+    event: dict[str, Any] = {
+        "resourceType": "AuditEvent",
+        "id": record.id,
+        "type": {
+            "system": "http://terminology.hl7.org/CodeSystem/audit-event-type",
+            "code": "rest",
+            "display": "Restful Operation",
+        },
+        "subtype": _subtypes(record),
+        "action": record.action,
+        "recorded": _iso(record.timestamp),
+        "outcome": record.outcome,
+        "agent": _agents(record),
+        "source": {
+            "site": record.source,
+            "observer": {"display": record.source},
+            "type": [
+                {
+                    "system": "http://terminology.hl7.org/CodeSystem/security-source-type",
+                    "code": "4",
+                    "display": "Application Server",
+                }
+            ],
+        },
+        "entity": _entities(record),
+    }
+    profile = _profile(record)
+    if profile:
+        event["meta"] = {"profile": [f"{_BALP}/StructureDefinition/{profile}"]}
+    description = _outcome_description(record)
+    if description:
+        event["outcomeDesc"] = description
+    if record.purpose_of_use:
+        event["purposeOfEvent"] = [_purpose(record.purpose_of_use)]
+    return event
+
+
+def _profile(record: AuditRecord) -> str | None:
+    if record.outcome != "0":
+        return None  # BALP success profiles fix outcome 0; failures follow FHIR core Access Denied
+    kind = {"E": "Query", "R": "Read"}.get(record.action or "")
+    if kind is None:
+        return None
+    return f"IHE.BasicAudit.{'Patient' if record.patient else ''}{kind}"
+
+
+def _outcome_description(record: AuditRecord) -> str | None:
+    parts = [f"HTTP {record.status}" if record.status is not None else None, record.detail]
+    text = ": ".join(p for p in parts if p)
+    return text or None
+
+
+def _subtypes(record: AuditRecord) -> list[dict[str, str]]:
+    codes = []
+    if record.subtype:
+        codes.append(
+            {
+                "system": "http://hl7.org/fhir/restful-interaction",
+                "code": record.subtype,
+                "display": _INTERACTIONS.get(record.subtype, record.subtype),
+            }
+        )
+    known = TRANSACTIONS.get(record.transaction)
+    transaction = {"system": "urn:ihe:event-type-code", "code": record.transaction}
+    if known:
+        transaction["display"] = known[0]
+    return [*codes, transaction]
+
+
+def _agents(record: AuditRecord) -> list[dict[str, Any]]:
+    # BALP Query: client = Source Role ID 110153, server = Destination 110152; Read swaps them.
+    client_role, server_role = ("110152", "110153") if record.action == "R" else ("110153", "110152")
+    agents = [
+        _network_agent(client_role, record.client),
+        _network_agent(server_role, record.server or record.source),
+    ]
+    if record.user:
+        agents.append(_user_agent(record))
+    if record.user_organisation:
+        agents.append(
+            {
+                "type": _concept(
+                    "http://terminology.hl7.org/CodeSystem/v3-RoleClass", "PROV", "healthcare provider"
+                ),
+                "who": {"display": record.user_organisation},
+                "requestor": False,
+            }
+        )
+    if record.home_community_id:
+        hcid = record.home_community_id
+        agents.append(
+            {
+                "type": _concept("urn:ihe:iti:xca:2010", "homeCommunityId", "IHE homeCommunityId"),
+                "who": {"identifier": {"value": hcid if hcid.startswith("urn:") else f"urn:oid:{hcid}"}},
+                "requestor": False,
+            }
+        )
+    return agents
+
+
+def _network_agent(role: str, who: str | None) -> dict[str, Any]:
+    display = {"110152": "Destination Role ID", "110153": "Source Role ID"}[role]
+    agent: dict[str, Any] = {
+        "type": _concept(_DCM, role, display),
+        "who": {"display": who or "unknown"},
+        "requestor": False,
+    }
+    if who:
+        agent["network"] = {"address": who, "type": _network_type(who)}
+    return agent
+
+
+def _network_type(address: str) -> str:
+    """R4 network-type: 1 machine name, 2 IP address, 5 URI."""
+    if "://" in address:
+        return "5"
+    try:
+        ipaddress.ip_address(address.rsplit(":", 1)[0] if address.count(":") == 1 else address)
+    except ValueError:
+        return "1"
+    return "2"
+
+
+def _user_agent(record: AuditRecord) -> dict[str, Any]:
+    identifier = {"value": record.user}
+    if record.user_issuer:
+        identifier["system"] = record.user_issuer
+    agent: dict[str, Any] = {
+        "type": {
+            "coding": [
+                {
+                    "system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType",
+                    "code": "IRCP",
+                    "display": "information recipient",
+                },
+                {"system": f"{_BALP}/CodeSystem/UserAgentTypes", "code": "UserOauthAgent"},
+            ]
+        },
+        "who": {"identifier": identifier},
+        "name": record.user,
+        "requestor": True,
+    }
+    if record.user_role:
+        agent["role"] = [{"coding": [{"system": ISCO08_SYSTEM, "code": record.user_role}]}]
+    if record.token_id:
+        agent["policy"] = [record.token_id]
+    if record.purpose_of_use:
+        agent["purposeOfUse"] = [_purpose(record.purpose_of_use)]
+    return agent
+
+
+def _entities(record: AuditRecord) -> list[dict[str, Any]]:
+    entities: list[dict[str, Any]] = []
+    if record.patient:
+        issuer, _, pid = record.patient.partition("|")
+        entities.append(
+            {
+                "what": {"type": "Patient", "identifier": {"system": f"urn:oid:{issuer}", "value": pid}},
+                "type": _coding(_ENTITY_TYPE, "1", "Person"),
+                "role": _coding(_OBJECT_ROLE, "1", "Patient"),
+            }
+        )
+    if record.query and record.action == "E":
+        entities.append(
+            {
+                "type": _coding(_ENTITY_TYPE, "2", "System Object"),
+                "role": _coding(_OBJECT_ROLE, "24", "Query"),
+                "description": record.query,
+                "query": base64.b64encode(record.query.encode()).decode("ascii"),
+            }
+        )
+    elif record.query:
+        entities.append(
+            {
+                "what": {"display": record.query},
+                "type": _coding(_ENTITY_TYPE, "2", "System Object"),
+                "role": _coding(_OBJECT_ROLE, "4", "Domain Resource"),
+            }
+        )
+    if record.request_id:
+        entities.append(
+            {
+                "what": {"identifier": {"value": record.request_id}},
+                "type": _coding(f"{_BALP}/CodeSystem/BasicAuditEntityType", "XrequestId", "XrequestId"),
+            }
+        )
+    return entities
+
+
+def _coding(system: str, code: str, display: str) -> dict[str, str]:
+    return {"system": system, "code": code, "display": display}
+
+
+def _concept(system: str, code: str, display: str) -> dict[str, Any]:
+    return {"coding": [_coding(system, code, display)]}
+
+
+def _purpose(code: str) -> dict[str, Any]:
+    return {"coding": [{"system": PURPOSE_OF_USE_SYSTEM, "code": code}]}
+
+
+# --- HTTP ------------------------------------------------------------------------------------------------
+
+
+def audit_search_endpoint(store: AuditStore) -> Callable[[Request], Awaitable[Response]]:
+    """Starlette endpoint for ``GET .../AuditEvent?request-id=&patient=&outcome=...``: a searchset Bundle."""
+
+    async def endpoint(request: Request) -> Response:
+        try:
+            params = _single_params(request)
+            events = await run_in_threadpool(store.search, params)
+            total = await run_in_threadpool(store.count, params)
+        except NcpError as exc:
+            return fhir_error_response(exc)
+        bundle = _bundle(str(request.url), str(request.url.replace(query="")), events, total)
+        return Response(json.dumps(bundle), media_type="application/fhir+json")
+
+    return endpoint
+
+
+def _single_params(request: Request) -> dict[str, str]:
+    params: dict[str, str] = {}
+    for name, value in request.query_params.multi_items():
+        if name in params:
+            raise InvalidRequest(f"search parameter {name!r} given more than once")
+        if not value:
+            raise InvalidRequest(f"search parameter {name!r} is empty")
+        params[name] = value
+    return params
+
+
+def _bundle(self_url: str, base: str, events: list[dict[str, Any]], total: int) -> dict[str, Any]:
+    return {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "total": total,
+        "link": [{"relation": "self", "url": self_url}],
+        "entry": [
+            {"fullUrl": f"{base.rstrip('/')}/{e['id']}", "resource": e, "search": {"mode": "match"}}
+            for e in events
+        ],
+    }

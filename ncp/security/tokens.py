@@ -1,0 +1,690 @@
+"""Signed JWT tokens: HCP identity, treatment context and NCP-to-NCP assertions.
+
+The flow mirrors the eHDSI HCP + TRC assertions (standards.md §7.4) carried as JWTs shaped like IHE IUA
+access tokens (IUA 3.71.4.2.2.1: ``iss sub aud jti exp iat scope client_id`` and the ``ihe_iua`` extension):
+
+1. a country's :class:`IdentityProvider` issues an HCP token (role ISCO-08, organisation, facility, scopes);
+2. after patient identification it issues a treatment token binding the HCP token to one patient and a
+   purpose of use (TREATMENT | EMERGENCY), at most 2 h (eHDSI TRC span);
+3. the initiating NCP re-signs that context with its own key for the responding NCP
+   (:class:`NcpAssertionSigner`, audience = the responding country);
+4. every receiver checks with :class:`TokenVerifier`: one pinned asymmetric algorithm per issuer
+   (reliability.md §2.5: never let the token's ``alg`` choose, reject ``none`` and HMAC), audience,
+   ±60 s skew (eHDSI ``CONDITIONS_SECOND_RANGE``), lifetime caps, scopes, exact patient equality.
+
+Errors are :class:`~ncp.errors.Unauthorized` (401, RFC 6750 ``invalid_token``) when the token is missing,
+malformed, untrusted or expired, and :class:`~ncp.errors.Forbidden` (403, ``insufficient_scope``) when it is
+valid but does not allow the request. Messages never contain token text.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, NamedTuple
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from jwt.types import Options
+
+from ncp.errors import Forbidden, Unauthorized
+
+__all__ = [
+    "DEFAULT_LIFETIME",
+    "FACILITY_TYPES",
+    "ISCO08_SYSTEM",
+    "MAX_HCP_LIFETIME",
+    "MAX_TREATMENT_LIFETIME",
+    "PURPOSES_OF_USE",
+    "PURPOSE_OF_USE_SYSTEM",
+    "Claims",
+    "IdentityProvider",
+    "NcpAssertionSigner",
+    "PatientRef",
+    "PrivateKey",
+    "PublicKey",
+    "TokenVerifier",
+    "TrustedIssuer",
+    "bearer_token",
+    "idp_issuer",
+    "ncp_id",
+]
+
+PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
+PublicKey = ec.EllipticCurvePublicKey | rsa.RSAPublicKey | ed25519.Ed25519PublicKey
+
+ISCO08_SYSTEM = "urn:oid:2.16.840.1.113883.2.9.6.2.7"  # hl7:Role ISCO-08 (eHDSI HCP assertion)
+PURPOSE_OF_USE_SYSTEM = "urn:uuid:3bc18518-d305-46c2-a8d6-94bd59856e9e"  # eHDSI XSPA PurposeOfUse
+PURPOSES_OF_USE = ("TREATMENT", "EMERGENCY")  # OpenNCP PurposeOfUse enum (reliability.md §1.3)
+FACILITY_TYPES = ("Hospital", "Resident Physician", "Pharmacy", "Other")  # urn:ehdsi:names:subject:...
+DEFAULT_LIFETIME = timedelta(minutes=5)  # IUA: access tokens <= 1 h, <= 5 min recommended
+MAX_HCP_LIFETIME = timedelta(hours=4)  # eHDSI HCP assertion span
+MAX_TREATMENT_LIFETIME = timedelta(hours=2)  # eHDSI TRC assertion span
+MAX_TOKEN_BYTES = 16 * 1024
+DEFAULT_LEEWAY = 60.0  # eHDSI CONDITIONS_SECOND_RANGE = 60 s
+
+# Asymmetric algorithms only, each with the key type it needs: HS* can never be pinned, which closes the
+# key-confusion attack (CVE-2022-29217 class) regardless of what a token header says.
+_ALGORITHM_KEYS: dict[str, type] = {
+    "ES256": ec.EllipticCurvePublicKey,
+    "ES384": ec.EllipticCurvePublicKey,
+    "RS256": rsa.RSAPublicKey,
+    "PS256": rsa.RSAPublicKey,
+    "EdDSA": ed25519.Ed25519PublicKey,
+}
+_EMBEDDED_KEY_HEADERS = ("jwk", "jku", "x5u", "x5c")  # keys are never taken from the token itself
+_OID = re.compile(r"^[0-2](\.(0|[1-9][0-9]*))+$")
+_ISCO08 = re.compile(r"^[0-9]{1,4}$")
+_PATIENT_ID = re.compile(r"^[^\^&|\s\x00-\x1f]{1,64}$")  # no CX/FHIR token delimiters
+_COUNTRY = re.compile(r"^[A-Z]{2}$")
+_SCOPE = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]+$")  # RFC 6749 §3.3 scope-token
+
+
+def idp_issuer(country: str) -> str:
+    """Issuer of a country's identity provider (``iss`` of HCP and treatment tokens)."""
+    return f"urn:xcwado:idp:{_check_country(country)}"
+
+
+def ncp_id(country: str) -> str:
+    """A country's NCP: issuer of its assertions and the audience of tokens addressed to it."""
+    return f"urn:xcwado:ncp:{_check_country(country)}"
+
+
+def _check_country(country: str) -> str:
+    if not _COUNTRY.match(country):
+        raise ValueError(f"country code {country!r} must be an ISO 3166 alpha-2 code")
+    return country
+
+
+class PatientRef(NamedTuple):
+    """A patient as (assigning authority OID, identifier); compared for exact equality, never substring."""
+
+    issuer: str
+    id: str
+
+    def fhir_token(self) -> str:
+        return f"urn:oid:{self.issuer}|{self.id}"
+
+
+@dataclass(frozen=True)
+class Claims:
+    """The verified content of a token."""
+
+    issuer: str
+    subject: str
+    audience: tuple[str, ...]
+    token_id: str
+    issued_at: datetime
+    expires_at: datetime
+    not_before: datetime | None
+    scopes: frozenset[str]
+    client_id: str | None
+    role: str | None  # ISCO-08 code
+    organisation: str | None
+    organisation_id: str | None
+    facility: str | None
+    home_community_id: str | None
+    purpose_of_use: str | None
+    patient: PatientRef | None
+    country: str | None  # of the signer, from the verifier's trust list (None for the IdP's own check)
+    origin_issuer: str | None  # NCP assertion: the IdP that authenticated the HCP
+    origin_token_id: str | None  # treatment token: HCP jti (TRC Advice); NCP assertion: context jti
+
+    @property
+    def lifetime(self) -> timedelta:
+        return self.expires_at - self.issued_at
+
+    @property
+    def user_name(self) -> str:
+        """``alias<user@issuer>`` as ATNA UserName from a JWT (IUA ITI-72 audit)."""
+        return f"{self.subject}@{self.origin_issuer or self.issuer}"
+
+
+@dataclass(frozen=True)
+class TrustedIssuer:
+    """A verifier's entry for one issuer: its public key and the one algorithm pinned for it."""
+
+    key: PublicKey
+    algorithm: str = "ES256"
+    country: str | None = None
+
+    def __post_init__(self) -> None:
+        expected = _ALGORITHM_KEYS.get(self.algorithm)
+        if expected is None:
+            raise ValueError(
+                f"algorithm {self.algorithm!r} cannot be pinned; use one of {sorted(_ALGORITHM_KEYS)}"
+            )
+        if not isinstance(self.key, expected):
+            raise ValueError(f"a {type(self.key).__name__} cannot verify {self.algorithm}")
+
+
+def bearer_token(authorization: str | None) -> str:
+    """The token of an ``Authorization: Bearer`` header (RFC 6750 §2.1), else 401."""
+    scheme, _, token = (authorization or "").strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise _unauthorized("missing bearer token")
+    return token.strip()
+
+
+class TokenVerifier:
+    """Checks tokens addressed to ``audience`` from a fixed set of trusted issuers."""
+
+    def __init__(
+        self,
+        trusted: Mapping[str, TrustedIssuer],
+        audience: str,
+        *,
+        leeway: float = DEFAULT_LEEWAY,
+        max_lifetime: timedelta = MAX_HCP_LIFETIME,
+        max_treatment_lifetime: timedelta = MAX_TREATMENT_LIFETIME,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not audience:
+            raise ValueError("a verifier needs its own audience")
+        self._trusted = dict(trusted)
+        self._audience = audience
+        self._leeway = leeway
+        self._max_lifetime = max_lifetime
+        self._max_treatment = max_treatment_lifetime
+        self._clock = clock
+
+    @property
+    def audience(self) -> str:
+        return self._audience
+
+    def verify(
+        self,
+        token: str | None,
+        *,
+        required_scopes: Iterable[str] = (),
+        patient: PatientRef | tuple[str, str] | None = None,
+        require_treatment: bool = False,
+        country: str | None = None,
+    ) -> Claims:
+        """Verified claims, or 401 (token unusable) / 403 (token valid, request not allowed).
+
+        ``patient``: the request's patient; the token's must be exactly equal. ``require_treatment``:
+        a patient and purpose of use must be present. ``country``: the signer must be registered for it
+        (e.g. the country whose certificate the mTLS peer presented).
+        """
+        claims = _decode(token, self._trusted, self._audience, self._leeway, self._clock(), self._limits())
+        _authorize(claims, required_scopes, patient, require_treatment, country)
+        return claims
+
+    def verify_header(self, authorization: str | None, **checks: Any) -> Claims:
+        """:meth:`verify` applied to an ``Authorization`` header value."""
+        return self.verify(bearer_token(authorization), **checks)
+
+    def _limits(self) -> tuple[timedelta, timedelta]:
+        return self._max_lifetime, self._max_treatment
+
+
+class IdentityProvider:
+    """A country's identity provider: authenticates HCPs and issues their tokens."""
+
+    def __init__(
+        self,
+        country: str,
+        private_key: PrivateKey,
+        issuer: str,
+        algorithm: str = "ES256",
+        *,
+        home_community_id: str | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.country = _check_country(country)
+        self.issuer = issuer
+        self.algorithm = algorithm
+        self.home_community_id = home_community_id
+        self._key = private_key
+        self._clock = clock
+        self._trust = {issuer: TrustedIssuer(private_key.public_key(), algorithm, country)}
+
+    @property
+    def public_key(self) -> PublicKey:
+        return self._key.public_key()
+
+    def trusted_issuer(self) -> TrustedIssuer:
+        return self._trust[self.issuer]
+
+    def hcp_token(
+        self,
+        subject: str,
+        role: str,
+        organisation: str,
+        facility: str,
+        scopes: Iterable[str],
+        lifetime: timedelta = DEFAULT_LIFETIME,
+        *,
+        organisation_id: str | None = None,
+        audience: str | None = None,
+        client_id: str = "xcwado-consumer",
+    ) -> str:
+        """An HCP identity token for the country's own NCP (``audience`` defaults to it)."""
+        _check_lifetime(lifetime, MAX_HCP_LIFETIME, "HCP token")
+        if not _ISCO08.match(role):
+            raise ValueError(f"role {role!r} is not an ISCO-08 code")
+        if facility not in FACILITY_TYPES:
+            raise ValueError(f"facility {facility!r} not in {FACILITY_TYPES}")
+        iua: dict[str, Any] = {
+            "subject_role": {"system": ISCO08_SYSTEM, "code": role},
+            "subject_organization": organisation,
+        }
+        if organisation_id:
+            iua["subject_organization_id"] = organisation_id
+        if self.home_community_id:
+            iua["home_community_id"] = _urn_oid(self.home_community_id)
+        body = {
+            "sub": _nonempty(subject, "subject"),
+            "client_id": client_id,
+            "scope": _scope_text(scopes),
+            "extensions": {"ihe_iua": iua, "ehdsi": {"healthcare_facility_type": facility}},
+        }
+        return self._sign(body, audience or ncp_id(self.country), lifetime, None)
+
+    def treatment_token(
+        self,
+        hcp_token: str,
+        patient_id: str,
+        patient_issuer: str,
+        purpose_of_use: str = "TREATMENT",
+        lifetime: timedelta = DEFAULT_LIFETIME,
+        audience: str | None = None,
+    ) -> str:
+        """The treatment context: this IdP's valid HCP token bound to one patient (eHDSI TRC, <= 2 h).
+
+        Expires no later than the HCP token; carries its ``jti`` like the TRC's Advice/AssertionIDRef.
+        """
+        _check_lifetime(lifetime, MAX_TREATMENT_LIFETIME, "treatment token")
+        if purpose_of_use not in PURPOSES_OF_USE:
+            raise ValueError(f"purpose of use {purpose_of_use!r} not in {PURPOSES_OF_USE}")
+        patient = _patient(patient_issuer, patient_id)
+        hcp = _decode(hcp_token, self._trust, None, DEFAULT_LEEWAY, self._clock(), _NO_TREATMENT_LIMITS)
+        if hcp.patient is not None:
+            raise ValueError("the token given is already a treatment token")
+        body = _context_body(hcp)
+        body["extensions"]["ihe_iua"]["person_id"] = _cx(patient)
+        body["extensions"]["ihe_iua"]["purpose_of_use"] = [
+            {"system": PURPOSE_OF_USE_SYSTEM, "code": purpose_of_use}
+        ]
+        body["origin"] = {"iss": hcp.issuer, "jti": hcp.token_id}
+        return self._sign(body, audience or ncp_id(self.country), lifetime, hcp.expires_at)
+
+    def _sign(self, body: dict[str, Any], audience: str, lifetime: timedelta, cap: datetime | None) -> str:
+        return _sign(self._key, self.algorithm, self.issuer, body, audience, lifetime, cap, self._clock())
+
+
+class NcpAssertionSigner:
+    """An NCP's signer: re-asserts a verified context for a responding NCP under the NCP's own key."""
+
+    def __init__(
+        self,
+        country: str,
+        private_key: PrivateKey,
+        issuer: str | None = None,
+        algorithm: str = "ES256",
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.country = _check_country(country)
+        self.issuer = issuer or ncp_id(country)
+        self.algorithm = algorithm
+        self._key = private_key
+        self._clock = clock
+
+    @property
+    def public_key(self) -> PublicKey:
+        return self._key.public_key()
+
+    def trusted_issuer(self) -> TrustedIssuer:
+        return TrustedIssuer(self.public_key, self.algorithm, self.country)
+
+    def sign(
+        self,
+        context: Claims,
+        *,
+        audience: str,
+        lifetime: timedelta = DEFAULT_LIFETIME,
+        scopes: Iterable[str] | None = None,
+    ) -> str:
+        """An assertion of ``context`` for ``audience`` (e.g. ``ncp_id("FR")``), never outliving it.
+
+        ``scopes`` narrows the context's scopes (it cannot widen them).
+        """
+        limit = MAX_TREATMENT_LIFETIME if context.patient else MAX_HCP_LIFETIME
+        _check_lifetime(lifetime, limit, "NCP assertion")
+        body = _context_body(context)
+        if scopes is not None:
+            wanted = frozenset(scopes)
+            if not wanted <= context.scopes:
+                raise Forbidden("the assertion cannot grant scopes the context does not hold")
+            body["scope"] = _scope_text(wanted)
+        body["origin"] = {"iss": context.origin_issuer or context.issuer, "jti": context.token_id}
+        return _sign(
+            self._key,
+            self.algorithm,
+            self.issuer,
+            body,
+            audience,
+            lifetime,
+            context.expires_at,
+            self._clock(),
+        )
+
+
+# --- signing -------------------------------------------------------------------------------------------
+
+
+def _sign(
+    key: PrivateKey,
+    algorithm: str,
+    issuer: str,
+    body: dict[str, Any],
+    audience: str,
+    lifetime: timedelta,
+    cap: datetime | None,
+    now: float,
+) -> str:
+    expires = now + lifetime.total_seconds()
+    if cap is not None:
+        expires = min(expires, cap.timestamp())
+    if expires <= now:
+        raise Unauthorized("the context has expired", headers=_CHALLENGE)
+    issued = int(now)
+    claims = {
+        **body,
+        "iss": issuer,
+        "aud": audience,
+        "iat": issued,
+        "nbf": issued,
+        "exp": int(expires),
+        "jti": str(uuid.uuid4()),
+    }
+    return jwt.encode(claims, key, algorithm=algorithm, headers={"typ": "JWT"})
+
+
+def _context_body(context: Claims) -> dict[str, Any]:
+    """The user/patient claims of ``context`` in token form (for treatment tokens and NCP assertions)."""
+    iua: dict[str, Any] = {}
+    if context.role:
+        iua["subject_role"] = {"system": ISCO08_SYSTEM, "code": context.role}
+    if context.organisation:
+        iua["subject_organization"] = context.organisation
+    if context.organisation_id:
+        iua["subject_organization_id"] = context.organisation_id
+    if context.home_community_id:
+        iua["home_community_id"] = context.home_community_id
+    if context.purpose_of_use:
+        iua["purpose_of_use"] = [{"system": PURPOSE_OF_USE_SYSTEM, "code": context.purpose_of_use}]
+    if context.patient:
+        iua["person_id"] = _cx(context.patient)
+    extensions: dict[str, Any] = {"ihe_iua": iua}
+    if context.facility:
+        extensions["ehdsi"] = {"healthcare_facility_type": context.facility}
+    body: dict[str, Any] = {"sub": context.subject, "scope": _scope_text(context.scopes)}
+    if context.client_id:
+        body["client_id"] = context.client_id
+    body["extensions"] = extensions
+    return body
+
+
+def _check_lifetime(lifetime: timedelta, limit: timedelta, what: str) -> None:
+    if not timedelta(0) < lifetime <= limit:
+        raise ValueError(f"{what} lifetime {lifetime} must be positive and at most {limit}")
+
+
+def _scope_text(scopes: Iterable[str]) -> str:
+    items = sorted(set(scopes))
+    if not all(_SCOPE.match(s) for s in items):
+        raise ValueError("scopes must be RFC 6749 scope-tokens")
+    return " ".join(items)
+
+
+def _nonempty(value: str, what: str) -> str:
+    if not value or any(ord(c) < 0x20 for c in value):
+        raise ValueError(f"{what} must be a non-empty printable string")
+    return value
+
+
+def _urn_oid(oid: str) -> str:
+    return oid if oid.startswith("urn:oid:") else f"urn:oid:{oid}"
+
+
+def _patient(issuer: str, patient_id: str) -> PatientRef:
+    issuer = issuer.removeprefix("urn:oid:")
+    if not _OID.match(issuer) or len(issuer) > 64:
+        raise ValueError("patient issuer must be an OID")
+    if not _PATIENT_ID.match(patient_id):
+        raise ValueError("patient id must be 1-64 characters without ^ & | or spaces")
+    return PatientRef(issuer, patient_id)
+
+
+def _cx(patient: PatientRef) -> str:
+    """IUA ``person_id``: HL7 v2 CX ``id^^^&issuer&ISO``."""
+    return f"{patient.id}^^^&{patient.issuer}&ISO"
+
+
+# --- verification --------------------------------------------------------------------------------------
+
+_CHALLENGE = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
+_SCOPE_CHALLENGE = {"WWW-Authenticate": 'Bearer error="insufficient_scope"'}
+_NO_TREATMENT_LIMITS = (MAX_HCP_LIFETIME, MAX_TREATMENT_LIFETIME)
+_JWT_ERRORS: tuple[tuple[type[Exception], str], ...] = (
+    (jwt.InvalidAudienceError, "token audience is not this service"),
+    (jwt.InvalidIssuerError, "unknown token issuer"),
+    (jwt.MissingRequiredClaimError, "token lacks a required claim"),
+    (jwt.InvalidSignatureError, "invalid token signature"),
+    (jwt.InvalidAlgorithmError, "token algorithm not accepted for this issuer"),
+)
+
+
+def _unauthorized(message: str) -> Unauthorized:
+    return Unauthorized(message, headers=dict(_CHALLENGE))
+
+
+def _decode(
+    token: str | None,
+    trusted: Mapping[str, TrustedIssuer],
+    audience: str | None,
+    leeway: float,
+    now: float,
+    limits: tuple[timedelta, timedelta],
+) -> Claims:
+    """Signature, algorithm pin, issuer, audience (unless None), times and shape; 401 on any failure."""
+    if not token:
+        raise _unauthorized("missing bearer token")
+    if len(token) > MAX_TOKEN_BYTES or not token.isascii():
+        raise _unauthorized("malformed token")
+    header, unverified = _peek(token)
+    issuer = unverified.get("iss")
+    trust = trusted.get(issuer) if isinstance(issuer, str) else None
+    if trust is None or not isinstance(issuer, str):
+        raise _unauthorized("unknown token issuer")
+    if header.get("alg") != trust.algorithm:  # pinned per issuer; 'none' and HS* never match
+        raise _unauthorized("token algorithm not accepted for this issuer")
+    if any(name in header for name in _EMBEDDED_KEY_HEADERS):
+        raise _unauthorized("token carries its own key material")
+    payload = _verified_payload(token, trust, issuer, audience)
+    _check_times(payload, leeway, now, limits)
+    return _claims(payload, trust)
+
+
+def _peek(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Header and claims before verification: only to choose the issuer's key and pinned algorithm."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        raise _unauthorized("malformed token")
+    try:
+        header, body = (json.loads(_b64url(p)) for p in parts[:2])
+    except (ValueError, binascii.Error):
+        raise _unauthorized("malformed token") from None
+    if not isinstance(header, dict) or not isinstance(body, dict):
+        raise _unauthorized("malformed token")
+    return header, body
+
+
+def _b64url(part: str) -> bytes:
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", part):
+        raise ValueError("not base64url")
+    return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+
+
+def _verified_payload(token: str, trust: TrustedIssuer, issuer: str, audience: str | None) -> dict[str, Any]:
+    options: Options = {
+        "require": ["iss", "sub", "aud", "exp", "iat", "jti"],
+        "verify_exp": False,  # times are checked below against the injected clock
+        "verify_nbf": False,
+        "verify_iat": False,
+        "verify_aud": audience is not None,
+    }
+    try:
+        return jwt.decode(
+            token, trust.key, algorithms=[trust.algorithm], audience=audience, issuer=issuer, options=options
+        )
+    except jwt.PyJWTError as exc:
+        message = next((m for kind, m in _JWT_ERRORS if isinstance(exc, kind)), "malformed token")
+        raise _unauthorized(message) from None
+
+
+def _check_times(
+    payload: Mapping[str, Any], leeway: float, now: float, limits: tuple[timedelta, timedelta]
+) -> None:
+    exp, iat, nbf = (_number(payload, name) for name in ("exp", "iat", "nbf"))
+    if exp is None or iat is None:
+        raise _unauthorized("token lacks a required claim")
+    if exp <= now - leeway:
+        raise _unauthorized("token expired")
+    if iat > now + leeway or (nbf is not None and nbf > now + leeway):
+        raise _unauthorized("token not yet valid")
+    start = max(iat, nbf) if nbf is not None else iat
+    limit = limits[1] if "person_id" in _iua(payload) else limits[0]
+    if exp - start > limit.total_seconds() or exp < start:
+        raise _unauthorized("token lifetime exceeds the allowed span")
+
+
+def _number(payload: Mapping[str, Any], name: str) -> float | None:
+    value = payload.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _unauthorized("malformed token claims")
+    return float(value)
+
+
+def _iua(payload: Mapping[str, Any]) -> Mapping[str, Any]:
+    extensions = payload.get("extensions")
+    iua = extensions.get("ihe_iua") if isinstance(extensions, dict) else None
+    return iua if isinstance(iua, dict) else {}
+
+
+def _claims(payload: Mapping[str, Any], trust: TrustedIssuer) -> Claims:
+    try:
+        return _parse_claims(payload, trust)
+    except (TypeError, ValueError, KeyError, AttributeError):
+        raise _unauthorized("malformed token claims") from None
+
+
+def _parse_claims(payload: Mapping[str, Any], trust: TrustedIssuer) -> Claims:
+    iua = _iua(payload)
+    extensions = payload.get("extensions") or {}
+    ehdsi = extensions.get("ehdsi") or {}
+    origin = payload.get("origin") or {}
+    aud = payload["aud"]
+    nbf = _number(payload, "nbf")
+    return Claims(
+        issuer=_text(payload["iss"]),
+        subject=_text(payload["sub"]),
+        audience=(aud,) if isinstance(aud, str) else tuple(_text(a) for a in aud),
+        token_id=_text(payload["jti"]),
+        issued_at=_time(payload["iat"]),
+        expires_at=_time(payload["exp"]),
+        not_before=_time(nbf) if nbf is not None else None,
+        scopes=frozenset(_text(payload["scope"]).split()) if payload.get("scope") else frozenset(),
+        client_id=_opt(payload.get("client_id")),
+        role=_coding_code(iua.get("subject_role"), ISCO08_SYSTEM),
+        organisation=_opt(iua.get("subject_organization")),
+        organisation_id=_opt(iua.get("subject_organization_id")),
+        facility=_opt(ehdsi.get("healthcare_facility_type")),
+        home_community_id=_opt(iua.get("home_community_id")),
+        purpose_of_use=_purpose(iua.get("purpose_of_use")),
+        patient=_parse_cx(iua.get("person_id")),
+        country=trust.country,
+        origin_issuer=_opt(origin.get("iss")),
+        origin_token_id=_opt(origin.get("jti")),
+    )
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise TypeError("expected a non-empty string")
+    return value
+
+
+def _opt(value: Any) -> str | None:
+    return None if value is None else _text(value)
+
+
+def _time(value: Any) -> datetime:
+    return datetime.fromtimestamp(float(value), UTC)
+
+
+def _coding_code(value: Any, system: str) -> str | None:
+    if value is None:
+        return None
+    if value.get("system") != system:
+        raise ValueError("unexpected code system")
+    return _text(value.get("code"))
+
+
+def _purpose(value: Any) -> str | None:
+    """The eHDSI purpose of use; any code other than TREATMENT / EMERGENCY is kept and refused later."""
+    if value is None:
+        return None
+    codes = [c for c in value if c.get("system") == PURPOSE_OF_USE_SYSTEM]
+    if len(codes) != 1:
+        raise ValueError("exactly one eHDSI purpose of use expected")
+    return _text(codes[0].get("code"))
+
+
+def _parse_cx(value: Any) -> PatientRef | None:
+    if value is None:
+        return None
+    match = re.fullmatch(r"([^\^&]+)\^\^\^&([0-9.]+)&ISO", _text(value))
+    if match is None:
+        raise ValueError("person_id is not id^^^&oid&ISO")
+    return _patient(match.group(2), match.group(1))
+
+
+def _authorize(
+    claims: Claims,
+    required_scopes: Iterable[str],
+    patient: PatientRef | tuple[str, str] | None,
+    require_treatment: bool,
+    country: str | None,
+) -> None:
+    """403 checks on a valid token (IUA ITI-72: claims must match the transaction and its data)."""
+    missing = sorted(set(required_scopes) - claims.scopes)
+    if missing:
+        raise Forbidden(f"token lacks scope {' '.join(missing)}", headers=dict(_SCOPE_CHALLENGE))
+    if country is not None and claims.country != country:
+        raise Forbidden("token signer is not the NCP of the calling country")
+    if claims.purpose_of_use is not None and claims.purpose_of_use not in PURPOSES_OF_USE:
+        raise Forbidden("purpose of use not allowed")
+    if (require_treatment or patient is not None) and (
+        claims.patient is None or claims.purpose_of_use is None
+    ):
+        raise Forbidden("no treatment context for a patient")
+    if patient is not None and claims.patient != PatientRef(*_normalise_patient(patient)):
+        raise Forbidden("request patient differs from the treatment context")
+
+
+def _normalise_patient(patient: Sequence[str]) -> tuple[str, str]:
+    issuer, pid = patient
+    return issuer.removeprefix("urn:oid:"), pid
