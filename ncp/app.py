@@ -15,6 +15,7 @@ from ncp.gateway.app import create_border_app, create_gateway_app
 from ncp.gateway.settings import GatewaySettings
 from ncp.pacs.app import PacsSettings, create_pacs_app
 from ncp.registry.app import RegistrySettings, create_registry_app
+from ncp.security.pki import FederationPki
 from ncp.server import free_port
 from ncp.topology import CountryEndpoints, Endpoints, Topology, builtin_topology, load_topology
 
@@ -49,6 +50,11 @@ class Plan:
     roles: tuple[Role, ...]
     host: str = "127.0.0.1"
     data_plane: Literal["aiohttp", "httpx"] = "aiohttp"
+    secure: bool = True  # mTLS between NCPs, tokens on every request
+
+    @property
+    def pki_dir(self) -> Path | None:
+        return self.run_dir / "pki" if self.secure else None
 
     @property
     def topology(self) -> Topology:
@@ -62,6 +68,7 @@ class Plan:
             "countries": self.endpoints.to_json(),
             "roles": {r.id: list(r.ports) for r in self.roles},
             "data_plane": self.data_plane,
+            "secure": self.secure,
         }
 
     @classmethod
@@ -73,6 +80,7 @@ class Plan:
             roles=tuple(Role(k, tuple(v)) for k, v in raw["roles"].items()),
             host=raw.get("host", "127.0.0.1"),
             data_plane=raw.get("data_plane", "aiohttp"),
+            secure=raw.get("secure", True),
         )
 
     def write(self, path: Path) -> None:
@@ -88,10 +96,16 @@ def load_source(source: str) -> Topology:
 
 
 def make_plan(
-    source: str, run_dir: Path, host: str = "127.0.0.1", data_plane: Literal["aiohttp", "httpx"] = "aiohttp"
+    source: str,
+    run_dir: Path,
+    host: str = "127.0.0.1",
+    data_plane: Literal["aiohttp", "httpx"] = "aiohttp",
+    secure: bool | None = None,
 ) -> Plan:
-    """Pick a free loopback port for every role of the topology."""
+    """Pick a free loopback port for every role; ``secure`` overrides the topology's ``security``."""
     topology = load_source(source)
+    secure = topology.security if secure is None else secure
+    scheme = "https" if secure else "http"
     roles: list[Role] = []
     endpoints: dict[str, CountryEndpoints] = {}
     for code, country in topology.countries.items():
@@ -114,15 +128,15 @@ def make_plan(
             home_community_id=country.home_community_id,
             patient_id_issuer=country.patient_id_issuer,
             gateway=f"http://{host}:{gw}",
-            border=f"http://{host}:{border}",
+            border=f"{scheme}://{host}:{border}",
             registries=registries,
             pacs=pacs,
         )
-    return Plan(source, run_dir, Endpoints(endpoints), tuple(roles), host, data_plane)
+    return Plan(source, run_dir, Endpoints(endpoints), tuple(roles), host, data_plane, secure)
 
 
-def build_role(plan: Plan, role_id: str) -> list[tuple[Any, int]]:
-    """The ASGI apps of one role, each with the port it listens on."""
+def build_role(plan: Plan, role_id: str) -> list[tuple[Any, int, dict[str, Any]]]:
+    """The ASGI apps of one role, each with its port and uvicorn options (TLS for a secure border)."""
     role = next((r for r in plan.roles if r.id == role_id), None)
     if role is None:
         raise KeyError(f"role {role_id!r} is not in the plan; known: {[r.id for r in plan.roles]}")
@@ -131,18 +145,29 @@ def build_role(plan: Plan, role_id: str) -> list[tuple[Any, int]]:
     state_dir = plan.run_dir / role.country
     state_dir.mkdir(parents=True, exist_ok=True)
     if role.kind == "gateway":
-        settings = GatewaySettings(topology, role.country, plan.endpoints, data_plane=plan.data_plane)
-        return [(create_gateway_app(settings), role.ports[0]), (create_border_app(settings), role.ports[1])]
+        settings = GatewaySettings(
+            topology,
+            role.country,
+            plan.endpoints,
+            data_plane=plan.data_plane,
+            pki_dir=plan.pki_dir,
+            audit_db=state_dir / "audit.sqlite",
+        )
+        tls = FederationPki.load(plan.pki_dir).uvicorn_options(role.country) if plan.pki_dir else {}
+        return [
+            (create_gateway_app(settings), role.ports[0], {}),
+            (create_border_app(settings), role.ports[1], tls),
+        ]
     if role.kind == "registry":
         registry = RegistrySettings(
             db_path=state_dir / f"registry-{role.name}.sqlite",
             public_base_url=plan.endpoints[role.country].registries[role.name],
             home_community_id=country.home_community_id,
         )
-        return [(create_registry_app(registry), role.ports[0])]
+        return [(create_registry_app(registry), role.ports[0], {})]
     if role.kind == "pacs":
         pacs = PacsSettings(
             storage_dir=state_dir / f"pacs-{role.name}", agent=f"pacs-{role.country.lower()}-{role.name}"
         )
-        return [(create_pacs_app(pacs), role.ports[0])]
+        return [(create_pacs_app(pacs), role.ports[0], {})]
     raise KeyError(f"unknown role kind {role.kind!r}")

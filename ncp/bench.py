@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import copy
+import dataclasses
 import shutil
 import statistics
 import subprocess
@@ -26,11 +27,12 @@ import aiohttp
 import httpx
 
 from ncp.dicom.kos import to_part10
-from ncp.dicom.multipart import Part, encode_multipart, multipart_content_type, new_boundary
+from ncp.dicom.multipart import encode_multipart_bytes, multipart_content_type, new_boundary
 from ncp.dicom.uids import deterministic_uid
 from ncp.federation import Federation
 from ncp.server import free_port
 from ncp.synth import synthesize
+from ncp.topology import Topology, builtin_topology
 
 __all__ = ["main"]
 
@@ -58,8 +60,6 @@ class BigStudy:
 
 def make_study(pacs: str, rluid: str, count: int, instance_kb: int) -> BigStudy:
     """Clone one synthetic CT slice ``count`` times into one series and STOW it to the PACS."""
-    from ncp.topology import builtin_topology
-
     topo = builtin_topology("default")
     data = synthesize(
         _with_size(topo, instance_kb),
@@ -85,26 +85,15 @@ def make_study(pacs: str, rluid: str, count: int, instance_kb: int) -> BigStudy:
     return BigStudy(study, series, uids, rluid, total)
 
 
-def _with_size(topo, instance_kb):  # type: ignore[no-untyped-def]
-    import dataclasses
-
+def _with_size(topo: Topology, instance_kb: int) -> Topology:
     return dataclasses.replace(topo, synth=dataclasses.replace(topo.synth, instance_kb=instance_kb))
 
 
 def _stow(client: httpx.Client, pacs: str, bodies: list[bytes]) -> None:
     boundary = new_boundary()
-
-    async def collect() -> bytes:
-        async def parts():  # type: ignore[no-untyped-def]
-            for b in bodies:
-                yield Part.from_bytes(b, "application/dicom")
-
-        return b"".join([c async for c in encode_multipart(parts(), boundary)])
-
-    body = asyncio.run(collect())
     r = client.post(
         f"{pacs.rstrip('/')}/studies",
-        content=body,
+        content=encode_multipart_bytes(bodies, "application/dicom", boundary),
         headers={"Content-Type": multipart_content_type("application/dicom", boundary)},
     )
     r.raise_for_status()

@@ -84,7 +84,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
                 (folder / f"{ds.SOPInstanceUID}.dcm").write_bytes(to_part10(ds))
                 count += 1
             for encoding in ("MADO", "MCWG"):
-                kos = build_manifest(study, encoding=encoding)  # type: ignore[arg-type]
+                kos = build_manifest(study, encoding=encoding)
                 (folder / f"manifest-{encoding}.dcm").write_bytes(to_part10(kos))
             if study.key_images:
                 (folder / "kin.dcm").write_bytes(to_part10(build_kin(study)))

@@ -40,7 +40,8 @@ def pick_study(published: Published) -> StudyRecord:
             int(s.study_instance_uid in published.reports),
         )
 
-    return max(published.data.studies, key=score)
+    chosen: StudyRecord = max(published.data.studies, key=score)
+    return chosen
 
 
 def run_demo(
@@ -74,9 +75,14 @@ def _three_steps(console: Console, fed: Federation, pub: Published, b: str) -> D
     patient = study.patient
     hcid = fed.topology.country(patient.country).home_community_id
     consumer = ImagingConsumer(fed.plan.endpoints[b].gateway)
+    secure = fed.plan.pki_dir is not None
     try:
         console.rule("Step 0 - identify the patient (PDQm-style)")
+        if secure:
+            consumer.authenticate()
         res = consumer.identify(patient.issuer, patient.id)
+        if secure:
+            consumer.open_treatment_context(patient.issuer, patient.id)
         name = res.get("name", [{}])[0]
         checks.append(("patient identified", True, f"{name.get('family')} {patient.id}"))
 

@@ -21,6 +21,7 @@ from typing import Any, Literal
 import httpx
 
 from ncp.app import Plan, build_role, make_plan
+from ncp.security.pki import FederationPki
 from ncp.server import serve_in_thread
 from ncp.topology import Topology
 
@@ -40,9 +41,12 @@ class Federation:
         *,
         mode: Mode = "process",
         data_plane: Literal["aiohttp", "httpx"] = "aiohttp",
+        secure: bool | None = None,
     ) -> None:
         run_dir.mkdir(parents=True, exist_ok=True)
-        self.plan = make_plan(source, run_dir, data_plane=data_plane)
+        self.plan = make_plan(source, run_dir, data_plane=data_plane, secure=secure)
+        if self.plan.pki_dir is not None and not (self.plan.pki_dir / "registry.json").exists():
+            FederationPki.create(self.plan.pki_dir, list(self.plan.endpoints.countries), host=self.plan.host)
         self.pids: dict[str, int] = {}
         self.mode = mode
         self._stack = ExitStack()
@@ -71,15 +75,23 @@ class Federation:
                 proc = self._stack.enter_context(_process(plan_file, role.id, self.plan.run_dir))
                 self.pids[role.id] = proc.pid
             else:
-                for app, port in build_role(self.plan, role.id):
-                    self._stack.enter_context(serve_in_thread(app, host=self.plan.host, port=port))
+                for app, port, options in build_role(self.plan, role.id):
+                    self._stack.enter_context(serve_in_thread(app, host=self.plan.host, port=port, **options))
         self.wait_healthy(timeout)
 
     def stop(self) -> None:
         self._stack.close()
 
     def health_urls(self) -> list[str]:
-        return [f"http://{self.plan.host}:{port}/health" for role in self.plan.roles for port in role.ports]
+        """Every listener but secure borders (they take only NCP client certificates)."""
+        borders = {
+            url
+            for ep in self.plan.endpoints.countries.values()
+            for url in [ep.border]
+            if url.startswith("https")
+        }
+        urls = [f"http://{self.plan.host}:{port}" for role in self.plan.roles for port in role.ports]
+        return [f"{u}/health" for u in urls if u.replace("http://", "https://") not in borders]
 
     def wait_healthy(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -106,12 +118,54 @@ class Federation:
 
 
 def state_document(plan: Plan, catalogue: dict[str, Any]) -> dict[str, Any]:
-    """The state file (ARCHITECTURE §8, contract): where every role listens, and what it holds."""
+    """The state file (ARCHITECTURE §8, contract): where every role listens, what it holds, how to get in."""
     return {
         "topology": plan.source,
         "countries": plan.endpoints.to_json(),
         "catalogue": catalogue,
-        "security": {"enabled": False},
+        "security": security_document(plan),
+    }
+
+
+def security_document(plan: Plan) -> dict[str, Any]:
+    """What an outside client needs: the CA, NCP client credentials, and how to obtain tokens."""
+    if plan.pki_dir is None:
+        return {"enabled": False}
+    pki = FederationPki.load(plan.pki_dir)
+    return {
+        "enabled": True,
+        "ca_file": str(pki.ca_file),
+        "ncp_client_credentials": {
+            cc: {"cert": str(pki.client_credentials(cc).cert), "key": str(pki.client_credentials(cc).key)}
+            for cc in pki.countries
+        },
+        "tokens": {
+            cc: {
+                "hcp_token": {
+                    "method": "POST",
+                    "url": f"{ep.gateway}/idp/token",
+                    "form": {
+                        "subject": "dr-example",
+                        "role": "2211",
+                        "organisation": f"Hospital {cc}",
+                        "facility": "Hospital",
+                        "scope": "patient/*.read",
+                    },
+                },
+                "treatment_token": {
+                    "method": "POST",
+                    "url": f"{ep.gateway}/idp/treatment",
+                    "headers": {"Authorization": "Bearer <hcp token>"},
+                    "form": {
+                        "patient_id": "<id>",
+                        "patient_issuer": "<issuer OID>",
+                        "purpose_of_use": "TREATMENT",
+                    },
+                },
+                "use": "Authorization: Bearer <treatment token> on every request to the gateway",
+            }
+            for cc, ep in plan.endpoints.countries.items()
+        },
     }
 
 
@@ -145,8 +199,10 @@ def run_role(plan_file: Path, role_id: str) -> None:
 
     plan = Plan.from_json(json.loads(plan_file.read_text()))
     servers = [
-        uvicorn.Server(uvicorn.Config(app, host=plan.host, port=port, log_level="warning", lifespan="on"))
-        for app, port in build_role(plan, role_id)
+        uvicorn.Server(
+            uvicorn.Config(app, host=plan.host, port=port, log_level="warning", lifespan="on", **options)
+        )
+        for app, port, options in build_role(plan, role_id)
     ]
 
     async def main() -> None:

@@ -12,6 +12,7 @@ links from responses are checked against it first.
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import io
 import time
@@ -62,6 +63,7 @@ class SeriesRetrieval:
     ttfb: float = 0.0
     seconds: float = 0.0
     error: str | None = None
+    kept: builtins.bytes | None = None  # the instance's bytes, when asked to keep them (a KIN to read)
 
     @property
     def missing(self) -> frozenset[str]:
@@ -122,11 +124,37 @@ class ImagingConsumer:
         self.headers = dict(headers or {})
         self.use_retrieve_url = use_retrieve_url
         self.log: list[StepLog] = []
+        self._hcp_token = ""
+
+    # -- credentials (the country's simulated identity provider) ------------------------------------
+    def authenticate(
+        self,
+        subject: str = "dr-demo",
+        role: str = "2211",
+        organisation: str = "Hospital",
+        facility: str = "Hospital",
+    ) -> None:
+        """Obtain an HCP token (ISCO-08 ``role``); it is sent on every later request."""
+        form = {"subject": subject, "role": role, "organisation": organisation, "facility": facility}
+        self._hcp_token = self._token("/idp/token", form, {})
+        self.headers["Authorization"] = f"Bearer {self._hcp_token}"
+
+    def open_treatment_context(self, issuer: str, patient_id: str, purpose_of_use: str = "TREATMENT") -> None:
+        """After identification: a treatment token bound to this patient replaces the HCP token."""
+        form = {"patient_issuer": issuer, "patient_id": patient_id, "purpose_of_use": purpose_of_use}
+        token = self._token("/idp/treatment", form, {"Authorization": f"Bearer {self._hcp_token}"})
+        self.headers["Authorization"] = f"Bearer {token}"
+
+    def _token(self, path: str, form: dict[str, str], headers: dict[str, str]) -> str:
+        response = self.client.post(self.gateway + path, data=form, headers=headers)
+        if response.status_code != 200:
+            raise ConsumerError(f"token from {path}: {response.status_code} {_diagnostics(response)}")
+        return str(response.json()["access_token"])
 
     # -- step 0 ---------------------------------------------------------------------------------
     def identify(self, issuer: str, patient_id: str) -> dict[str, Any]:
         bundle = self._get_json("identify", "/fhir/Patient", {"identifier": f"urn:oid:{issuer}|{patient_id}"})
-        entries = [
+        entries: list[dict[str, Any]] = [
             e["resource"]
             for e in bundle.get("entry", [])
             if e.get("resource", {}).get("resourceType") == "Patient"
@@ -280,8 +308,8 @@ class ImagingConsumer:
 
     def _retrieve(
         self, url: str, expected: frozenset[str], progress: Progress | None, *, keep: bool = False
-    ) -> _KeptRetrieval:
-        result = _KeptRetrieval(url=url, expected=expected)
+    ) -> SeriesRetrieval:
+        result = SeriesRetrieval(url=url, expected=expected)
         started = time.perf_counter()
         try:
             with self.client.stream(
@@ -312,7 +340,7 @@ class ImagingConsumer:
         return result
 
     @staticmethod
-    def _accept_part(result: _KeptRetrieval, body: bytes, keep: bool) -> None:
+    def _accept_part(result: SeriesRetrieval, body: bytes, keep: bool) -> None:
         try:
             ds = pydicom.dcmread(io.BytesIO(body), stop_before_pixels=True, specific_tags=["SOPInstanceUID"])
             uid = str(ds.SOPInstanceUID)
@@ -356,18 +384,13 @@ class ImagingConsumer:
         return response
 
     def _get_json(self, step: str, url: str, params: dict[str, str] | None = None) -> dict[str, Any]:
-        body = self._get(step, url, params).json()
+        body: Any = self._get(step, url, params).json()
         if not isinstance(body, dict):
             raise ConsumerError(f"{step}: the answer is not a FHIR resource")
         return body
 
     def close(self) -> None:
         self.client.close()
-
-
-@dataclass
-class _KeptRetrieval(SeriesRetrieval):
-    kept: bytes | None = None
 
 
 def _diagnostics(response: httpx.Response) -> str:

@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -22,8 +23,11 @@ from starlette.routing import Route
 from ncp.errors import NcpError, dicomweb_error_response, fhir_error_response
 from ncp.gateway import iti67, iti68, iti78, rad160
 from ncp.gateway.context import Clients
+from ncp.gateway.guard import AuditMiddleware, Guard, idp_routes_handlers
 from ncp.gateway.proxy import make_upstream
 from ncp.gateway.settings import GatewaySettings
+from ncp.security.audit import AuditStore, audit_search_endpoint
+from ncp.security.pki import FederationPki
 
 __all__ = ["create_border_app", "create_gateway_app"]
 
@@ -35,6 +39,11 @@ def create_gateway_app(settings: GatewaySettings) -> Starlette:
         Route("/fhir/Binary/{id}", iti68.retrieve_document_initiating),
         Route("/wado/{path:path}", rad160.initiating_imaging_gateway),
     ]
+    pki = _pki(settings)
+    if pki is not None:  # the country's simulated identity provider sits beside its NCP
+        routes += [
+            Route(path, h, methods=["POST"]) for path, h in idp_routes_handlers(pki, settings.country).items()
+        ]
     return _app(settings, routes, f"{settings.agent}-gateway")
 
 
@@ -48,35 +57,67 @@ def create_border_app(settings: GatewaySettings) -> Starlette:
     return _app(settings, routes, f"{settings.agent}-border")
 
 
+def _pki(settings: GatewaySettings) -> FederationPki | None:
+    return FederationPki.load(settings.pki_dir) if settings.pki_dir else None
+
+
+def _clients(settings: GatewaySettings, pki: FederationPki | None) -> Clients:
+    timeout = httpx.Timeout(settings.timeouts.first_byte, connect=settings.timeouts.connect)
+    clients = Clients(
+        fhir=httpx.AsyncClient(timeout=timeout),
+        upstream=make_upstream(settings.data_plane, settings.timeouts),
+    )
+    if pki is not None:
+        for peer in settings.topology.countries:
+            if peer != settings.country:
+                tls = pki.client_ssl_context(settings.country, peer=peer)
+                clients.peers[peer] = (
+                    httpx.AsyncClient(timeout=timeout, verify=tls),
+                    make_upstream(settings.data_plane, settings.timeouts, tls),
+                )
+    return clients
+
+
 def _app(settings: GatewaySettings, routes: list[Route], hop_name: str) -> Starlette:
+    pki = _pki(settings)
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        clients = Clients(
-            fhir=httpx.AsyncClient(
-                timeout=httpx.Timeout(settings.timeouts.first_byte, connect=settings.timeouts.connect)
-            ),
-            upstream=make_upstream(settings.data_plane, settings.timeouts),
-        )
+        clients = _clients(settings, pki)
         app.state.clients = clients
         try:
             yield
         finally:
             await clients.aclose()
 
+    audit = AuditStore(settings.audit_db) if settings.audit_db else None
+    extra = [Route("/fhir/AuditEvent", audit_search_endpoint(audit))] if audit else []
+    middleware = (
+        [
+            Middleware(
+                AuditMiddleware, store=audit, source=hop_name, home_community_id=settings.me.home_community_id
+            )
+        ]
+        if audit
+        else []
+    )
     app = Starlette(
-        routes=[*routes, Route("/health", _health)],
+        routes=[*routes, *extra, Route("/health", _health)],
         lifespan=lifespan,
+        middleware=middleware,
         exception_handlers={NcpError: _error_handler(hop_name)},
     )
     app.state.settings = settings
     app.state.hop_name = hop_name
+    app.state.guard = Guard(settings.country, pki)
     return app
 
 
 def _error_handler(agent: str) -> Callable[[Request, Exception], Any]:
     def handle(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, NcpError)
-        is_fhir = request.url.path.startswith("/fhir")
+        is_fhir = request.url.path.startswith(("/fhir", "/idp"))
+        request.state.denied = exc.message if exc.status in (401, 403) else None
         response = fhir_error_response(exc) if is_fhir else dicomweb_error_response(exc, agent)
         if rid := request.headers.get("x-request-id"):
             response.headers["x-request-id"] = rid

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import httpx
 from starlette.requests import Request
 
+from ncp.gateway.guard import Guard
 from ncp.gateway.proxy import Upstream
 from ncp.gateway.settings import GatewaySettings
 
@@ -16,30 +17,41 @@ __all__ = ["Clients", "Hop"]
 
 @dataclass
 class Clients:
-    """Upstream clients owned by one app's lifespan (never module-level: several NCPs share a process)."""
+    """Upstream clients owned by one app's lifespan (never module-level: several NCPs share a process).
+
+    ``fhir``/``upstream`` reach this country's own registries and PACS; ``peers`` hold one pair per
+    other country, with a TLS client context pinned to that country's certificate when security is on.
+    """
 
     fhir: httpx.AsyncClient
     upstream: Upstream
+    peers: dict[str, tuple[httpx.AsyncClient, Upstream]] = field(default_factory=dict)
+
+    def peer(self, country: str) -> tuple[httpx.AsyncClient, Upstream]:
+        return self.peers.get(country, (self.fhir, self.upstream))
 
     async def aclose(self) -> None:
-        await self.fhir.aclose()
-        await self.upstream.aclose()
+        for fhir, upstream in [(self.fhir, self.upstream), *self.peers.values()]:
+            await fhir.aclose()
+            await upstream.aclose()
 
 
 @dataclass(frozen=True)
 class Hop:
     settings: GatewaySettings
     clients: Clients
+    guard: Guard
     name: str  # e.g. "ncp-at-gateway" (Server-Timing metric name, audit source)
     request_id: str
 
     @classmethod
     def of(cls, request: Request) -> Hop:
         state = request.app.state
-        rid = request.headers.get("x-request-id") or str(uuid.uuid4())
-        if len(rid) > 128 or not rid.isprintable():
+        rid = getattr(request.state, "request_id", None) or request.headers.get("x-request-id") or ""
+        if not rid or len(rid) > 128 or not rid.isprintable():
             rid = str(uuid.uuid4())
-        return cls(state.settings, state.clients, state.hop_name, rid)
+        request.state.request_id = rid
+        return cls(state.settings, state.clients, state.guard, state.hop_name, rid)
 
     @property
     def upstream(self) -> Upstream:
@@ -49,9 +61,12 @@ class Hop:
     def fhir(self) -> httpx.AsyncClient:
         return self.clients.fhir
 
-    def outbound_headers(self, request: Request, keep: frozenset[str]) -> dict[str, str]:
+    def outbound_headers(
+        self, request: Request, keep: frozenset[str], extra: dict[str, str] | None = None
+    ) -> dict[str, str]:
         """A fresh outbound header set: only ``keep`` from the inbound request, plus correlation."""
         headers = {k: v for k, v in request.headers.items() if k in keep}
         headers["x-request-id"] = self.request_id
         headers["x-forwarded-by"] = self.name
+        headers.update(extra or {})
         return headers

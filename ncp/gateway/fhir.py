@@ -36,7 +36,6 @@ __all__ = [
 HCID_EXTENSION = "https://profiles.ihe.net/ITI/MHD/StructureDefinition/ihe-HomeCommunityId"
 FHIR_JSON = "application/fhir+json"
 _FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
-_FORWARDED = ("accept", "authorization", "x-ncp-assertion")
 
 
 @dataclass(frozen=True)
@@ -46,13 +45,20 @@ class FhirAnswer:
 
 
 async def fhir_get(
-    hop: Hop, url: str, params: Sequence[tuple[str, str]], headers: Mapping[str, str]
+    hop: Hop,
+    url: str,
+    params: Sequence[tuple[str, str]],
+    *,
+    client: httpx.AsyncClient | None = None,
+    extra: Mapping[str, str] | None = None,
 ) -> FhirAnswer:
-    """GET a FHIR resource/search from the next hop; transport failures become 502/504."""
-    out = {k: v for k, v in headers.items() if k in _FORWARDED}
-    out.update({"accept": FHIR_JSON, "x-request-id": hop.request_id, "x-forwarded-by": hop.name})
+    """GET a FHIR resource/search from the next hop; transport failures become 502/504.
+
+    Nothing of the inbound request is forwarded but the correlation id: credentials are per hop.
+    """
+    out = {"accept": FHIR_JSON, "x-request-id": hop.request_id, "x-forwarded-by": hop.name, **(extra or {})}
     try:
-        resp = await hop.fhir.get(url, params=list(params), headers=out)
+        resp = await (client or hop.fhir).get(url, params=list(params), headers=out)
     except httpx.TimeoutException:
         raise UpstreamTimeout(f"{url.split('/fhir')[0]} did not answer in time") from None
     except httpx.HTTPError as exc:

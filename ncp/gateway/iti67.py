@@ -12,6 +12,7 @@ that failed as an OperationOutcome entry (``search.mode = outcome``) rather than
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -29,6 +30,7 @@ from ncp.gateway.fhir import (
     searchset,
     with_query,
 )
+from ncp.gateway.guard import patient_ref
 
 __all__ = ["find_document_references_initiating", "find_document_references_responding"]
 
@@ -44,9 +46,12 @@ async def find_document_references_initiating(request: Request) -> Response:
         raise InvalidRequest(
             "a cross-border search needs exactly one patient.identifier (urn:oid:<issuer>|<id>)"
         )
+    claims = hop.guard.consumer(request, patient=patient_ref(tokens[0]))
     country = route_by_patient(hop, tokens[0])
     border = hop.settings.endpoints[country.code].border
-    answer = await fhir_get(hop, f"{border}/fhir/DocumentReference", params, request.headers)
+    client, _ = hop.clients.peer(country.code)
+    extra = hop.guard.assertion_for(claims, country.code)
+    answer = await fhir_get(hop, f"{border}/fhir/DocumentReference", params, client=client, extra=extra)
     if answer.status != 200:
         return fhir_response(answer.body, answer.status, hop.request_id)
     own = f"{hop.settings.my_endpoints.gateway}/fhir"
@@ -65,28 +70,34 @@ async def find_document_references_initiating(request: Request) -> Response:
 async def find_document_references_responding(request: Request) -> Response:
     hop = Hop.of(request)
     params = list(request.query_params.multi_items())
+    tokens = [v for k, v in params if k == "patient.identifier"]
+    if hop.guard.enabled and len(tokens) != 1:
+        raise InvalidRequest(
+            "a cross-border search needs exactly one patient.identifier (urn:oid:<issuer>|<id>)"
+        )
+    hop.guard.peer(request, patient=patient_ref(tokens[0]) if tokens else None)
     registries = hop.settings.my_endpoints.registries
     own = f"{hop.settings.my_endpoints.border}/fhir"
     if len(registries) == 1:
         ((reg_id, base),) = registries.items()
-        answer = await fhir_get(hop, f"{base}/DocumentReference", params, request.headers)
+        answer = await fhir_get(hop, f"{base}/DocumentReference", params)
         if answer.status != 200:
             return fhir_response(answer.body, answer.status, hop.request_id)
         bundle = answer.body
         _localise(bundle.get("entry", []), hop, reg_id, own)
         _rewrite_links(bundle, f"{own}/DocumentReference")
         return fhir_response(bundle, 200, hop.request_id)
-    return await _fan_out(hop, request, params, registries, own)
+    return await _fan_out(hop, params, registries, own)
 
 
 async def _fan_out(
-    hop: Hop, request: Request, params: list[tuple[str, str]], registries: dict[str, str] | Any, own: str
+    hop: Hop, params: list[tuple[str, str]], registries: Mapping[str, str], own: str
 ) -> Response:
     """Architecture B: query every regional registry, merge, page at the gateway."""
     count, offset = _paging(params)
     query = [(k, v) for k, v in params if k not in _PAGING]
     results = await asyncio.gather(
-        *(_all_pages(hop, base, query, request) for base in registries.values()), return_exceptions=True
+        *(_all_pages(hop, base, query) for base in registries.values()), return_exceptions=True
     )
     entries: list[dict[str, Any]] = []
     outcomes: list[dict[str, Any]] = []
@@ -123,12 +134,12 @@ async def _fan_out(
 
 
 async def _all_pages(
-    hop: Hop, base: str, query: list[tuple[str, str]], request: Request
+    hop: Hop, base: str, query: list[tuple[str, str]]
 ) -> list[dict[str, Any]] | tuple[int, dict[str, Any]]:
     entries: list[dict[str, Any]] = []
     page_query = query
     for _ in range(_MAX_PAGES):
-        answer = await fhir_get(hop, f"{base}/DocumentReference", page_query, request.headers)
+        answer = await fhir_get(hop, f"{base}/DocumentReference", page_query)
         if answer.status != 200:
             return answer.status, answer.body
         entries += [e for e in answer.body.get("entry", []) if e.get("search", {}).get("mode") != "outcome"]

@@ -37,10 +37,16 @@ def _identifier(request: Request) -> str:
 
 async def find_patients_initiating(request: Request) -> Response:
     hop = Hop.of(request)
+    claims = hop.guard.consumer(request, treatment=False)
     country = route_by_patient(hop, _identifier(request))
     border = hop.settings.endpoints[country.code].border
+    client, _ = hop.clients.peer(country.code)
     answer = await fhir_get(
-        hop, f"{border}/fhir/Patient", [("identifier", _identifier(request))], request.headers
+        hop,
+        f"{border}/fhir/Patient",
+        [("identifier", _identifier(request))],
+        client=client,
+        extra=hop.guard.assertion_for(claims, country.code),
     )
     body = answer.body
     if answer.status == 200:
@@ -51,10 +57,11 @@ async def find_patients_initiating(request: Request) -> Response:
 
 async def find_patients_responding(request: Request) -> Response:
     hop = Hop.of(request)
+    hop.guard.peer(request, treatment=False)
     token = _identifier(request)
     bases = list(hop.settings.my_endpoints.registries.values())
     answers = await asyncio.gather(
-        *(fhir_get(hop, f"{b}/Patient", [("identifier", token)], request.headers) for b in bases),
+        *(fhir_get(hop, f"{b}/Patient", [("identifier", token)]) for b in bases),
         return_exceptions=True,
     )
     seen: dict[str, dict[str, Any]] = {}

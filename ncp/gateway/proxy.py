@@ -182,8 +182,12 @@ class HttpxUpstream:
         await self._client.aclose()
 
 
-def make_upstream(kind: Literal["aiohttp", "httpx"], timeouts: Timeouts) -> Upstream:
-    return AiohttpUpstream(timeouts) if kind == "aiohttp" else HttpxUpstream(timeouts)
+def make_upstream(
+    kind: Literal["aiohttp", "httpx"], timeouts: Timeouts, tls: ssl.SSLContext | None = None
+) -> Upstream:
+    if kind == "aiohttp":
+        return AiohttpUpstream(timeouts, ssl_context=tls)
+    return HttpxUpstream(timeouts, verify=tls if tls is not None else True)
 
 
 async def relay(

@@ -27,14 +27,16 @@ from starlette.responses import Response
 from ncp.dicom.uids import validate_oid, validate_uid
 from ncp.errors import Forbidden, InvalidRequest, NotFound
 from ncp.gateway.context import Hop
+from ncp.gateway.fhir import fhir_get
 from ncp.gateway.proxy import relay
 from ncp.gateway.settings import AllowedBase
+from ncp.security.tokens import PatientRef
 
 __all__ = ["XcWadoPath", "initiating_imaging_gateway", "match_retrieve_url", "responding_imaging_gateway"]
 
 _LEVELS = ("series", "instances")
 _TAILS = ("rendered", "metadata")
-_FORWARDED = frozenset({"accept", "x-request-id", "authorization", "x-ncp-assertion", "range"})
+_FORWARDED = frozenset({"accept", "range"})
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,7 @@ def _query(request: Request) -> tuple[str | None, dict[str, str]]:
 
 async def initiating_imaging_gateway(request: Request) -> Response:
     hop = Hop.of(request)
+    claims = hop.guard.consumer(request)
     xc = XcWadoPath.parse(request.path_params["path"])
     retrieve_url, params = _query(request)
     country = hop.settings.topology.by_home_community(xc.home_community_id)
@@ -116,17 +119,20 @@ async def initiating_imaging_gateway(request: Request) -> Response:
     if retrieve_url is not None:
         params = {"retrieveURL": retrieve_url, **params}
     url = f"{border}/wado-rs/{xc.xc_path()}" + (f"?{urlencode(params)}" if params else "")
-    headers = hop.outbound_headers(request, _FORWARDED)
-    return await relay(hop.upstream, url, headers, hop=hop.name, request_id=hop.request_id)
+    headers = hop.outbound_headers(request, _FORWARDED, hop.guard.assertion_for(claims, country.code))
+    _, upstream = hop.clients.peer(country.code)
+    return await relay(upstream, url, headers, hop=hop.name, request_id=hop.request_id)
 
 
 async def responding_imaging_gateway(request: Request) -> Response:
     hop = Hop.of(request)
+    claims = hop.guard.peer(request)
     xc = XcWadoPath.parse(request.path_params["path"])
     retrieve_url, params = _query(request)
     settings = hop.settings
     if xc.home_community_id != settings.me.home_community_id:
         raise NotFound(f"homeCommunityId {xc.home_community_id} is not this community's")
+    await hop.guard.require_ownership(claims, xc.study, lambda patient, study: _owns(hop, patient, study))
     if retrieve_url is not None:
         allowed = match_retrieve_url(retrieve_url, settings.allowed_bases())
         if allowed is None:
@@ -138,8 +144,23 @@ async def responding_imaging_gateway(request: Request) -> Response:
             raise NotFound(f"Unknown RetrieveLocationUID {xc.retrieve_location_uid}")
         base = found if found.endswith("/") else found + "/"
     url = base + xc.resource() + (f"?{urlencode(params)}" if params else "")
-    headers = hop.outbound_headers(request, _FORWARDED - {"authorization", "x-ncp-assertion"})
+    headers = hop.outbound_headers(request, _FORWARDED)
     return await relay(hop.upstream, url, headers, hop=hop.name, request_id=hop.request_id)
+
+
+async def _owns(hop: Hop, patient: PatientRef, study: str) -> bool:
+    """Whether one of this country's registries lists the study for the patient (current manifests)."""
+    params = [
+        ("patient.identifier", patient.fhir_token()),
+        ("status", "current"),
+        ("study-instance-uid", study),
+        ("_count", "1"),
+    ]
+    for base in hop.settings.my_endpoints.registries.values():
+        answer = await fhir_get(hop, f"{base}/DocumentReference", params)
+        if answer.status == 200 and answer.body.get("total", len(answer.body.get("entry", []))):
+            return True
+    return False
 
 
 def match_retrieve_url(value: str, allowed: tuple[AllowedBase, ...]) -> AllowedBase | None:

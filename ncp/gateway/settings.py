@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -40,8 +41,8 @@ class GatewaySettings:
     endpoints: Endpoints
     data_plane: Literal["aiohttp", "httpx"] = "aiohttp"
     timeouts: Timeouts = field(default_factory=Timeouts)
-    # Deliberate misbehaviour for negative tests and the scenario catalogue.
-    faults: frozenset[str] = frozenset()
+    pki_dir: Path | None = None  # the federation's test PKI; None = security off (benchmarks only)
+    audit_db: Path | None = None  # where this NCP's AuditEvents are kept
 
     @property
     def me(self) -> Country:

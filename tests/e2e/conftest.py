@@ -25,8 +25,11 @@ class Seeded:
         return self.fed.topology.country(code).home_community_id
 
 
-def start_seeded(source: str, run_dir: Path, encoding: str | None = None) -> Iterator[Seeded]:
-    with Federation(source, run_dir, mode="thread") as fed:
+def start_seeded(
+    source: str, run_dir: Path, encoding: str | None = None, *, secure: bool = False
+) -> Iterator[Seeded]:
+    """Functional specifications run with security off; tests/e2e/test_security.py turns it on."""
+    with Federation(source, run_dir, mode="thread", secure=secure) as fed:
         published = asyncio.run(seed_federation(fed.topology, fed.plan.endpoints, encoding=encoding))  # type: ignore[arg-type]
         yield Seeded(fed, published)
 
