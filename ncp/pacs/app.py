@@ -1,0 +1,53 @@
+"""The PACS (IHE Imaging Document Source) as one Starlette app under ``/dicom-web``.
+
+WADO-RS retrieve and metadata (RAD-107, :mod:`ncp.pacs.rad107`), rendered
+(:mod:`ncp.pacs.rendered`), QIDO-RS search (RAD-129, :mod:`ncp.pacs.rad129`) and STOW-RS
+(:mod:`ncp.pacs.stow`) over one :class:`~ncp.pacs.store.InstanceStore`; ``GET /health``.
+Errors leave only through :func:`ncp.errors.dicomweb_error_response`: status + ``Warning``.
+"""
+
+from __future__ import annotations
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from ncp.errors import NcpError, dicomweb_error_response, warning_header
+from ncp.pacs.context import PacsContext, header_safe
+from ncp.pacs.rad107 import retrieve_routes
+from ncp.pacs.rad129 import search_routes
+from ncp.pacs.rendered import rendered_routes
+from ncp.pacs.settings import PacsSettings
+from ncp.pacs.store import InstanceStore
+from ncp.pacs.stow import stow_routes
+
+__all__ = ["PacsSettings", "create_pacs_app"]
+
+
+def create_pacs_app(settings: PacsSettings) -> Starlette:
+    ctx = PacsContext(settings, InstanceStore(settings.storage_dir))
+
+    async def health(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def on_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, NcpError)
+        exc.message = header_safe(exc.message)
+        return dicomweb_error_response(exc, settings.agent)
+
+    async def on_http_error(request: Request, exc: Exception) -> Response:
+        """Starlette's own 404 (no route) and 405 (method), in the same DICOMweb shape."""
+        assert isinstance(exc, HTTPException)
+        headers = {**(exc.headers or {}), "Warning": warning_header(settings.agent, header_safe(exc.detail))}
+        return JSONResponse({"status": exc.status_code, "message": exc.detail}, exc.status_code, headers)
+
+    routes = [
+        Route("/health", health, methods=["GET"]),
+        *search_routes(ctx),
+        *stow_routes(ctx),
+        *rendered_routes(ctx),
+        *retrieve_routes(ctx),
+    ]
+    return Starlette(routes=routes, exception_handlers={NcpError: on_error, HTTPException: on_http_error})
