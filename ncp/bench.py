@@ -25,6 +25,7 @@ from pathlib import Path
 
 import aiohttp
 import httpx
+from pydicom.uid import UID
 
 from ncp.dicom.kos import to_part10
 from ncp.dicom.multipart import encode_multipart_bytes, multipart_content_type, new_boundary
@@ -77,7 +78,7 @@ def make_study(pacs: str, rluid: str, count: int, instance_kb: int) -> BigStudy:
             for i in range(start, min(start + 20, count)):
                 ds = copy.deepcopy(template)
                 ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID = study, series, uids[i]
-                ds.file_meta.MediaStorageSOPInstanceUID = uids[i]
+                ds.file_meta.MediaStorageSOPInstanceUID = UID(uids[i])
                 ds.InstanceNumber = i + 1
                 bodies.append(to_part10(ds))
             total += sum(map(len, bodies))

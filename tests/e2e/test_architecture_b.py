@@ -6,18 +6,19 @@ import dataclasses
 from collections.abc import Callable
 
 import httpx
+from e2e_federations import Seeded
 
 from ncp.gateway.app import create_border_app
 from ncp.gateway.settings import GatewaySettings
 from ncp.server import free_port
 from ncp.topology import Endpoints
 
-from .conftest import Seeded
-
 
 def search(border: str, issuer: str, pid: str) -> dict:  # type: ignore[type-arg]
-    r = httpx.get(f"{border}/fhir/DocumentReference",
-                  params={"patient.identifier": f"urn:oid:{issuer}|{pid}", "status": "current"})
+    r = httpx.get(
+        f"{border}/fhir/DocumentReference",
+        params={"patient.identifier": f"urn:oid:{issuer}|{pid}", "status": "current"},
+    )
     assert r.status_code == 200
     return r.json()  # type: ignore[no-any-return]
 
@@ -28,8 +29,12 @@ def test_fan_out_merges_every_region(three: Seeded) -> None:
     for patient in data.patients:
         bundle = search(border, patient.issuer, patient.id)
         studies = {s.study_instance_uid for s in data.studies if s.patient == patient}
-        got = {r["resource"]["masterIdentifier"]["value"] for r in bundle["entry"]
-               if r["resource"]["resourceType"] == "DocumentReference" and "18748-4" in str(r["resource"]["type"])}
+        got = {
+            r["resource"]["masterIdentifier"]["value"]
+            for r in bundle["entry"]
+            if r["resource"]["resourceType"] == "DocumentReference"
+            and "18748-4" in str(r["resource"]["type"])
+        }
         assert len(got) == len(studies)
         assert not any(e["resource"]["resourceType"] == "OperationOutcome" for e in bundle["entry"])
 
@@ -45,8 +50,11 @@ def test_one_region_down_gives_the_others_plus_an_operation_outcome(
     border = serve(create_border_app(settings))
     data = three.published["NO"].data
     south_rluid = three.fed.topology.country("NO").pacs[1].retrieve_location_uid
-    patient = next(p for p in data.patients
-                   if any(s.patient == p and s.series[0].retrieve_location_uid == south_rluid for s in data.studies))
+    patient = next(
+        p
+        for p in data.patients
+        if any(s.patient == p and s.series[0].retrieve_location_uid == south_rluid for s in data.studies)
+    )
     bundle = search(border, patient.issuer, patient.id)
     outcomes = [e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "OperationOutcome"]
     assert len(outcomes) == 1 and "south" in outcomes[0]["issue"][0]["diagnostics"]

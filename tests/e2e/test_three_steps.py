@@ -6,12 +6,11 @@ import hashlib
 
 import httpx
 import pytest
+from e2e_federations import Seeded
 
 from ncp.consumer.client import ImagingConsumer
 from ncp.dicom.kos import to_part10
 from ncp.model import StudyRecord
-
-from .conftest import Seeded
 
 
 def consumer_in(seeded: Seeded, code: str, **kw: object) -> ImagingConsumer:
@@ -25,7 +24,9 @@ def stored_hashes(seeded: Seeded, country: str, study: StudyRecord) -> dict[str,
 
 
 @pytest.mark.parametrize("fixture", ["default_mado", "default_mcwg"])
-def test_every_study_of_fr_retrieved_from_at_byte_identical(fixture: str, request: pytest.FixtureRequest) -> None:
+def test_every_study_of_fr_retrieved_from_at_byte_identical(
+    fixture: str, request: pytest.FixtureRequest
+) -> None:
     seeded: Seeded = request.getfixturevalue(fixture)
     pub = seeded.published["FR"]
     consumer = consumer_in(seeded, "AT")
@@ -47,20 +48,28 @@ def test_level_one_keys_then_level_two_selection(default_mado: Seeded) -> None:
     pub = default_mado.published["FR"]
     study = pub.data.studies[0]
     consumer = consumer_in(default_mado, "AT")
-    level1 = consumer.find(study.patient.issuer, study.patient.id, region=study.anatomical_region.token(),
-                           modality=study.modalities[0])
+    level1 = consumer.find(
+        study.patient.issuer,
+        study.patient.id,
+        region=study.anatomical_region.token(),
+        modality=study.modalities[0],
+    )
     assert study.study_instance_uid in {e.study_instance_uid for e in level1}
     for entry in level1:
         assert study.anatomical_region.code in entry.regions
         assert study.modalities[0] in entry.modalities
     chosen = ImagingConsumer.select(level1, procedure=study.procedure.display)
-    assert chosen and all(e.study_instance_uid == study.study_instance_uid for e in chosen if e.kind == "manifest")
+    assert chosen and all(
+        e.study_instance_uid == study.study_instance_uid for e in chosen if e.kind == "manifest"
+    )
 
 
 def test_targeted_query_by_accession_number(default_mado: Seeded) -> None:
     study = next(s for s in default_mado.published["FR"].data.studies if s.accession_number)
     consumer = consumer_in(default_mado, "AT")
-    found = consumer.find(study.patient.issuer, study.patient.id, accession=study.accession_number, kind="manifest")
+    found = consumer.find(
+        study.patient.issuer, study.patient.id, accession=study.accession_number, kind="manifest"
+    )
     assert study.study_instance_uid in {e.study_instance_uid for e in found}
     assert all(study.accession_number in e.accession_numbers for e in found)
 
@@ -83,7 +92,9 @@ def test_study_spread_over_two_pacs_is_retrieved_from_both(default_mado: Seeded)
     pub = default_mado.published["FR"]
     study = next(s for s in pub.data.studies if len({x.retrieve_location_uid for x in s.series}) == 2)
     consumer = consumer_in(default_mado, "AT")
-    entry = consumer.find(study.patient.issuer, study.patient.id, study_uid=study.study_instance_uid, kind="manifest")[0]
+    entry = consumer.find(
+        study.patient.issuer, study.patient.id, study_uid=study.study_instance_uid, kind="manifest"
+    )[0]
     manifest = consumer.retrieve_manifest(entry)
     assert len({s.retrieve_location_uid for s in manifest.series}) == 2
     assert consumer.retrieve_images(default_mado.hcid("FR"), manifest).complete
@@ -94,7 +105,9 @@ def test_kin_only_retrieval_gets_exactly_the_key_images(fixture: str, request: p
     seeded: Seeded = request.getfixturevalue(fixture)
     study = next(s for s in seeded.published["FR"].data.studies if s.key_images)
     consumer = consumer_in(seeded, "AT")
-    entry = consumer.find(study.patient.issuer, study.patient.id, study_uid=study.study_instance_uid, kind="manifest")[0]
+    entry = consumer.find(
+        study.patient.issuer, study.patient.id, study_uid=study.study_instance_uid, kind="manifest"
+    )[0]
     keys = consumer.retrieve_key_images(seeded.hcid("FR"), consumer.retrieve_manifest(entry))
     assert keys.complete
     assert set(keys.hashes()) == {i.sop_instance_uid for i in study.key_images}
@@ -103,7 +116,9 @@ def test_kin_only_retrieval_gets_exactly_the_key_images(fixture: str, request: p
 def test_retrieve_url_mode_reaches_the_same_pacs(default_mado: Seeded) -> None:
     study = default_mado.published["FR"].data.studies[0]
     consumer = consumer_in(default_mado, "AT", use_retrieve_url=True)
-    entry = consumer.find(study.patient.issuer, study.patient.id, study_uid=study.study_instance_uid, kind="manifest")[0]
+    entry = consumer.find(
+        study.patient.issuer, study.patient.id, study_uid=study.study_instance_uid, kind="manifest"
+    )[0]
     assert consumer.retrieve_images(default_mado.hcid("FR"), consumer.retrieve_manifest(entry)).complete
 
 
@@ -119,8 +134,10 @@ def test_unknown_patient_gives_an_empty_searchset(default_mado: Seeded) -> None:
 
 
 def test_unknown_issuer_is_refused_with_an_operation_outcome(default_mado: Seeded) -> None:
-    r = httpx.get(f"{default_mado.gateway('AT')}/fhir/DocumentReference",
-                  params={"patient.identifier": "urn:oid:2.999.9.9|X", "status": "current"})
+    r = httpx.get(
+        f"{default_mado.gateway('AT')}/fhir/DocumentReference",
+        params={"patient.identifier": "urn:oid:2.999.9.9|X", "status": "current"},
+    )
     assert r.status_code == 404
     assert r.json()["resourceType"] == "OperationOutcome"
 
@@ -132,6 +149,7 @@ def test_every_country_reaches_every_other(three: Seeded) -> None:
             if a == b:
                 continue
             consumer = consumer_in(three, b)
-            entry = consumer.find(study.patient.issuer, study.patient.id, study_uid=study.study_instance_uid,
-                                  kind="manifest")[0]
+            entry = consumer.find(
+                study.patient.issuer, study.patient.id, study_uid=study.study_instance_uid, kind="manifest"
+            )[0]
             assert consumer.retrieve_images(three.hcid(a), consumer.retrieve_manifest(entry)).complete, (a, b)

@@ -14,7 +14,11 @@ HC = "homeCommunityId/5.6.7.8/RetrieveLocationUID/1.2.840.9.10.11.12"
 @pytest.mark.parametrize("resource", ["studies", "study"])
 def test_both_spellings_of_the_study_segment_are_accepted(resource: str) -> None:
     xc = XcWadoPath.parse(f"{HC}/{resource}/1.2.3/")
-    assert (xc.home_community_id, xc.retrieve_location_uid, xc.study) == ("5.6.7.8", "1.2.840.9.10.11.12", "1.2.3")
+    assert (xc.home_community_id, xc.retrieve_location_uid, xc.study) == (
+        "5.6.7.8",
+        "1.2.840.9.10.11.12",
+        "1.2.3",
+    )
     assert xc.resource() == "studies/1.2.3"
 
 
@@ -42,7 +46,10 @@ def test_malformed_paths_are_refused(path: str) -> None:
         XcWadoPath.parse(path)
 
 
-ALLOWED = (AllowedBase.parse("http://127.0.0.1:8042/dicom-web/"), AllowedBase.parse("https://pacs.fr.test/rs/"))
+ALLOWED = (
+    AllowedBase.parse("http://127.0.0.1:8042/dicom-web/"),
+    AllowedBase.parse("https://pacs.fr.test/rs/"),
+)
 
 
 @pytest.mark.parametrize(

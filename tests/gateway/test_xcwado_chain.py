@@ -40,13 +40,20 @@ class Canary:
             self.seen.append(request.url.path)
             self.headers.append(dict(request.headers))
             if CUT in request.url.path:
-                return StreamingResponse(_cut(), media_type="application/octet-stream",
-                                         headers={"content-length": str(len(PAYLOAD))})
+                return StreamingResponse(
+                    _cut(),
+                    media_type="application/octet-stream",
+                    headers={"content-length": str(len(PAYLOAD))},
+                )
             if SLOW in request.url.path:
                 await asyncio.sleep(3)
             if PARTIAL in request.url.path:
-                return Response(PAYLOAD, status_code=206, media_type="application/octet-stream",
-                                headers={"Warning": '299 pacs "missing 1.2.3.9"'})
+                return Response(
+                    PAYLOAD,
+                    status_code=206,
+                    media_type="application/octet-stream",
+                    headers={"Warning": '299 pacs "missing 1.2.3.9"'},
+                )
             return Response(PAYLOAD, media_type='multipart/related; type="application/dicom"; boundary=x')
 
         return Starlette(routes=[Route("/{path:path}", handle)])
@@ -63,13 +70,26 @@ def chain(serve: Callable[..., str]) -> tuple[str, Canary]:
     pacs = canary.base = serve(canary.app())
     ports = {k: free_port() for k in ("fr_gw", "fr_b", "at_gw", "at_b")}
     url = {k: f"http://127.0.0.1:{p}" for k, p in ports.items()}
-    endpoints = Endpoints({
-        "FR": CountryEndpoints(FR.home_community_id, FR.patient_id_issuer, url["fr_gw"], url["fr_b"],
-                               {"national": "http://127.0.0.1:9/fhir"},
-                               {RLUID1: f"{pacs}/dicom-web/", RLUID2: f"{pacs}/other/"}),
-        "AT": CountryEndpoints("2.999.40.1", "2.999.40.2", url["at_gw"], url["at_b"],
-                               {"national": "http://127.0.0.1:9/fhir"}, {}),
-    })
+    endpoints = Endpoints(
+        {
+            "FR": CountryEndpoints(
+                FR.home_community_id,
+                FR.patient_id_issuer,
+                url["fr_gw"],
+                url["fr_b"],
+                {"national": "http://127.0.0.1:9/fhir"},
+                {RLUID1: f"{pacs}/dicom-web/", RLUID2: f"{pacs}/other/"},
+            ),
+            "AT": CountryEndpoints(
+                "2.999.40.1",
+                "2.999.40.2",
+                url["at_gw"],
+                url["at_b"],
+                {"national": "http://127.0.0.1:9/fhir"},
+                {},
+            ),
+        }
+    )
     timeouts = Timeouts(connect=2, first_byte=1.0, read=2)
     for code, gw, border in (("FR", "fr_gw", "fr_b"), ("AT", "at_gw", "at_b")):
         settings = GatewaySettings(TOPOLOGY, code, endpoints, timeouts=timeouts)
@@ -112,14 +132,20 @@ def test_partial_content_and_warning_reach_the_consumer(chain: tuple[str, Canary
 @pytest.mark.parametrize(
     ("path", "status", "warning"),
     [
-        (f"/wado/homeCommunityId/2.999.7.7/RetrieveLocationUID/{RLUID1}/studies/{STUDY}", 404, "Unknown homeCommunityId"),
+        (
+            f"/wado/homeCommunityId/2.999.7.7/RetrieveLocationUID/{RLUID1}/studies/{STUDY}",
+            404,
+            "Unknown homeCommunityId",
+        ),
         (xc("2.25.1234", f"studies/{STUDY}"), 404, "Unknown RetrieveLocationUID"),
         (xc(RLUID1, "studies/1.2.3.04"), 400, "not a valid DICOM UID"),
         (xc(RLUID1, f"studies/{STUDY}") + "?retrieveURL=evil.example/dicom-web/", 403, "not an allowlisted"),
         (xc(RLUID1, f"studies/{STUDY}") + "?retrieveurl=127.0.0.1:1/dicom-web/", 403, "not an allowlisted"),
     ],
 )
-def test_refusals_make_no_upstream_call(chain: tuple[str, Canary], path: str, status: int, warning: str) -> None:
+def test_refusals_make_no_upstream_call(
+    chain: tuple[str, Canary], path: str, status: int, warning: str
+) -> None:
     at, canary = chain
     r = httpx.get(at + path)
     assert r.status_code == status
