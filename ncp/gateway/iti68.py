@@ -24,13 +24,14 @@ _FORWARDED = frozenset({"accept"})
 
 async def retrieve_document_initiating(request: Request) -> Response:
     hop = Hop.of(request)
+    claims = hop.guard.consumer(request)
     code, rest = split_id(request.path_params["id"], "Binary id")
     if code not in hop.settings.topology.countries:
         raise NotFound(f"Binary {request.path_params['id']!r} is unknown")
     url = f"{hop.settings.endpoints[code].border}/fhir/Binary/{rest}"
-    return await relay(
-        hop.upstream, url, hop.outbound_headers(request, _FORWARDED), hop=hop.name, request_id=hop.request_id
-    )
+    headers = hop.outbound_headers(request, _FORWARDED, hop.guard.assertion_for(claims, code))
+    _, upstream = hop.clients.peer(code)
+    return await relay(upstream, url, headers, hop=hop.name, request_id=hop.request_id)
 
 
 async def retrieve_document_responding(request: Request) -> Response:

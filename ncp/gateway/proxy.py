@@ -126,6 +126,7 @@ class AiohttpUpstream:
                 f"no answer from the next hop within {self._timeouts.first_byte:g} s"
             ) from None
         except aiohttp.ClientError as exc:
+            log.warning("upstream %s failed: %r", url, exc)
             raise UpstreamError(f"next hop unreachable: {type(exc).__name__}") from None
         elapsed = time.perf_counter() - started
 
@@ -169,6 +170,7 @@ class HttpxUpstream:
                 f"no answer from the next hop within {self._timeouts.first_byte:g} s"
             ) from None
         except httpx.HTTPError as exc:
+            log.warning("upstream %s failed: %r", url, exc)
             raise UpstreamError(f"next hop unreachable: {type(exc).__name__}") from None
         return UpstreamResponse(
             status=resp.status_code,
