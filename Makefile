@@ -20,11 +20,12 @@ demo: $(STAMP)
 up: $(STAMP)
 	$(BIN)/xcwado up --state run/state.json
 
-# System tools the tests use (Debian): dciodvfy, Orthanc + DICOMweb plugin, nginx.
+# System tools the tests use (Debian): dciodvfy, Orthanc + DICOMweb plugin, nginx, docker-compose, gcc.
 system-deps:
-	@command -v dciodvfy >/dev/null && command -v Orthanc >/dev/null && command -v nginx >/dev/null || \
+	@command -v dciodvfy >/dev/null && command -v Orthanc >/dev/null && command -v nginx >/dev/null \
+	  && command -v docker-compose >/dev/null && command -v gcc >/dev/null || \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-	      dicom3tools orthanc orthanc-dicomweb nginx-light >/dev/null; }
+	      dicom3tools orthanc orthanc-dicomweb nginx-light docker-compose gcc >/dev/null; }
 
 lint: $(STAMP)
 	$(BIN)/ruff check ncp tests scenarios loadtests

@@ -118,9 +118,10 @@ def make_plan(
             registries[reg.id] = f"http://{host}:{port}/fhir"
         pacs = {}
         for p in country.pacs:
-            if p.backend == "embedded":
+            if p.backend in ("embedded", "orthanc"):  # "orthanc": a managed Orthanc from Debian
                 port = free_port(host)
-                roles.append(Role(f"{code}/pacs/{p.id}", (port,)))
+                kind = "pacs" if p.backend == "embedded" else "orthanc"
+                roles.append(Role(f"{code}/{kind}/{p.id}", (port,)))
                 pacs[p.retrieve_location_uid] = f"http://{host}:{port}/dicom-web/"
             else:
                 pacs[p.retrieve_location_uid] = p.backend if p.backend.endswith("/") else p.backend + "/"

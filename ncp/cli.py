@@ -128,6 +128,19 @@ def cmd_seed(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pki(args: argparse.Namespace) -> int:
+    """Create the federation's test PKI for a plan (once; an existing one is kept)."""
+    import json
+
+    from ncp.app import Plan
+    from ncp.security.pki import FederationPki
+
+    plan = Plan.from_json(json.loads(Path(args.plan).read_text()))
+    if plan.pki_dir is not None and not (plan.pki_dir / "registry.json").exists():
+        FederationPki.create(plan.pki_dir, list(plan.endpoints.countries))
+    return 0
+
+
 def cmd_compose(args: argparse.Namespace) -> int:
     import json
 
@@ -185,9 +198,13 @@ def build_parser() -> argparse.ArgumentParser:
     seed.add_argument("--state", required=True)
     seed.set_defaults(func=cmd_seed)
 
+    pki = sub.add_parser("pki", help="create the federation's test PKI for a plan")
+    pki.add_argument("--plan", required=True)
+    pki.set_defaults(func=cmd_pki)
+
     compose = sub.add_parser("compose", help="write docker/plan.json and docker/compose.yaml for a topology")
-    compose.add_argument("--topology", default="three-country")
-    compose.add_argument("--topology-file", default="../ncp/topologies/three-country.toml")
+    compose.add_argument("--topology", default="docker/topology.toml")
+    compose.add_argument("--topology-file", default="./topology.toml", help="as the compose file mounts it")
     compose.add_argument("--out", default="docker")
     compose.set_defaults(func=cmd_compose)
     return parser

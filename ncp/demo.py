@@ -9,6 +9,7 @@ instance the manifest references arrived, and nothing else.
 from __future__ import annotations
 
 import asyncio
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -151,12 +152,17 @@ def _summary(r: Retrieval) -> str:
     )
 
 
+def _short(url: str) -> str:
+    """Long UIDs abbreviated to their last digits, so a request fits on one line."""
+    return re.sub(r"\b2\.25\.\d{20,}(\d{6})\b", r"…\1", url.split("://", 1)[-1].split("/", 1)[-1])
+
+
 def _finish(console: Console, consumer: ImagingConsumer, checks: list[tuple[str, bool, str]]) -> DemoResult:
     wire = Table(title="Requests made by the consumer (country B)", show_lines=False)
     for col in ("step", "status", "ms", "bytes", "url"):
         wire.add_column(col, overflow="fold")
     for log in consumer.log:
-        wire.add_row(log.step, str(log.status), f"{log.seconds * 1000:.1f}", str(log.bytes), log.url)
+        wire.add_row(log.step, str(log.status), f"{log.seconds * 1000:.1f}", str(log.bytes), _short(log.url))
     console.print(wire)
     table = Table(title="Checks")
     for col in ("check", "result", "evidence"):

@@ -62,7 +62,11 @@ def compose_document(plan: Plan, source: str, topology_file: str) -> dict[str, A
     """The compose file: one service per role, Orthanc for ``orthanc`` PACS, Locust under ``load``."""
     topology = load_source(source)
     services: dict[str, Any] = {}
-    volumes = ["./plan.json:/etc/xcwado/plan.json:ro", f"{topology_file}:{TOPOLOGY_IN_CONTAINER}:ro"]
+    volumes = [
+        "./plan.json:/etc/xcwado/plan.json:ro",
+        f"{topology_file}:{TOPOLOGY_IN_CONTAINER}:ro",
+        "state:/var/lib/xcwado",
+    ]
     for role in plan.roles:
         port = role.ports[0]
         services[_service(role.id)] = {
@@ -71,6 +75,7 @@ def compose_document(plan: Plan, source: str, topology_file: str) -> dict[str, A
             "command": ["serve-role", "--plan", "/etc/xcwado/plan.json", "--role", role.id],
             "volumes": volumes,
             "environment": {"XCWADO_LOG_LEVEL": "${XCWADO_LOG_LEVEL:-WARNING}"},
+            "depends_on": {"pki": {"condition": "service_completed_successfully"}},
             "healthcheck": {
                 "test": [
                     "CMD",
@@ -99,10 +104,16 @@ def compose_document(plan: Plan, source: str, topology_file: str) -> dict[str, A
         services[_service(f"{code}/gateway")]["ports"] = [
             f"127.0.0.1:{_host_port(code, plan)}:{PORTS['gateway']}"
         ]
+    services["pki"] = {
+        "image": _IMAGE,
+        "build": {"context": "..", "dockerfile": "docker/Dockerfile"},
+        "command": ["pki", "--plan", "/etc/xcwado/plan.json"],
+        "volumes": volumes,
+    }
     services["seed"] = {
         "image": _IMAGE,
         "command": ["seed", "--plan", "/etc/xcwado/plan.json", "--state", "/var/lib/xcwado/state.json"],
-        "volumes": [*volumes, "state:/var/lib/xcwado"],
+        "volumes": volumes,
         "depends_on": {
             name: {"condition": "service_healthy"}
             for name in services
@@ -143,7 +154,7 @@ def compose_document(plan: Plan, source: str, topology_file: str) -> dict[str, A
         "deploy": {"replicas": 2},
         "depends_on": ["locust-master"],
     }
-    return {"name": "xcwado", "services": services, "volumes": {"state": {}}}
+    return {"services": services, "volumes": {"state": {}}}
 
 
 def _host_port(code: str, plan: Plan) -> int:

@@ -21,6 +21,7 @@ from typing import Any, Literal
 import httpx
 
 from ncp.app import Plan, build_role, make_plan
+from ncp.orthanc import OrthancConfig, run_orthanc
 from ncp.security.pki import FederationPki
 from ncp.server import serve_in_thread
 from ncp.topology import Topology
@@ -71,7 +72,12 @@ class Federation:
         plan_file = self.plan.run_dir / "plan.json"
         self.plan.write(plan_file)
         for role in self.plan.roles:
-            if self.mode == "process":
+            if role.kind == "orthanc":
+                config = OrthancConfig(
+                    self.plan.run_dir / role.country / f"orthanc-{role.name}", role.ports[0]
+                )
+                self._stack.enter_context(run_orthanc(config))
+            elif self.mode == "process":
                 proc = self._stack.enter_context(_process(plan_file, role.id, self.plan.run_dir))
                 self.pids[role.id] = proc.pid
             else:
@@ -90,7 +96,12 @@ class Federation:
             for url in [ep.border]
             if url.startswith("https")
         }
-        urls = [f"http://{self.plan.host}:{port}" for role in self.plan.roles for port in role.ports]
+        urls = [
+            f"http://{self.plan.host}:{port}"
+            for role in self.plan.roles
+            if role.kind != "orthanc"
+            for port in role.ports
+        ]
         return [f"{u}/health" for u in urls if u.replace("http://", "https://") not in borders]
 
     def wait_healthy(self, timeout: float) -> None:
@@ -175,7 +186,8 @@ def _process(plan_file: Path, role_id: str, run_dir: Path) -> Iterator[subproces
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "ncp.federation", str(plan_file), role_id],
+            # the container entrypoint's command (docker/Dockerfile): one code path for both
+            [sys.executable, "-m", "ncp.cli", "serve-role", "--plan", str(plan_file), "--role", role_id],
             stdout=out,
             stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -209,8 +221,3 @@ def run_role(plan_file: Path, role_id: str) -> None:
         await asyncio.gather(*(s.serve() for s in servers))
 
     asyncio.run(main())
-
-
-if __name__ == "__main__":
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    run_role(Path(sys.argv[1]), sys.argv[2])
