@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import copy
 import dataclasses
+import os
 import shutil
 import statistics
 import subprocess
@@ -155,7 +156,8 @@ def nginx_serving(body: bytes, content_type: str, workdir: Path) -> Iterator[str
     (root / "www" / "study").write_bytes(body)
     port = free_port()
     (root / "nginx.conf").write_text(f"""
-worker_processes 1; daemon off; pid {root}/nginx.pid; error_log {root}/error.log;
+{"user root;" if os.geteuid() == 0 else ""} worker_processes 1; daemon off;
+pid {root}/nginx.pid; error_log {root}/error.log;
 events {{ worker_connections 256; }}
 http {{
   access_log off; sendfile on; tcp_nopush on; keepalive_requests 100000;
@@ -190,7 +192,10 @@ def run(args: argparse.Namespace) -> list[Row]:
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="xcwado-bench-") as tmp:
         for client in args.clients:
-            with Federation("builtin:default", Path(tmp) / client, mode="process", data_plane=client) as fed:
+            run_dir = Path(tmp) / client
+            with Federation(
+                "builtin:default", run_dir, mode="process", data_plane=client, secure=False
+            ) as fed:
                 fr, at = fed.plan.endpoints["FR"], fed.plan.endpoints["AT"]
                 rluid, pacs = next(iter(fr.pacs.items()))
                 study = make_study(pacs, rluid, args.instances, args.instance_kb)

@@ -35,7 +35,10 @@ instance_kb = 8
 home_community_id = "2.999.250.1"
 patient_id_issuer = "2.999.250.2"
 registries = [{ id = "national" }]
-pacs = [{ id = "orthanc", retrieve_location_uid = "2.25.249112837101579105183278066551769719101", backend = "orthanc" }]
+[[countries.FR.pacs]]
+id = "orthanc"
+retrieve_location_uid = "2.25.249112837101579105183278066551769719101"
+backend = "orthanc"
 [countries.AT]
 home_community_id = "2.999.40.1"
 patient_id_issuer = "2.999.40.2"
@@ -142,10 +145,7 @@ def test_requester_side_orthanc_pulls_a_series_through_xcwado(
         uids = {i["00080018"]["Value"][0] for i in found}
         assert uids == {i.sop_instance_uid for i in series.instances}
         expected = _expected(pub)
-        for uid in uids:
-            got = httpx.get(
-                f"{config.dicomweb}studies/{study.study_instance_uid}/series/"
-                f"{series.series_instance_uid}/instances/{uid}",
-                headers={"Accept": "application/dicom"},
-            ).content
+        for uid in uids:  # Orthanc's native API returns the stored file itself
+            orthanc_id = httpx.post(f"{config.base_url}/tools/lookup", content=uid).json()[0]["ID"]
+            got = httpx.get(f"{config.base_url}/instances/{orthanc_id}/file").content
             assert hashlib.sha256(got).hexdigest() == expected[uid]
