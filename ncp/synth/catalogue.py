@@ -1,217 +1,402 @@
 """Deterministic catalogue records: patients, orders ↔ accessions ↔ studies (m-n), series, reports.
 
-Everything derives from ``random.Random(f"{seed}:{country}")`` and ``deterministic_uid``: the same
-topology gives the same UIDs, names and bytes on every machine.
+Every choice comes from ``random.Random(f"{seed}:{country}")`` (never the global generator) and
+every UID from :func:`ncp.dicom.uids.deterministic_uid` (2.25 root, PS3.5 B.2): the same topology
+gives the same records, UIDs and instance bytes on every machine.
+
+Layout of a country's studies (``g`` = study index across the country, patient-major):
+
+* modality cycles CT, MR, CR, US, MG (``g % 5``); a patient with a mammogram is female;
+* m-n links (MADO 6.X.2.8.1 worked examples, standards.md §6.4), among the studies of one patient:
+  one order with two accessions (two studies), one accession shared by two studies, and one CT
+  study with two requests (two placer orders, one accession);
+* study ``g`` goes to region ``g % regions`` (architecture B: the PACS of one regional registry);
+  even studies with several series spread them over the region's PACS;
+* publication variant A for even ``g``, B for odd (MCWG 2.17 / 3.2); key images when
+  ``g % 4`` is 0 or 3 (about half the studies).
 """
 
 from __future__ import annotations
 
+import hashlib
 import random
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime, timedelta
+from typing import Any
 
-from ncp.codes import ANATOMICAL_REGIONS, LOINC, SCT, Code
+from pydicom.dataset import Dataset
+
+from ncp.codes import Code
 from ncp.dicom.uids import deterministic_uid
-from ncp.model import InstanceRecord, PatientRecord, ReportRecord, RequestRecord, SeriesRecord, StudyRecord
+from ncp.errors import InvalidTopology
+from ncp.model import (
+    InstanceRecord,
+    PatientRecord,
+    ReportRecord,
+    RequestRecord,
+    SeriesRecord,
+    StudyRecord,
+)
+from ncp.synth import people
+from ncp.synth.images import SOP_CLASS_BY_MODALITY, instance_dataset
+from ncp.synth.procedures import (
+    COMBINED_CT,
+    COMBINED_CT_REQUESTS,
+    MODALITY_CYCLE,
+    PROCEDURES,
+    Procedure,
+    SeriesSpec,
+    region_code,
+)
 from ncp.topology import Country, Topology
 
-__all__ = ["MODALITY_PLANS", "SOP_CLASSES", "build_catalogue"]
+__all__ = ["CountryData", "catalogue_json", "synthesize"]
 
-SOP_CLASSES = {
-    "CT": "1.2.840.10008.5.1.4.1.1.2",
-    "MR": "1.2.840.10008.5.1.4.1.1.4",
-    "CR": "1.2.840.10008.5.1.4.1.1.1",
-    "US": "1.2.840.10008.5.1.4.1.1.6.1",
-    "MG": "1.2.840.10008.5.1.4.1.1.1.2",
-}
+_FIRST_DAY = date(2025, 1, 6)
+_DAYS = 600  # study dates spread over about 20 months
 
 
 @dataclass(frozen=True)
-class _Plan:
-    procedure: Code
-    region: str  # SCT code of the MCWG coarse region
-    laterality: str | None
-    series: tuple[str, ...]  # series descriptions
+class CountryData:
+    """One country's synthetic catalogue; instances are generated on demand, one at a time."""
+
+    country: str
+    patients: tuple[PatientRecord, ...]
+    studies: tuple[StudyRecord, ...]
+    reports: tuple[ReportRecord, ...]
+    instance_kb: int = 16
+    # acquisition details per Series Instance UID (what the records do not carry)
+    series_specs: Mapping[str, SeriesSpec] = field(default_factory=dict, repr=False, compare=False)
+
+    def instances(self, study: StudyRecord) -> Iterator[Dataset]:
+        """The study's image instances in series order, built lazily (bounded memory), same bytes per seed."""
+        for series in study.series:
+            spec = self.series_specs.get(series.series_instance_uid)
+            for record in series.instances:
+                yield instance_dataset(study, series, record, spec=spec, instance_kb=self.instance_kb)
+
+    def report(self, study: StudyRecord) -> ReportRecord | None:
+        uid = study.study_instance_uid
+        return next((r for r in self.reports if r.study.study_instance_uid == uid), None)
 
 
-# One plan per modality, cycled; display names are the level-2 selection keys (MCWG 2.5, 2.6).
-MODALITY_PLANS: dict[str, tuple[_Plan, ...]] = {
-    "CT": (
-        _Plan(Code("24627-2", LOINC, "CT Chest"), "67734004", None, ("Thorax 1.25mm", "Thorax 5mm")),
-        _Plan(Code("24725-4", LOINC, "CT Head"), "774007", None, ("Head axial", "Head bone")),
-    ),
-    "MR": (
-        _Plan(Code("24590-2", LOINC, "MR Brain"), "774007", None, ("T1 sag", "T2 axial", "FLAIR axial")),
-        _Plan(Code("24826-0", LOINC, "MR Knee left"), "61685007", "L", ("PD sag", "T1 cor", "PD fs axial")),
-    ),
-    "CR": (
-        _Plan(Code("36643-5", LOINC, "XR Chest 2 Views"), "67734004", None, ("PA", "Lateral")),
-        _Plan(Code("37637-6", LOINC, "XR Wrist right"), "53120007", "R", ("PA", "Lateral")),
-    ),
-    "US": (
-        _Plan(Code("24558-9", LOINC, "US Abdomen"), "63337009", None, ("Abdomen",)),
-        _Plan(Code("30704-1", LOINC, "US Heart"), "80891009", None, ("Echo 2D",)),
-    ),
-    "MG": (
-        _Plan(
-            Code("24606-6", LOINC, "MG Breast Screening bilateral"),
-            "76752008",
-            "B",
-            ("R CC", "L CC", "R MLO", "L MLO"),
-        ),
-        _Plan(Code("26346-7", LOINC, "MG Breast left Diagnostic"), "76752008", "L", ("L CC", "L MLO")),
-    ),
-}
-_ORDER = ("CT", "MR", "CR", "US", "MG")
-_NAMES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "FR": (("MARTIN", "BERNARD", "DUBOIS", "THOMAS", "ROBERT"), ("Camille", "Louis", "Chloé", "Hugo", "Léa")),
-    "AT": (("GRUBER", "HUBER", "WAGNER", "PICHLER", "STEINER"), ("Lukas", "Anna", "Felix", "Lena", "Jakob")),
-    "NO": (("HANSEN", "JOHANSEN", "OLSEN", "LARSEN", "BERG"), ("Ingrid", "Ole", "Nora", "Emil", "Sofie")),
-}
-_DEFAULT_NAMES = (("DOE", "ROE", "POE", "MOE", "LOE"), ("Alex", "Sam", "Kim", "Robin", "Noa"))
+def synthesize(topology: Topology, country: str, *, retrieve_urls: Mapping[str, str]) -> CountryData:
+    """The catalogue of ``country``; ``retrieve_urls`` maps each PACS's Retrieve Location UID to its
+    WADO-RS base URI (MADO 6.X.2.14), written into ``SeriesRecord.retrieve_url``."""
+    c = topology.country(country)
+    missing = [p.retrieve_location_uid for p in c.pacs if p.retrieve_location_uid not in retrieve_urls]
+    if missing:
+        raise InvalidTopology(f"{country}: no WADO-RS base URI given for Retrieve Location UID(s) {missing}")
+    return _Builder(topology, c, retrieve_urls).build()
 
 
-def build_catalogue(
-    topology: Topology, code: str, retrieve_urls: Mapping[str, str]
-) -> tuple[tuple[PatientRecord, ...], tuple[StudyRecord, ...], tuple[ReportRecord, ...]]:
-    country = topology.country(code)
-    options = topology.synth
-    rng = random.Random(f"{options.seed}:{code}")
-    families, givens = _NAMES.get(code, _DEFAULT_NAMES)
-    patients = tuple(
-        PatientRecord(
-            country=code,
-            id=f"{code}{rng.randrange(10**8, 10**9)}",
-            issuer=country.patient_id_issuer,
-            family=families[i % len(families)],
-            given=givens[(i * 2) % len(givens)],
-            birth_date=f"{rng.randrange(1940, 2005)}{rng.randrange(1, 13):02d}{rng.randrange(1, 28):02d}",
-            sex="F" if i % 2 else "M",
+# --------------------------------------------------------------------------- the builder
+
+
+@dataclass(frozen=True)
+class _Links:
+    """Study indexes of the m-n cases (None when the country has too few studies for one)."""
+
+    shared_order: tuple[int, int] | None  # one order, two accessions, two studies
+    shared_accession: tuple[int, int] | None  # one accession (one request), two studies
+    two_orders: int | None  # one study, two placer orders, one accession
+
+
+def _plan_links(per_patient: int, patients: int) -> _Links:
+    pairs = [
+        (p * per_patient + k, p * per_patient + k + 1)
+        for p in range(patients)
+        for k in range(0, per_patient - 1, 2)
+    ]
+    shared_order = pairs[0] if pairs else None
+    shared_accession = pairs[1] if len(pairs) > 1 else None
+    total = per_patient * patients
+    paired = {i for pair in pairs[:2] for i in pair}
+    ct = [g for g in range(total) if MODALITY_CYCLE[g % len(MODALITY_CYCLE)] == "CT"]
+    two_orders = next((g for g in ct if g not in paired), ct[0] if ct else None)
+    return _Links(shared_order, shared_accession, two_orders)
+
+
+class _Builder:
+    def __init__(self, topology: Topology, country: Country, retrieve_urls: Mapping[str, str]) -> None:
+        self.country = country
+        self.options = topology.synth
+        self.retrieve_urls = retrieve_urls
+        self.rng = random.Random(f"{self.options.seed}:{country.code}")
+        self.regions = _regions(country)
+        self.institutions = people.institutions(country.code, country.name)
+        self.specs: dict[str, SeriesSpec] = {}
+        self.accession_base = self.rng.randrange(100_000, 900_000)
+        self.order_base = self.rng.randrange(100_000, 900_000)
+
+    def uid(self, *parts: object) -> str:
+        return deterministic_uid("ncp.synth", self.options.seed, self.country.code, *parts)
+
+    def build(self) -> CountryData:
+        per_patient, count = self.options.studies_per_patient, self.options.patients_per_country
+        patients = self._patients(count, per_patient)
+        links = _plan_links(per_patient, count)
+        studies = [self._study(g, patients[g // per_patient], links) for g in range(count * per_patient)]
+        studies = self._link(studies, links)
+        reports = tuple(self._report(s) for s in studies)
+        return CountryData(
+            self.country.code, patients, tuple(studies), reports, self.options.instance_kb, dict(self.specs)
         )
-        for i in range(options.patients_per_country)
-    )
-    groups = _pacs_groups(country)
-    studies: list[StudyRecord] = []
-    for p_index, patient in enumerate(patients):
-        for s_index in range(options.studies_per_patient):
-            n = p_index * options.studies_per_patient + s_index
-            studies.append(_study(rng, country, patient, n, groups[n % len(groups)], retrieve_urls))
-    linked = _link_requests(country, studies)
-    reports = tuple(_report(s) for s in linked)
-    return patients, tuple(linked), reports
 
+    # -- patients
 
-def _pacs_groups(country: Country) -> list[tuple[str, ...]]:
-    """Retrieve Location UIDs a study may spread over: all PACS, or one region's (architecture B)."""
-    if country.architecture == "B":
-        regions: dict[str, list[str]] = {}
-        for p in country.pacs:
-            regions.setdefault(p.registry or "", []).append(p.retrieve_location_uid)
-        return [tuple(v) for v in regions.values()]
-    return [tuple(p.retrieve_location_uid for p in country.pacs)]
-
-
-def _study(
-    rng: random.Random,
-    country: Country,
-    patient: PatientRecord,
-    n: int,
-    rluids: tuple[str, ...],
-    retrieve_urls: Mapping[str, str],
-) -> StudyRecord:
-    modality = _ORDER[n % len(_ORDER)]
-    plan = MODALITY_PLANS[modality][(n // len(_ORDER)) % len(MODALITY_PLANS[modality])]
-    study_uid = deterministic_uid("study", country.code, patient.id, n)
-    date = f"2026{rng.randrange(1, 11):02d}{rng.randrange(1, 28):02d}"
-    time = f"{rng.randrange(7, 19):02d}{rng.randrange(0, 60):02d}{rng.randrange(0, 60):02d}"
-    body_part = ANATOMICAL_REGIONS[plan.region][1]
-    key_study = n % 2 == 0
-    series = []
-    for k, description in enumerate(plan.series):
-        # a study spread over two PACS when the country has several: odd series go to the second
-        rluid = rluids[k % len(rluids)] if n % 3 == 0 else rluids[n % len(rluids)]
-        series_uid = deterministic_uid("series", study_uid, k)
-        count = rng.randrange(3, 6)
-        instances = tuple(
-            InstanceRecord(
-                sop_class_uid=SOP_CLASSES[modality],
-                sop_instance_uid=deterministic_uid("sop", series_uid, i),
-                instance_number=i + 1,
-                significant=key_study and k == 0 and i in (1, 2),
+    def _patients(self, count: int, per_patient: int) -> tuple[PatientRecord, ...]:
+        out: list[PatientRecord] = []
+        for p in range(count):
+            modalities = {
+                MODALITY_CYCLE[(p * per_patient + k) % len(MODALITY_CYCLE)] for k in range(per_patient)
+            }
+            who = people.person(
+                self.rng,
+                self.country.code,
+                sex="F" if "MG" in modalities else None,
+                taken=frozenset(x.family for x in out),
             )
-            for i in range(count)
-        )
-        series.append(
-            SeriesRecord(
-                series_instance_uid=series_uid,
-                modality=modality,
-                series_number=k + 1,
-                description=description,
-                date=date,
-                time=time,
-                body_part=body_part,
-                retrieve_location_uid=rluid,
-                retrieve_url=retrieve_urls.get(rluid, ""),
-                instances=instances,
+            out.append(
+                PatientRecord(
+                    country=self.country.code,
+                    id=people.national_id(self.rng, self.country.code, who),
+                    issuer=self.country.patient_id_issuer,
+                    family=who.family,
+                    given=who.given,
+                    birth_date=who.birth_date,
+                    sex=who.sex,
+                )
             )
+        return tuple(out)
+
+    # -- studies and series
+
+    def _procedure(self, g: int, links: _Links) -> Procedure:
+        if g == links.two_orders:
+            return COMBINED_CT
+        return self.rng.choice(PROCEDURES[MODALITY_CYCLE[g % len(MODALITY_CYCLE)]])
+
+    def _study(self, g: int, patient: PatientRecord, links: _Links) -> StudyRecord:
+        procedure = self._procedure(g, links)
+        day = _FIRST_DAY + timedelta(days=self.rng.randrange(_DAYS))
+        study_date = day.strftime("%Y%m%d")
+        study_time = (
+            f"{self.rng.randrange(7, 18):02d}{self.rng.randrange(60):02d}{self.rng.randrange(60):02d}"
         )
-    return StudyRecord(
-        study_instance_uid=study_uid,
-        patient=patient,
-        requests=(),
-        date=date,
-        time=time,
-        description=plan.procedure.display,
-        modalities=(modality,),
-        anatomical_region=Code(plan.region, SCT, ANATOMICAL_REGIONS[plan.region][0]),
-        procedure=plan.procedure,
-        laterality=plan.laterality,
-        institution=f"{country.name} University Hospital",
-        series=tuple(series),
-        publication="A" if n % 2 == 0 else "B",
-        manifest_sop_instance_uid=deterministic_uid("manifest", study_uid),
-        manifest_series_instance_uid=deterministic_uid("manifest-series", study_uid),
-        kin_sop_instance_uid=deterministic_uid("kin", study_uid) if key_study else None,
-        kin_series_instance_uid=deterministic_uid("kin-series", study_uid) if key_study else None,
-    )
+        study_uid = self.uid("study", g)
+        region = self.regions[g % len(self.regions)]
+        series = self._series(g, study_uid, procedure, study_date, study_time, region)
+        series = self._mark_key_images(g, series)
+        keys = any(i.significant for s in series for i in s.instances)
+        primary = [p.retrieve_location_uid for p in self.country.pacs].index(series[0].retrieve_location_uid)
+        return StudyRecord(
+            study_instance_uid=study_uid,
+            patient=patient,
+            requests=(),  # filled by _link
+            date=study_date,
+            time=study_time,
+            description=procedure.code.display,
+            modalities=(procedure.modality,),
+            anatomical_region=region_code(procedure.region),
+            procedure=procedure.code,
+            laterality=procedure.laterality,
+            institution=self.institutions[primary % len(self.institutions)],
+            series=series,
+            publication="A" if g % 2 == 0 else "B",
+            manifest_sop_instance_uid=deterministic_uid(study_uid, "manifest"),
+            manifest_series_instance_uid=deterministic_uid(study_uid, "manifest-series"),
+            kin_sop_instance_uid=deterministic_uid(study_uid, "kin") if keys else None,
+            kin_series_instance_uid=deterministic_uid(study_uid, "kin-series") if keys else None,
+        )
+
+    def _series(
+        self, g: int, study_uid: str, procedure: Procedure, day: str, time: str, region: tuple[str, ...]
+    ) -> tuple[SeriesRecord, ...]:
+        spread = len(region) > 1 and len(procedure.series) > 1 and g % 2 == 0
+        out = []
+        for k, spec in enumerate(procedure.series):
+            rluid = region[(g // 2 + k) % len(region)] if spread else region[(g // 2) % len(region)]
+            series_uid = deterministic_uid(study_uid, "series", k + 1)
+            count = self.rng.randint(*spec.instances)
+            sop_class = SOP_CLASS_BY_MODALITY[procedure.modality]
+            instances = tuple(
+                InstanceRecord(sop_class, deterministic_uid(series_uid, "instance", n), n)
+                for n in range(1, count + 1)
+            )
+            series_date, series_time = _later(day, time, minutes=4 + 6 * k)
+            out.append(
+                SeriesRecord(
+                    series_instance_uid=series_uid,
+                    modality=procedure.modality,
+                    series_number=k + 1,
+                    description=spec.description,
+                    date=series_date,
+                    time=series_time,
+                    body_part=procedure.body_part,
+                    retrieve_location_uid=rluid,
+                    retrieve_url=self.retrieve_urls[rluid],
+                    instances=instances,
+                )
+            )
+            self.specs[series_uid] = spec
+        return tuple(out)
+
+    def _mark_key_images(self, g: int, series: tuple[SeriesRecord, ...]) -> tuple[SeriesRecord, ...]:
+        """1-2 significant images (KIN "Of Interest") in about half the studies."""
+        if g % 4 not in (0, 3):
+            return series
+        target = max(range(len(series)), key=lambda k: len(series[k].instances))
+        instances = series[target].instances
+        chosen = set(self.rng.sample(range(len(instances)), k=min(len(instances), self.rng.randint(1, 2))))
+        marked = tuple(replace(i, significant=n in chosen) for n, i in enumerate(instances))
+        return tuple(replace(s, instances=marked) if k == target else s for k, s in enumerate(series))
+
+    # -- orders and accessions (m-n)
+
+    def _accession(self, g: int) -> str:
+        return f"{self.country.code}{self.accession_base + g:07d}"
+
+    def _order(self, n: int) -> str:
+        return f"{self.country.code}-ORD-{self.order_base + n:07d}"
+
+    def _request(self, accession: str, order: str, procedure: Code) -> RequestRecord:
+        c = self.country
+        return RequestRecord(accession, c.accession_issuer, order, c.order_issuer, procedure)
+
+    def _link(self, studies: list[StudyRecord], links: _Links) -> list[StudyRecord]:
+        requests: dict[int, tuple[RequestRecord, ...]] = {
+            g: (self._request(self._accession(g), self._order(g), s.procedure),)
+            for g, s in enumerate(studies)
+        }
+        if links.shared_order is not None:  # 1 order -> 2 accessions -> 2 studies
+            first, second = links.shared_order
+            requests[second] = (
+                self._request(self._accession(second), self._order(first), studies[second].procedure),
+            )
+        if links.shared_accession is not None:  # 1 accession -> 2 studies (same request)
+            first, second = links.shared_accession
+            requests[second] = requests[first]
+        if links.two_orders is not None:  # 2 orders -> 1 accession -> 1 study
+            g = links.two_orders
+            accession, order = requests[g][0].accession_number, requests[g][0].placer_order_number
+            requests[g] = (
+                self._request(accession, order, COMBINED_CT_REQUESTS[0]),
+                self._request(accession, self._order(len(studies)), COMBINED_CT_REQUESTS[1]),
+            )
+        return [replace(s, requests=requests[g]) for g, s in enumerate(studies)]
+
+    # -- reports
+
+    def _report(self, study: StudyRecord) -> ReportRecord:
+        procedure = next(
+            (p for group in PROCEDURES.values() for p in group if p.code == study.procedure), COMBINED_CT
+        )
+        text = self.rng.choice(procedure.reports)
+        final = study.publication == "A"
+        # A: validated the next morning; B: the manifest is out at acquisition, the report is a draft
+        issued_date, issued_time = (
+            _later(study.date, "083000", minutes=24 * 60 + self.rng.randrange(180))
+            if final
+            else _later(study.date, study.time, minutes=40 + self.rng.randrange(60))
+        )
+        digest = hashlib.sha256(study.study_instance_uid.encode()).hexdigest()[:20]
+        return ReportRecord(
+            id=f"rpt-{self.country.code.lower()}-{digest}",
+            study=study,
+            status="final" if final else "preliminary",
+            conclusion=text.conclusion,
+            findings=text.findings,
+            author=people.radiologist(self.rng, self.country.code),
+            issued=_iso(issued_date, issued_time),
+        )
 
 
-def _link_requests(country: Country, studies: list[StudyRecord]) -> list[StudyRecord]:
-    """Orders ↔ accessions ↔ studies, m-n (MADO 6.X.2.8.1 worked examples):
-
-    * study 1 has two requests under one accession: the order of study 0 and one of its own (two
-      orders, one accession; and study 0's order now has two accessions);
-    * studies 2 and 3 of one patient share one accession (one request, two studies);
-    * every other study: one order, one accession.
-    """
-    from dataclasses import replace
-
-    def request(acc: str, order: str, study: StudyRecord) -> RequestRecord:
-        return RequestRecord(acc, country.accession_issuer, order, country.order_issuer, study.procedure)
-
-    out: list[StudyRecord] = []
-    for i, study in enumerate(studies):
-        acc, order = f"A{country.code}{1000 + i}", f"P{country.code}{5000 + i}"
-        reqs: tuple[RequestRecord, ...]
-        if i == 1 and studies[0].patient == study.patient:
-            reqs = (request(acc, f"P{country.code}{5000}", study), request(acc, order, study))
-        elif i == 3 and studies[2].patient == study.patient:
-            reqs = (request(f"A{country.code}{1002}", f"P{country.code}{5002}", study),)
-        else:
-            reqs = (request(acc, order, study),)
-        out.append(replace(study, requests=reqs))
-    return out
+def _regions(country: Country) -> list[tuple[str, ...]]:
+    """Retrieve Location UIDs a study may use: all PACS, or those of one regional registry (arch. B)."""
+    if country.architecture != "B":
+        return [tuple(p.retrieve_location_uid for p in country.pacs)]
+    groups: dict[str | None, list[str]] = {}
+    for p in country.pacs:
+        groups.setdefault(p.registry, []).append(p.retrieve_location_uid)
+    return [tuple(v) for v in groups.values()]
 
 
-def _report(study: StudyRecord) -> ReportRecord:
-    final = study.publication == "A"
-    d = study.date
-    return ReportRecord(
-        id=deterministic_uid("report", study.study_instance_uid).replace("2.25.", "r")[:40],
-        study=study,
-        status="final" if final else "preliminary",
-        findings=f"{study.procedure.display}: {len(study.series)} series reviewed. No acute abnormality.",
-        conclusion="No acute findings." if final else "Preliminary: awaiting validation.",
-        author=f"Dr. Radiologist ({study.institution})",
-        issued=f"{d[:4]}-{d[4:6]}-{d[6:8]}T18:00:00Z",
-    )
+def _later(day: str, time: str, *, minutes: int) -> tuple[str, str]:
+    moment = datetime.strptime(day + time[:6], "%Y%m%d%H%M%S") + timedelta(minutes=minutes)
+    return moment.strftime("%Y%m%d"), moment.strftime("%H%M%S")
+
+
+def _iso(day: str, time: str) -> str:
+    return f"{day[:4]}-{day[4:6]}-{day[6:8]}T{time[:2]}:{time[2:4]}:{time[4:6]}Z"
+
+
+# --------------------------------------------------------------------------- state file
+
+
+def catalogue_json(data: CountryData) -> list[dict[str, Any]]:
+    """The state file's catalogue entries of one country (ARCHITECTURE §8, contract), plus extras."""
+    return [
+        {
+            "country": patient.country,
+            "id": patient.id,
+            "issuer": patient.issuer,
+            "family": patient.family,
+            "given": patient.given,
+            "birth_date": patient.birth_date,
+            "sex": patient.sex,
+            "studies": [_study_json(data, s) for s in data.studies if s.patient == patient],
+        }
+        for patient in data.patients
+    ]
+
+
+def _study_json(data: CountryData, study: StudyRecord) -> dict[str, Any]:
+    report = data.report(study)
+    return {
+        "study_instance_uid": study.study_instance_uid,
+        "accession_number": study.accession_number,
+        "modalities": list(study.modalities),
+        "anatomical_region": study.anatomical_region.code,
+        "manifest_sop_instance_uid": study.manifest_sop_instance_uid,
+        "series": [
+            {
+                "series_instance_uid": s.series_instance_uid,
+                "retrieve_location_uid": s.retrieve_location_uid,
+                "instances": len(s.instances),
+                "modality": s.modality,
+                "description": s.description,
+                "body_part": s.body_part,
+                "retrieve_url": s.retrieve_url,
+                "sop_instance_uids": [i.sop_instance_uid for i in s.instances],
+            }
+            for s in study.series
+        ],
+        # extras
+        "date": study.date,
+        "time": study.time,
+        "description": study.description,
+        "procedure": study.procedure.display,
+        "procedure_code": study.procedure.coding(),
+        "anatomical_region_display": study.anatomical_region.display,
+        "laterality": study.laterality,
+        "publication": study.publication,
+        "institution": study.institution,
+        "accession_numbers": sorted({r.accession_number for r in study.requests}),
+        "placer_orders": sorted({r.placer_order_number for r in study.requests}),
+        "requests": [
+            {
+                "accession_number": r.accession_number,
+                "accession_issuer": r.accession_issuer,
+                "placer_order_number": r.placer_order_number,
+                "placer_issuer": r.placer_issuer,
+                "procedure": r.procedure.coding(),
+            }
+            for r in study.requests
+        ],
+        "manifest_series_instance_uid": study.manifest_series_instance_uid,
+        "key_images": [i.sop_instance_uid for i in study.key_images],
+        "kin_sop_instance_uid": study.kin_sop_instance_uid,
+        "report": None if report is None else {"id": report.id, "status": report.status},
+    }

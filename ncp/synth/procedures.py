@@ -12,10 +12,12 @@ from dataclasses import dataclass
 from ncp.codes import ANATOMICAL_REGIONS, LOINC, SCT, Code
 
 __all__ = [
+    "BODY_PART_REGION",
     "COMBINED_CT",
     "COMBINED_CT_REQUESTS",
     "MODALITY_CYCLE",
     "PROCEDURES",
+    "REGION_BODY_PART",
     "Procedure",
     "ReportText",
     "SeriesSpec",
@@ -52,6 +54,7 @@ class Procedure:
     code: Code
     modality: str
     region: str  # SNOMED CT code, key of ANATOMICAL_REGIONS
+    body_part: str  # Body Part Examined (0018,0015), a PS3.16 Annex L term inside ``region``
     series: tuple[SeriesSpec, ...]
     reports: tuple[ReportText, ...]
     laterality: str | None = None  # MCWG 2.6: L, R, B (bilateral) or None (unpaired)
@@ -65,10 +68,46 @@ def region_code(sct: str) -> Code:
 _UPPER_TRUNK, _LOWER_TRUNK, _HEAD_NECK = "67734004", "63337009", "774007"
 _UPPER_LIMB, _LOWER_LIMB, _BREAST, _CARDIO = "53120007", "61685007", "76752008", "113257007"
 
+# Body Part Examined is the fine anatomy (PS3.16 Annex L, CID 4031); the MCWG coarse region that
+# contains it is the level-1 query key. The coarse region's own term (e.g. UPPERTRUNK) is not
+# used in images: dicom3tools does not know those terms, so it cannot tell whether they are paired
+# and reports Laterality (0020,0060) as missing.
+BODY_PART_REGION: dict[str, str] = {
+    "CHEST": _UPPER_TRUNK,
+    "ABDOMEN": _LOWER_TRUNK,
+    "PELVIS": _LOWER_TRUNK,
+    "HEAD": _HEAD_NECK,
+    "BRAIN": _HEAD_NECK,
+    "NECK": _CARDIO,
+    "HEADNECK": _HEAD_NECK,
+    "KNEE": _LOWER_LIMB,
+    "LEG": _LOWER_LIMB,
+    "HAND": _UPPER_LIMB,
+    "ARM": _UPPER_LIMB,
+    "BREAST": _BREAST,
+    "HEART": "80891009",
+    "SPINE": "1141981001",
+    "WHOLEBODY": "38266002",
+}
+# For a study known only by its coarse region (an external manifest): a term inside it
+REGION_BODY_PART: dict[str, str] = {
+    _UPPER_TRUNK: "CHEST",
+    _LOWER_TRUNK: "ABDOMEN",
+    "38266002": "WHOLEBODY",
+    _UPPER_LIMB: "ARM",
+    _LOWER_LIMB: "LEG",
+    _HEAD_NECK: "HEADNECK",
+    _CARDIO: "HEART",
+    "80891009": "HEART",
+    _BREAST: "BREAST",
+    "1141981001": "SPINE",
+}
+
 _CT_CHEST = Procedure(
     Code("24627-2", LOINC, "CT Chest"),
     "CT",
     _UPPER_TRUNK,
+    "CHEST",
     (
         SeriesSpec("Thorax 1.25mm", thickness=1.25, kernel="LUNG"),
         SeriesSpec("Thorax 5mm", thickness=5.0, kernel="STANDARD"),
@@ -80,8 +119,7 @@ _CT_CHEST = Procedure(
             "No acute intrathoracic abnormality.",
         ),
         ReportText(
-            "A 7 mm solid nodule in the right upper lobe (series 2). No lymphadenopathy. "
-            "No pleural effusion.",
+            "A 7 mm solid nodule in the right upper lobe. No lymphadenopathy. No pleural effusion.",
             "Solitary 7 mm right upper lobe nodule; follow-up CT in 6 to 12 months is advised.",
         ),
     ),
@@ -90,6 +128,7 @@ _CT_HEAD = Procedure(
     Code("24725-4", LOINC, "CT Head"),
     "CT",
     _HEAD_NECK,
+    "HEAD",
     (
         SeriesSpec("Head 0.625mm", thickness=0.625, kernel="BONE"),
         SeriesSpec("Brain 5mm", thickness=5.0, kernel="SOFT"),
@@ -111,6 +150,7 @@ COMBINED_CT = Procedure(
     Code("24628-0", LOINC, "CT Chest W contrast IV"),
     "CT",
     _UPPER_TRUNK,
+    "CHEST",
     (
         SeriesSpec("Thorax arterial 1.25mm", thickness=1.25, kernel="STANDARD", contrast=True),
         SeriesSpec("Thorax venous 5mm", thickness=5.0, kernel="STANDARD", contrast=True),
@@ -131,6 +171,7 @@ _MR_BRAIN = Procedure(
     Code("24590-2", LOINC, "MR Brain"),
     "MR",
     _HEAD_NECK,
+    "BRAIN",
     (
         SeriesSpec("T1 SAG", plane="SAGITTAL", sequence="T1", thickness=4.0),
         SeriesSpec("T2 AX", plane="AXIAL", sequence="T2", thickness=4.0),
@@ -151,6 +192,7 @@ _MR_KNEE = Procedure(
     Code("24802-1", LOINC, "MR Knee"),
     "MR",
     _LOWER_LIMB,
+    "KNEE",
     (
         SeriesSpec("PD FS SAG", plane="SAGITTAL", sequence="PDFS", thickness=3.0),
         SeriesSpec("T1 COR", plane="CORONAL", sequence="T1", thickness=3.0),
@@ -172,6 +214,7 @@ _XR_CHEST = Procedure(
     Code("36643-5", LOINC, "XR Chest 2 Views"),
     "CR",
     _UPPER_TRUNK,
+    "CHEST",
     (
         SeriesSpec("Chest PA", instances=(1, 1), view="PA"),
         SeriesSpec("Chest lateral", instances=(1, 1), view="LL"),
@@ -188,11 +231,10 @@ _XR_HAND = Procedure(
     Code("24721-3", LOINC, "XR Hand 2 Views"),
     "CR",
     _UPPER_LIMB,
+    "HAND",
     (SeriesSpec("Hand PA and oblique", instances=(2, 2), view="PA"),),
     (
-        ReportText(
-            "Non-displaced fracture of the fifth metacarpal neck.", "Fifth metacarpal neck fracture."
-        ),
+        ReportText("Non-displaced fracture of the fifth metacarpal neck.", "Fifth metacarpal neck fracture."),
         ReportText("No fracture or dislocation. Joint spaces preserved.", "Normal hand radiographs."),
     ),
     laterality="R",
@@ -201,6 +243,7 @@ _US_ABDOMEN = Procedure(
     Code("24558-9", LOINC, "US Abdomen"),
     "US",
     _LOWER_TRUNK,
+    "ABDOMEN",
     (SeriesSpec("Abdomen"),),
     (
         ReportText(
@@ -217,6 +260,7 @@ _US_CAROTID = Procedure(
     Code("24616-5", LOINC, "US Carotid arteries"),
     "US",
     _CARDIO,
+    "NECK",
     (SeriesSpec("Carotids duplex"),),
     (
         ReportText(
@@ -235,6 +279,7 @@ _MG_SCREENING = Procedure(
     Code("24606-6", LOINC, "MG Breast Screening"),
     "MG",
     _BREAST,
+    "BREAST",
     _MG_VIEWS_BILATERAL,
     (
         ReportText(
@@ -252,6 +297,7 @@ _MG_LEFT = Procedure(
     Code("26176-8", LOINC, "MG Breast - left Screening"),
     "MG",
     _BREAST,
+    "BREAST",
     (
         SeriesSpec("L CC", instances=(1, 1), view="CC", laterality="L"),
         SeriesSpec("L MLO", instances=(1, 1), view="MLO", laterality="L"),
