@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
+from rich.progress import Progress
 from rich.table import Table
 
 from ncp.consumer.client import ImagingConsumer, Retrieval
@@ -132,7 +133,11 @@ def _three_steps(console: Console, fed: Federation, pub: Published, b: str) -> D
             checks.append(("report retrieved as PDF", pdf.startswith(b"%PDF"), f"{len(pdf)} bytes"))
 
         console.rule("Step 3 - retrieve images through NCP-B -> NCP-A -> PACS (XC-WADO, RAD-160)")
-        retrieval = consumer.retrieve_images(hcid, manifest)
+        with Progress(console=console, transient=True) as bar:
+            task = bar.add_task("instances", total=manifest.instance_count())
+            retrieval = consumer.retrieve_images(
+                hcid, manifest, progress=lambda _b, n: bar.update(task, advance=n)
+            )
         checks.append(
             ("every referenced instance arrived, nothing else", retrieval.complete, _summary(retrieval))
         )
