@@ -19,6 +19,7 @@ from starlette.responses import Response
 
 from ncp.errors import InvalidRequest, NotFound, UpstreamError, UpstreamTimeout
 from ncp.gateway.context import Hop
+from ncp.mhd import HCID_EXTENSION
 from ncp.topology import Country
 
 __all__ = [
@@ -33,7 +34,6 @@ __all__ = [
     "split_id",
 ]
 
-HCID_EXTENSION = "https://profiles.ihe.net/ITI/MHD/StructureDefinition/ihe-HomeCommunityId"
 FHIR_JSON = "application/fhir+json"
 _FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 
