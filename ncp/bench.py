@@ -28,10 +28,14 @@ import aiohttp
 import httpx
 from pydicom.uid import UID
 
-from ncp.dicom.kos import to_part10
+from ncp.consumer.client import ImagingConsumer
+from ncp.dicom.kos import build_manifest, to_part10
 from ncp.dicom.multipart import encode_multipart_bytes, multipart_content_type, new_boundary
 from ncp.dicom.uids import deterministic_uid
 from ncp.federation import Federation
+from ncp.mhd import provide_document_bundle
+from ncp.model import InstanceRecord, StudyRecord
+from ncp.publish import manifest_document
 from ncp.server import free_port
 from ncp.synth import synthesize
 from ncp.topology import Topology, builtin_topology
@@ -58,6 +62,7 @@ class BigStudy:
     instances: tuple[str, ...]
     rluid: str
     bytes: int
+    record: StudyRecord  # the catalogue record, to publish its manifest (ownership checks under mTLS)
 
 
 def make_study(pacs: str, rluid: str, count: int, instance_kb: int) -> BigStudy:
@@ -84,7 +89,45 @@ def make_study(pacs: str, rluid: str, count: int, instance_kb: int) -> BigStudy:
                 bodies.append(to_part10(ds))
             total += sum(map(len, bodies))
             _stow(client, pacs, bodies)
-    return BigStudy(study, series, uids, rluid, total)
+    template_series = template_study.series[0]
+    record = dataclasses.replace(
+        template_study,
+        study_instance_uid=study,
+        manifest_sop_instance_uid=deterministic_uid("bench", "manifest"),
+        manifest_series_instance_uid=deterministic_uid("bench", "manifest-series"),
+        kin_sop_instance_uid=None,
+        kin_series_instance_uid=None,
+        series=(
+            dataclasses.replace(
+                template_series,
+                series_instance_uid=series,
+                retrieve_location_uid=rluid,
+                instances=tuple(
+                    InstanceRecord(template_series.instances[0].sop_class_uid, uid, i + 1)
+                    for i, uid in enumerate(uids)
+                ),
+            ),
+        ),
+    )
+    return BigStudy(study, series, uids, rluid, total, record)
+
+
+def publish_manifest(fed: Federation, big: BigStudy) -> None:
+    """ITI-65 for the bench study, so NCP-A can check it belongs to the treatment context's patient."""
+    country = fed.topology.country("FR")
+    kos = to_part10(build_manifest(big.record, encoding="MADO"))
+    doc = manifest_document(country, big.record, kos)
+    bundle = provide_document_bundle(big.record.patient, [doc], source_oid=country.home_community_id)
+    registry = next(iter(fed.plan.endpoints["FR"].registries.values()))
+    httpx.post(registry, json=bundle, timeout=60).raise_for_status()
+
+
+def treatment_headers(fed: Federation, big: BigStudy) -> dict[str, str]:
+    """A consumer's treatment token from country B's identity provider."""
+    consumer = ImagingConsumer(fed.plan.endpoints["AT"].gateway)
+    consumer.authenticate()
+    consumer.open_treatment_context(big.record.patient.issuer, big.record.patient.id)
+    return {"Authorization": consumer.headers["Authorization"]}
 
 
 def _with_size(topo: Topology, instance_kb: int) -> Topology:
@@ -101,9 +144,11 @@ def _stow(client: httpx.Client, pacs: str, bodies: list[bytes]) -> None:
     r.raise_for_status()
 
 
-async def _fetch(session: aiohttp.ClientSession, url: str) -> tuple[int, float, float]:
+async def _fetch(
+    session: aiohttp.ClientSession, url: str, headers: dict[str, str] | None = None
+) -> tuple[int, float, float]:
     started = time.perf_counter()
-    async with session.get(url, headers={"Accept": ACCEPT}) as resp:
+    async with session.get(url, headers={"Accept": ACCEPT, **(headers or {})}) as resp:
         ttfb = time.perf_counter() - started
         size = 0
         async for chunk in resp.content.iter_chunked(1 << 20):
@@ -113,28 +158,30 @@ async def _fetch(session: aiohttp.ClientSession, url: str) -> tuple[int, float, 
     return size, ttfb, time.perf_counter() - started
 
 
-async def study_level(url: str, repeat: int) -> tuple[float, float]:
+async def study_level(url: str, repeat: int, headers: dict[str, str] | None = None) -> tuple[float, float]:
     rates, ttfbs = [], []
     async with aiohttp.ClientSession(auto_decompress=False) as session:
-        await _fetch(session, url)  # warm-up: connections, page cache
+        await _fetch(session, url, headers)  # warm-up: connections, page cache
         for _ in range(repeat):
-            size, ttfb, total = await _fetch(session, url)
+            size, ttfb, total = await _fetch(session, url, headers)
             rates.append(size / total / 1e6)
             ttfbs.append(ttfb * 1000)
     return statistics.median(rates), statistics.median(ttfbs)
 
 
-async def per_instance(urls: list[str], concurrency: int) -> tuple[float, float, float]:
+async def per_instance(
+    urls: list[str], concurrency: int, headers: dict[str, str] | None = None
+) -> tuple[float, float, float]:
     queue = list(urls)
     sizes: list[int] = []
     ttfbs: list[float] = []
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=connector, auto_decompress=False) as session:
-        await _fetch(session, urls[0])
+        await _fetch(session, urls[0], headers)
 
         async def worker() -> None:
             while queue:
-                size, ttfb, _ = await _fetch(session, queue.pop())
+                size, ttfb, _ = await _fetch(session, queue.pop(), headers)
                 sizes.append(size)
                 ttfbs.append(ttfb * 1000)
 
@@ -191,10 +238,11 @@ def peak_rss_mb(pid: int) -> float:
 def run(args: argparse.Namespace) -> list[Row]:
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="xcwado-bench-") as tmp:
-        for client in args.clients:
-            run_dir = Path(tmp) / client
+        configs = [(client, False) for client in args.clients] + ([("aiohttp", True)] if args.mtls else [])
+        for client, secure in configs:
+            run_dir = Path(tmp) / f"{client}-{'mtls' if secure else 'plain'}"
             with Federation(
-                "builtin:default", run_dir, mode="process", data_plane=client, secure=False
+                "builtin:default", run_dir, mode="process", data_plane=client, secure=secure
             ) as fed:
                 fr, at = fed.plan.endpoints["FR"], fed.plan.endpoints["AT"]
                 rluid, pacs = next(iter(fr.pacs.items()))
@@ -206,7 +254,14 @@ def run(args: argparse.Namespace) -> list[Row]:
                     "one gateway (NCP-A)": f"{fr.border}/wado-rs/{xc}",
                     "two gateways (NCP-B -> NCP-A)": f"{at.gateway}/wado/{xc}",
                 }
-                if client == args.clients[0]:
+                headers: dict[str, str] = {}
+                if secure:  # the border takes NCP certificates only: measure the whole chain with a token
+                    publish_manifest(fed, study)
+                    headers = treatment_headers(fed, study)
+                    paths = {
+                        "two gateways, mTLS + tokens (NCP-B -> NCP-A)": paths["two gateways (NCP-B -> NCP-A)"]
+                    }
+                if client == args.clients[0] and not secure:
                     body = httpx.get(paths["PACS direct"], headers={"Accept": ACCEPT}, timeout=120)
                     with nginx_serving(body.content, body.headers["content-type"], Path(tmp)) as nginx:
                         if nginx:
@@ -224,10 +279,10 @@ def run(args: argparse.Namespace) -> list[Row]:
                     if name == "PACS direct" and client != args.clients[0]:
                         continue
                     label = name if name == "PACS direct" else f"{name} [{client}]"
-                    mbps, ttfb = asyncio.run(study_level(url, args.repeat))
+                    mbps, ttfb = asyncio.run(study_level(url, args.repeat, headers))
                     rows.append(Row(label, "study", mbps, mbps * 1e6 / (study.bytes / args.instances), ttfb))
                     inst_urls = [f"{url}/series/{study.series}/instances/{u}" for u in study.instances]
-                    mbps_i, ips, ttfb_i = asyncio.run(per_instance(inst_urls, args.concurrency))
+                    mbps_i, ips, ttfb_i = asyncio.run(per_instance(inst_urls, args.concurrency, headers))
                     rows.append(Row(label, f"instance x{args.concurrency}", mbps_i, ips, ttfb_i))
                 gw_peak = {
                     role: peak_rss_mb(pid) for role, pid in fed.pids.items() if role.endswith("/gateway")
@@ -235,7 +290,7 @@ def run(args: argparse.Namespace) -> list[Row]:
                 for role, mb in gw_peak.items():
                     rows.append(
                         Row(
-                            f"peak RSS {role} [{client}]",
+                            f"peak RSS {role} [{client}{', mTLS' if secure else ''}]",
                             "-",
                             0,
                             0,
@@ -273,6 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--instance-kb", type=int, default=512)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--no-mtls", dest="mtls", action="store_false", help="skip the mTLS + token run")
     parser.add_argument("--clients", nargs="+", default=["aiohttp", "httpx"], choices=["aiohttp", "httpx"])
     args = parser.parse_args(argv)
     print(render(run(args), args))

@@ -25,7 +25,7 @@ from ncp.model import StudyRecord
 from ncp.synth import CountryData, fhir_report_document, render_pdf, synthesize
 from ncp.topology import Country, Endpoints, Topology
 
-__all__ = ["Published", "publish_country", "seed_federation"]
+__all__ = ["Published", "manifest_document", "publish_country", "seed_federation"]
 
 Encoding = Literal["MADO", "MCWG"]
 _STOW_BATCH = 16
@@ -70,7 +70,7 @@ async def publish_country(
         by_registry: dict[str, list[tuple[dict[str, Any], list[tuple[str, bytes]]]]] = {}
         for study in (s for s in data.studies if s.patient == patient):
             docs = by_registry.setdefault(_registry_of(country, study), [])
-            docs.append(_manifest_doc(country, study, manifests[study.study_instance_uid]))
+            docs.append(manifest_document(country, study, manifests[study.study_instance_uid]))
             report = data.report(study)
             if report is not None and study.publication == "A":
                 docs.append(_report_doc(country, report))
@@ -87,7 +87,7 @@ def _registry_of(country: Country, study: StudyRecord) -> str:
     return (pacs.registry if pacs and pacs.registry else None) or country.registries[0].id
 
 
-def _manifest_doc(
+def manifest_document(
     country: Country, study: StudyRecord, kos: bytes
 ) -> tuple[dict[str, Any], list[tuple[str, bytes]]]:
     doc = manifest_document_reference(
