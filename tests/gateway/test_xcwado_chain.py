@@ -172,3 +172,20 @@ def test_upstream_timeout_before_first_byte_is_504(chain: tuple[str, Canary]) ->
     r = httpx.get(at + xc(RLUID1, f"studies/{SLOW}"), timeout=10)
     assert r.status_code == 504
     assert "warning" in r.headers
+
+
+def test_the_consumer_reports_a_cut_study_as_a_failure(chain: tuple[str, Canary]) -> None:
+    from ncp.codes import Code
+    from ncp.consumer.client import ImagingConsumer
+    from ncp.model import Manifest, ManifestInstance, ManifestSeries
+
+    at, _ = chain
+    series = ManifestSeries(
+        "1.2.3.7.1", RLUID1, None, (ManifestInstance("1.2.840.10008.5.1.4.1.1.2", "1.2.3.7.1.1"),)
+    )
+    manifest = Manifest(
+        "1.2.3.7.9", "KOS", Code("113030", "DCM", "Manifest"), CUT, "P1", None, None, (), (), (), (series,)
+    )
+    retrieval = ImagingConsumer(at).retrieve_images(FR.home_community_id, manifest)
+    assert not retrieval.complete
+    assert retrieval.series[0].error is not None
