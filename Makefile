@@ -28,7 +28,7 @@ system-deps:
 	      dicom3tools orthanc orthanc-dicomweb nginx-light docker-compose gcc >/dev/null; }
 
 lint: $(STAMP)
-	$(BIN)/ruff check ncp tests scenarios loadtests
+	$(BIN)/ruff check ncp tests $(wildcard scenarios loadtests)
 	$(BIN)/mypy
 
 test: $(STAMP) system-deps lint

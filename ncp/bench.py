@@ -158,15 +158,21 @@ async def _fetch(
     return size, ttfb, time.perf_counter() - started
 
 
-async def study_level(url: str, repeat: int, headers: dict[str, str] | None = None) -> tuple[float, float]:
-    rates, ttfbs = [], []
+async def study_level(
+    urls: dict[str, str], repeat: int, headers: dict[str, str] | None = None
+) -> dict[str, tuple[float, float]]:
+    """Median MB/s and TTFB per path; paths are measured round-robin so machine noise hits all alike."""
+    rates: dict[str, list[float]] = {k: [] for k in urls}
+    ttfbs: dict[str, list[float]] = {k: [] for k in urls}
     async with aiohttp.ClientSession(auto_decompress=False) as session:
-        await _fetch(session, url, headers)  # warm-up: connections, page cache
+        for url in urls.values():
+            await _fetch(session, url, headers)  # warm-up: connections, page cache
         for _ in range(repeat):
-            size, ttfb, total = await _fetch(session, url, headers)
-            rates.append(size / total / 1e6)
-            ttfbs.append(ttfb * 1000)
-    return statistics.median(rates), statistics.median(ttfbs)
+            for name, url in urls.items():
+                size, ttfb, total = await _fetch(session, url, headers)
+                rates[name].append(size / total / 1e6)
+                ttfbs[name].append(ttfb * 1000)
+    return {k: (statistics.median(rates[k]), statistics.median(ttfbs[k])) for k in urls}
 
 
 async def per_instance(
@@ -265,7 +271,7 @@ def run(args: argparse.Namespace) -> list[Row]:
                     body = httpx.get(paths["PACS direct"], headers={"Accept": ACCEPT}, timeout=120)
                     with nginx_serving(body.content, body.headers["content-type"], Path(tmp)) as nginx:
                         if nginx:
-                            mbps, ttfb = asyncio.run(study_level(nginx, args.repeat))
+                            mbps, ttfb = asyncio.run(study_level({"nginx": nginx}, args.repeat))["nginx"]
                             rows.append(
                                 Row(
                                     "nginx static file",
@@ -275,11 +281,12 @@ def run(args: argparse.Namespace) -> list[Row]:
                                     ttfb,
                                 )
                             )
+                if client != args.clients[0]:
+                    paths.pop("PACS direct", None)
+                measured = asyncio.run(study_level(paths, args.repeat, headers))
                 for name, url in paths.items():
-                    if name == "PACS direct" and client != args.clients[0]:
-                        continue
                     label = name if name == "PACS direct" else f"{name} [{client}]"
-                    mbps, ttfb = asyncio.run(study_level(url, args.repeat, headers))
+                    mbps, ttfb = measured[name]
                     rows.append(Row(label, "study", mbps, mbps * 1e6 / (study.bytes / args.instances), ttfb))
                     inst_urls = [f"{url}/series/{study.series}/instances/{u}" for u in study.instances]
                     mbps_i, ips, ttfb_i = asyncio.run(per_instance(inst_urls, args.concurrency, headers))
