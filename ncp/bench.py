@@ -35,6 +35,7 @@ from ncp.dicom.uids import deterministic_uid
 from ncp.federation import Federation
 from ncp.mhd import provide_document_bundle
 from ncp.model import InstanceRecord, StudyRecord
+from ncp.orthanc import OrthancConfig, orthanc_available, run_orthanc
 from ncp.publish import manifest_document
 from ncp.server import free_port
 from ncp.synth import synthesize
@@ -305,7 +306,84 @@ def run(args: argparse.Namespace) -> list[Row]:
                             f"{mb:.0f} MB for a {study.bytes / 1e6:.0f} MB study",
                         )
                     )
+        if args.orthanc and orthanc_available():
+            rows += orthanc_rows(args, Path(tmp) / "orthanc")
     return rows
+
+
+ORTHANC_TOPOLOGY = """
+name = "bench-orthanc"
+security = false
+[synth]
+patients_per_country = 1
+studies_per_patient = 1
+[countries.FR]
+home_community_id = "2.999.250.1"
+patient_id_issuer = "2.999.250.2"
+registries = [{ id = "national" }]
+[[countries.FR.pacs]]
+id = "orthanc"
+retrieve_location_uid = "2.25.249112837101579105183278066551769719101"
+backend = "orthanc"
+[countries.AT]
+home_community_id = "2.999.40.1"
+patient_id_issuer = "2.999.40.2"
+architecture = "C"
+registries = [{ id = "national" }]
+pacs = [{ id = "vna", retrieve_location_uid = "2.25.124730087464102372658485198995786580382" }]
+"""
+
+
+def orthanc_rows(args: argparse.Namespace, work: Path) -> list[Row]:
+    """Orthanc as FR's PACS: direct vs through both gateways; then a requester-side Orthanc in AT pulling
+    the study straight from FR's Orthanc vs through XC-WADO (MCWG 1.7.1)."""
+    work.mkdir(parents=True)
+    topology = work / "topology.toml"
+    topology.write_text(ORTHANC_TOPOLOGY)
+    rows: list[Row] = []
+    with Federation(str(topology), work / "run", mode="process", secure=False) as fed:
+        fr, at = fed.plan.endpoints["FR"], fed.plan.endpoints["AT"]
+        rluid, pacs = next(iter(fr.pacs.items()))
+        study = make_study(pacs, rluid, args.instances, args.instance_kb)
+        xc = f"homeCommunityId/{fr.home_community_id}/RetrieveLocationUID/{rluid}"
+        paths = {
+            "Orthanc direct": f"{pacs}studies/{study.study}",
+            "Orthanc via two gateways [aiohttp]": f"{at.gateway}/wado/{xc}/studies/{study.study}",
+        }
+        per_instance_size = study.bytes / args.instances
+        for name, (mbps, ttfb) in asyncio.run(study_level(paths, args.repeat)).items():
+            rows.append(Row(name, "study", mbps, mbps * 1e6 / per_instance_size, ttfb))
+        for name, base in (("direct", pacs), ("through XC-WADO", f"{at.gateway}/wado/{xc}/")):
+            seconds = requester_pull(work / f"requester-{name.split()[0]}", base, study)
+            rows.append(
+                Row(
+                    f"requester-side Orthanc pull, {name}",
+                    "study",
+                    study.bytes / seconds / 1e6,
+                    args.instances / seconds,
+                    0.0,
+                    note=f"{seconds:.2f} s for {study.bytes / 1e6:.0f} MB",
+                )
+            )
+    return rows
+
+
+def requester_pull(directory: Path, base: str, study: BigStudy) -> float:
+    """Seconds until a fresh Orthanc holds every instance of ``study`` pulled from ``base``."""
+    config = OrthancConfig(directory, free_port(), name="requester", servers={"source": {"Url": base}})
+    with run_orthanc(config):
+        started = time.perf_counter()
+        body = {"Resources": [{"Study": study.study}]}
+        httpx.post(
+            f"{config.base_url}/dicom-web/servers/source/retrieve", json=body, timeout=600
+        ).raise_for_status()
+        while True:
+            stats = httpx.get(f"{config.base_url}/statistics").json()
+            if int(stats["CountInstances"]) >= len(study.instances):
+                return time.perf_counter() - started
+            if time.perf_counter() - started > 600:
+                raise RuntimeError("requester-side pull did not complete in 10 minutes")
+            time.sleep(0.05)
 
 
 def render(rows: list[Row], args: argparse.Namespace) -> str:
@@ -318,8 +396,11 @@ def render(rows: list[Row], args: argparse.Namespace) -> str:
         "|---|---|---|---|---|---|",
     ]
     for r in rows:
-        if r.note:
+        if r.note and not r.mbps:
             lines.append(f"| {r.path} | - | - | - | - | {r.note} |")
+            continue
+        if r.note:
+            lines.append(f"| {r.path} | {r.level} | {r.mbps:.0f} | {r.per_second:.0f} | - | {r.note} |")
             continue
         base = direct.get(r.level)
         ratio = f"{r.mbps / base.mbps:.2f}x" if base and base.mbps else "-"
@@ -335,6 +416,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--instance-kb", type=int, default=512)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--no-orthanc", dest="orthanc", action="store_false", help="skip the Orthanc rows")
     parser.add_argument("--no-mtls", dest="mtls", action="store_false", help="skip the mTLS + token run")
     parser.add_argument("--clients", nargs="+", default=["aiohttp", "httpx"], choices=["aiohttp", "httpx"])
     args = parser.parse_args(argv)
