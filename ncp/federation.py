@@ -212,7 +212,15 @@ def run_role(plan_file: Path, role_id: str) -> None:
     plan = Plan.from_json(json.loads(plan_file.read_text()))
     servers = [
         uvicorn.Server(
-            uvicorn.Config(app, host=plan.host, port=port, log_level="warning", lifespan="on", **options)
+            uvicorn.Config(
+                app,
+                host=plan.host,
+                port=port,
+                log_level="warning",
+                lifespan="on",
+                timeout_graceful_shutdown=5,  # keep-alive peers must not hold a stopping NCP
+                **options,
+            )
         )
         for app, port, options in build_role(plan, role_id)
     ]

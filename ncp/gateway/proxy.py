@@ -198,7 +198,9 @@ async def relay(
     """Forward a GET and stream the answer back unchanged (status, ``Warning``, bytes)."""
     resp = await upstream.open(url, headers)
     out_headers = [
-        (k, v) for k, v in resp.headers if k.lower() not in HOP_BY_HOP or k.lower() == "content-length"
+        (k, v)
+        for k, v in resp.headers
+        if (k.lower() not in HOP_BY_HOP or k.lower() == "content-length") and k.lower() != "x-request-id"
     ]
     out_headers.append(
         ("server-timing", f'{hop};desc="upstream headers";dur={resp.elapsed_to_headers * 1000:.1f}')

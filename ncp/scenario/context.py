@@ -1,0 +1,169 @@
+"""What a scenario function works with: the seeded federation, consumers, steps and checks."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from ncp.consumer.client import ImagingConsumer
+from ncp.errors import NcpError
+from ncp.federation import Federation
+from ncp.model import PatientRecord, StudyRecord
+from ncp.publish import Published
+from ncp.scenario.model import Check, Exchange, ScenarioFailed, ScenarioSkipped, Step
+
+__all__ = ["ScenarioContext", "Seeded"]
+
+
+@dataclass
+class Seeded:
+    """A running federation and what was published into it."""
+
+    fed: Federation
+    published: dict[str, Published]
+
+    @property
+    def secure(self) -> bool:
+        return self.fed.plan.pki_dir is not None
+
+
+class ScenarioContext:
+    """One scenario's run: every request made through it is recorded in the current step."""
+
+    def __init__(self, seeded: Seeded) -> None:
+        self.seeded = seeded
+        self.fed = seeded.fed
+        self.published = seeded.published
+        self.steps: list[Step] = []
+        self._consumers: list[ImagingConsumer] = []
+        self._http = httpx.Client(timeout=httpx.Timeout(60.0, connect=5.0))
+        self._raw: list[Exchange] = []
+
+    # -- the federation ---------------------------------------------------------------------------
+    @property
+    def countries(self) -> list[str]:
+        return list(self.fed.topology.countries)
+
+    @property
+    def source(self) -> str:
+        """Country A (the patient's affiliation): the topology's first country."""
+        return self.countries[0]
+
+    @property
+    def treatment(self) -> str:
+        """Country B (where the patient is treated): the topology's second country."""
+        return self.countries[1]
+
+    def gateway(self, code: str) -> str:
+        return self.fed.plan.endpoints[code].gateway
+
+    def hcid(self, code: str) -> str:
+        return self.fed.topology.country(code).home_community_id
+
+    def studies(
+        self, country: str, where: Callable[[StudyRecord], bool] = lambda s: True
+    ) -> list[StudyRecord]:
+        return [s for s in self.published[country].data.studies if where(s)]
+
+    def study(self, country: str, where: Callable[[StudyRecord], bool], what: str) -> StudyRecord:
+        """The first study matching, or the scenario is skipped: the catalogue cannot exercise it."""
+        found = self.studies(country, where)
+        if not found:
+            raise ScenarioSkipped(f"no study of {country} {what}")
+        return found[0]
+
+    # -- consumers and raw requests --------------------------------------------------------------
+    def consumer(
+        self, country: str, patient: PatientRecord | None = None, **kw: Any
+    ) -> ImagingConsumer:
+        """A consumer at ``country``'s gateway; with ``patient``: authenticated, identified, in context."""
+        consumer = ImagingConsumer(self.gateway(country), **kw)
+        self._consumers.append(consumer)
+        if patient is not None:
+            with self.step(f"identify patient {patient.id} at NCP-{country}"):
+                if self.seeded.secure:
+                    consumer.authenticate()
+                consumer.identify(patient.issuer, patient.id)
+                if self.seeded.secure:
+                    consumer.open_treatment_context(patient.issuer, patient.id)
+        return consumer
+
+    def http(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: dict[str, str] | None = None,
+        params: Sequence[tuple[str, str]] | dict[str, str] | None = None,
+        data: dict[str, str] | None = None,
+    ) -> httpx.Response:
+        """A raw request (negative paths), recorded like the consumer's."""
+        started = time.perf_counter()
+        pairs = list(params.items()) if isinstance(params, dict) else list(params or [])
+        query = httpx.QueryParams(tuple(pairs))
+        response = self._http.request(method, url, headers=headers, params=query, data=data)
+        detail = response.headers.get("warning", "")
+        self._raw.append(
+            Exchange(
+                method,
+                str(response.url),
+                response.status_code,
+                time.perf_counter() - started,
+                len(response.content),
+                detail,
+            )
+        )
+        return response
+
+    # -- steps and checks -----------------------------------------------------------------------
+    @contextmanager
+    def step(self, name: str) -> Iterator[Step]:
+        """Record a step; a failing request or precondition inside it ends the scenario."""
+        step = Step(name)
+        self.steps.append(step)
+        before = self._counts()
+        started = time.perf_counter()
+        try:
+            yield step
+        except (NcpError, ScenarioFailed, httpx.HTTPError) as exc:
+            step.error = f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            step.seconds = time.perf_counter() - started
+            step.exchanges = self._since(before)
+
+    def _counts(self) -> tuple[dict[int, int], int]:
+        return {id(c): len(c.log) for c in self._consumers}, len(self._raw)
+
+    def _since(self, before: tuple[dict[int, int], int]) -> list[Exchange]:
+        consumers, raw = before
+        out = [
+            Exchange(x.method, x.url, x.status, x.seconds, x.bytes, x.detail)
+            for c in self._consumers
+            for x in c.log[consumers.get(id(c), 0) :]
+        ]
+        return out + self._raw[raw:]
+
+    def check(self, name: str, ok: bool, detail: str = "", *, mcwg: Iterable[str] = ()) -> bool:
+        """Record a verdict in the current step; the scenario goes on either way."""
+        if not self.steps:
+            self.steps.append(Step("checks"))
+        step = self.steps[-1]
+        step.checks.append(Check(name, bool(ok), detail, step.name, tuple(mcwg)))
+        return bool(ok)
+
+    def require(self, ok: bool, message: str) -> None:
+        """A precondition of what follows: stop the scenario as failed when it does not hold."""
+        if not ok:
+            self.check(message, False)
+            raise ScenarioFailed(message)
+
+    def close(self) -> None:
+        for consumer in self._consumers:
+            consumer.close()
+        self._http.close()

@@ -1,0 +1,83 @@
+"""The MCWG adoption checklist, assessed from scenario checks (reference/mcwg-checklist.md).
+
+An item is *supported* when at least one check exercising it held and none failed, *not
+supported* when a check exercising it failed, *not tested* when no check of the run exercised it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from ncp.scenario.model import Result
+
+__all__ = ["ITEMS", "Assessment", "Evidence", "assess"]
+
+Verdict = Literal["supported", "not supported", "not tested"]
+
+# The dashboard items (IHE-Europe MCWG checklist, paraphrased)
+ITEMS: tuple[tuple[str, str], ...] = (
+    ("1.1", "Two-level query: broad level-1 keys, then refined query or selection"),
+    ("1.2.1", "Architecture A: central registry, distributed PACS/VNAs"),
+    ("1.2.2", "Architecture C: central registry and central VNA"),
+    ("1.2.3", "XDS-I (SOAP) with the architecture + WADO-RS"),
+    ("1.2.4", "MHD (FHIR DocumentReference) with the architecture + WADO-RS"),
+    ("1.2.5", "Architecture B: federated regional registries (XCA-I in the MCWG text)"),
+    ("1.4", "The imaging study manifest is a DICOM KOS"),
+    ("1.7.1", "Requester viewing: native instances copied to the requester"),
+    ("1.7.2", "Server-side viewing, central hub option"),
+    ("1.7.3", "Server-side viewing, source server option (rendered)"),
+    ("2.1", "Anatomical region as level-1 key (eventCodeList)"),
+    ("2.2", "Study-level modality as level-1 key (eventCodeList)"),
+    ("2.5", "Procedure display name for level-2 selection"),
+    ("2.6", "Pre-coordinated procedure codes with laterality"),
+    ("2.8", "Accession number as targeted key (referenceIdList)"),
+    ("2.9", "Study Instance UID as targeted key (referenceIdList)"),
+    ("2.14", "referenceIdList carries m-n order / accession / study links"),
+    ("2.17", "Manifest publication strategy (case A / case B)"),
+    ("3.2.1", "Publication variant A: with the validated report"),
+    ("3.2.2", "Publication variant B: at acquisition completion"),
+    ("3.4", "National patient ID + issuer as primary Patient ID in the KOS"),
+    ("3.5", "Modalities in Study in the evidence sequence"),
+    ("3.6.4", "Series Description in the evidence sequence's series items"),
+    ("3.9.2", "Retrieve URL (0008,1190) per series"),
+    ("3.11", "Significant images per IHE KIN, referenced from the manifest"),
+)
+
+
+@dataclass(frozen=True)
+class Evidence:
+    scenario: str
+    step: str
+    check: str
+    ok: bool
+    detail: str
+
+
+@dataclass(frozen=True)
+class Assessment:
+    item: str
+    text: str
+    verdict: Verdict
+    evidence: tuple[Evidence, ...]
+
+
+def assess(results: Sequence[Result]) -> list[Assessment]:
+    out = []
+    for item, text in ITEMS:
+        evidence = tuple(
+            Evidence(r.scenario.id, c.step, c.name, c.ok, c.detail)
+            for r in results
+            for c in r.checks
+            if item in c.mcwg
+        )
+        verdict: Verdict = (
+            "not tested"
+            if not evidence
+            else "not supported"
+            if any(not e.ok for e in evidence)
+            else "supported"
+        )
+        out.append(Assessment(item, text, verdict, evidence))
+    return out

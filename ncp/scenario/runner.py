@@ -1,0 +1,185 @@
+"""Load the scenario catalogue, start and seed one federation per (topology, encoding), run, report.
+
+The catalogue lives in the repository's ``scenarios/`` folder (one module per group); each
+module-level :class:`~ncp.scenario.model.Scenario` is collected, so there is no registry to mutate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from types import ModuleType
+
+import httpx
+from rich.console import Console
+
+from ncp.errors import NcpError
+from ncp.federation import Federation
+from ncp.publish import seed_federation
+from ncp.scenario.context import ScenarioContext, Seeded
+from ncp.scenario.model import Outcome, Result, Scenario, ScenarioFailed, ScenarioSkipped
+from ncp.scenario.reports import console_report, write_html, write_json, write_junit
+
+__all__ = ["DEFAULT_DIR", "list_scenarios", "load_scenarios", "run_scenarios", "run_selected", "select"]
+
+DEFAULT_DIR = Path(__file__).resolve().parents[2] / "scenarios"
+_PACKAGE = "xcwado_scenarios"
+
+
+def load_scenarios(directory: Path = DEFAULT_DIR) -> list[Scenario]:
+    """Every scenario of every module in ``directory``, sorted by ID; IDs must be unique."""
+    found: dict[str, Scenario] = {}
+    for path in sorted(directory.glob("*.py")):
+        if path.name.startswith("_"):
+            continue
+        for value in vars(_import(path)).values():
+            if isinstance(value, Scenario):
+                if value.id in found and found[value.id] is not value:
+                    raise ValueError(f"scenario ID {value.id} defined twice")
+                found[value.id] = value
+    return [found[k] for k in sorted(found)]
+
+
+def _import(path: Path) -> ModuleType:
+    name = f"{_PACKAGE}.{path.stem}"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load scenarios from {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses and postponed annotations resolve through sys.modules
+    spec.loader.exec_module(module)
+    return module
+
+
+def list_scenarios(directory: Path = DEFAULT_DIR) -> list[tuple[str, str, tuple[str, ...]]]:
+    return [(s.id, s.title, s.tags) for s in load_scenarios(directory)]
+
+
+def select(
+    scenarios: Sequence[Scenario], ids: Iterable[str] | None, tags: Iterable[str] | None
+) -> list[Scenario]:
+    """By ID (exact, or a prefix such as ``NG-``) and/or tag (any of them); unknown IDs are an error."""
+    chosen = list(scenarios)
+    if ids:
+        wanted = [i.upper() for i in ids]
+        unknown = [w for w in wanted if not any(s.id.startswith(w) for s in scenarios)]
+        if unknown:
+            raise ValueError(f"unknown scenario ID(s): {', '.join(unknown)}")
+        chosen = [s for s in chosen if any(s.id.startswith(w) for w in wanted)]
+    if tags:
+        wanted_tags = set(tags)
+        chosen = [s for s in chosen if wanted_tags & set(s.tags)]
+    return chosen
+
+
+def run_scenarios(
+    ids: list[str] | None,
+    tags: list[str] | None,
+    topology: str,
+    *,
+    junit: Path | None,
+    json_path: Path | None,
+    html: Path | None,
+    console: Console | None,
+    directory: Path = DEFAULT_DIR,
+) -> int:
+    """Run the selection and write the reports. Exit status: 0 all passed (or skipped), 1 not, 2 usage."""
+    console = console or Console()
+    try:
+        chosen = select(load_scenarios(directory), ids, tags)
+    except ValueError as exc:
+        console.print(f"[red]{exc}[/]")
+        return 2
+    if not chosen:
+        console.print("[red]no scenario matches the selection[/]")
+        return 2
+    results = run_selected(chosen, topology, console=console)
+    console_report(results, console)
+    if junit:
+        write_junit(results, junit)
+    if json_path:
+        write_json(results, json_path)
+    if html:
+        write_html(results, html)
+    return 0 if all(r.outcome in ("passed", "skipped") for r in results) else 1
+
+
+def run_selected(
+    chosen: Sequence[Scenario], topology: str, *, console: Console | None = None, run_dir: Path | None = None
+) -> list[Result]:
+    """One seeded federation per (topology, encoding) group, the scenarios of the group run in order."""
+    groups: dict[tuple[str, str | None], list[Scenario]] = {}
+    for sc in chosen:
+        groups.setdefault((sc.topology or topology, sc.encoding), []).append(sc)
+    results: dict[str, Result] = {}
+    with tempfile.TemporaryDirectory(prefix="xcwado-scenarios-") as tmp:
+        base = run_dir or Path(tmp)
+        for n, ((source, encoding), members) in enumerate(groups.items()):
+            if console:
+                what = encoding or "topology's encoding"
+                console.print(f"[bold]{source}[/] ({what}): {len(members)} scenarios")
+            for result in _run_group(source, encoding, members, base / f"group-{n}", console):
+                results[result.scenario.id] = result
+    return [results[s.id] for s in chosen]
+
+
+def _run_group(
+    source: str, encoding: str | None, members: list[Scenario], run_dir: Path, console: Console | None
+) -> list[Result]:
+    try:
+        with Federation(source, run_dir, mode="thread", secure=True) as fed:
+            published = asyncio.run(
+                seed_federation(fed.topology, fed.plan.endpoints, encoding=encoding)  # type: ignore[arg-type]
+            )
+            seeded = Seeded(fed, published)
+            out = []
+            for sc in members:
+                result = run_one(sc, seeded)
+                if console:
+                    console.print(f"  {_MARK[result.outcome]} {sc.id} {sc.title} ({result.seconds:.1f} s)")
+                out.append(result)
+            return out
+    except Exception as exc:  # the federation did not start or seed: every scenario of the group errs
+        message = f"federation {source} could not start or be seeded: {type(exc).__name__}: {exc}"
+        return [Result(sc, "error", [], 0.0, message, source) for sc in members]
+
+
+_MARK = {
+    "passed": "[green]PASS[/]",
+    "failed": "[red]FAIL[/]",
+    "error": "[red]ERROR[/]",
+    "skipped": "[yellow]SKIP[/]",
+}
+
+
+def run_one(sc: Scenario, seeded: Seeded) -> Result:
+    """Run one scenario; passed only when it made at least one check and every check held."""
+    ctx = ScenarioContext(seeded)
+    started = time.perf_counter()
+    outcome: Outcome
+    message = ""
+    try:
+        sc.run(ctx)
+        checks = [c for s in ctx.steps for c in s.checks]
+        failed = [c for c in checks if not c.ok]
+        outcome = "passed" if checks and not failed else "failed"
+        message = "; ".join(f"{c.name}: {c.detail}" for c in failed) or ("" if checks else "no check made")
+    except ScenarioSkipped as exc:
+        outcome, message = "skipped", str(exc)
+    except (ScenarioFailed, NcpError, AssertionError, httpx.HTTPError) as exc:
+        outcome, message = "failed", f"{type(exc).__name__}: {exc}"
+    except Exception as exc:  # a bug in the scenario or an unexpected answer: reported, never raised
+        outcome = "error"
+        message = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=4)}"
+    finally:
+        ctx.close()
+    source = seeded.fed.plan.source
+    return Result(sc, outcome, ctx.steps, time.perf_counter() - started, message, source)
