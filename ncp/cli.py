@@ -105,6 +105,17 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def cmd_load(args: argparse.Namespace) -> int:
+    """A bounded headless Locust run (loadtests/run.py) in its own process: Locust patches gevent."""
+    import subprocess
+
+    runner = Path(__file__).resolve().parents[1] / "loadtests" / "run.py"
+    if not runner.exists():
+        print("xcwado load needs a source checkout (loadtests/ beside ncp/)", file=sys.stderr)
+        return 2
+    return subprocess.run([sys.executable, str(runner), *args.load_args], check=False).returncode
+
+
 def cmd_serve_role(args: argparse.Namespace) -> int:
     from ncp.federation import run_role
 
@@ -187,6 +198,14 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("file")
     validate.add_argument("--pacs", help="DICOMweb base URL where every reference must resolve")
     validate.set_defaults(func=cmd_validate)
+
+    load = sub.add_parser(
+        "load", help="Locust load test against a running federation (see loadtests/README.md)"
+    )
+    load.add_argument(
+        "load_args", nargs=argparse.REMAINDER, help="--state FILE --profile steady --users 8 ..."
+    )
+    load.set_defaults(func=cmd_load)
 
     serve_role = sub.add_parser("serve-role", help="serve one role of a plan (the container entrypoint)")
     serve_role.add_argument("--plan", required=True)
