@@ -149,8 +149,9 @@ def fhir_error_response(exc: NcpError) -> Response:
 
 
 def warning_header(agent: str, text: str, code: int = 299) -> str:
-    """RFC 7234 §5.5 warn-value; quotes in ``text`` are escaped."""
-    escaped = text.replace("\\", "\\\\").replace('"', '\\"')
+    """RFC 7234 §5.5 warn-value; quotes escaped, anything but printable ASCII (echoed input) replaced."""
+    printable = "".join(c if " " <= c <= "~" else "?" for c in text)
+    escaped = printable.replace("\\", "\\\\").replace('"', '\\"')
     return f'{code} {agent} "{escaped}"'
 
 

@@ -139,6 +139,7 @@ def test_partial_content_and_warning_reach_the_consumer(chain: tuple[str, Canary
         ),
         (xc("2.25.1234", f"studies/{STUDY}"), 404, "Unknown RetrieveLocationUID"),
         (xc(RLUID1, "studies/1.2.3.04"), 400, "not a valid DICOM UID"),
+        (xc(RLUID1, "studies/1.2.中"), 400, "not a valid DICOM UID"),
         (xc(RLUID1, f"studies/{STUDY}") + "?retrieveURL=evil.example/dicom-web/", 403, "not an allowlisted"),
         (xc(RLUID1, f"studies/{STUDY}") + "?retrieveurl=127.0.0.1:1/dicom-web/", 403, "not an allowlisted"),
     ],
