@@ -132,3 +132,52 @@ def test_every_transaction_is_audited_at_both_gateways_linked_by_request_id(secu
     assert at_gateway["total"] == requests_made
     fr_border = AuditStore(Path(secure.fed.plan.run_dir) / "FR" / "audit.sqlite")
     assert fr_border.count({"request-id": rid}) == requests_made
+
+
+def _bad_tokens(seeded: Seeded) -> dict[str, tuple[str | None, int]]:
+    """Credentials that must not open the gateway, with the status each deserves."""
+    study = seeded.published["FR"].data.studies[0]
+    foreign = ImagingConsumer(seeded.gateway("FR"))  # a valid token, but from France's IdP
+    foreign.authenticate()
+    foreign.open_treatment_context(study.patient.issuer, study.patient.id)
+    hcp_only = ImagingConsumer(seeded.gateway("AT"))
+    hcp_only.authenticate()
+    return {
+        "missing": (None, 401),
+        "garbage": ("Bearer x.y.z", 401),
+        "alg-none": ("Bearer eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJzdWIiOiJ4IiwiYXVkIjoiYSJ9.", 401),
+        "foreign-idp": (foreign.headers["Authorization"], 401),
+        "no-treatment-context": (hcp_only.headers["Authorization"], 403),
+    }
+
+
+@pytest.mark.parametrize("transaction", ["ITI-67", "ITI-68", "RAD-160"])
+@pytest.mark.parametrize("case", ["missing", "garbage", "alg-none", "foreign-idp", "no-treatment-context"])
+def test_token_negative_matrix_is_refused_and_audited(secure: Seeded, transaction: str, case: str) -> None:
+    consumer, study = treated(secure)
+    entry = consumer.find(
+        study.patient.issuer,
+        study.patient.id,
+        study_uid=study.study_instance_uid,  # type: ignore[attr-defined]
+        kind="manifest",
+    )[0]
+    authorization, status = _bad_tokens(secure)[case]
+    url, params = {
+        "ITI-67": (
+            f"{secure.gateway('AT')}/fhir/DocumentReference",
+            {
+                "patient.identifier": f"urn:oid:{study.patient.issuer}|{study.patient.id}",  # type: ignore[attr-defined]
+                "status": "current",
+            },
+        ),
+        "ITI-68": (entry.urls["application/dicom"], {}),
+        "RAD-160": (xc_url(secure, study), {}),
+    }[transaction]
+    rid = f"neg-{transaction}-{case}-{uuid.uuid4()}"
+    headers = {**ACCEPT, "X-Request-Id": rid, **({"Authorization": authorization} if authorization else {})}
+    r = httpx.get(url, params=params, headers=headers)
+    assert r.status_code == status
+    assert b"DICM" not in r.content
+    events = httpx.get(f"{secure.gateway('AT')}/fhir/AuditEvent", params={"request-id": rid}).json()
+    assert events["total"] == 1
+    assert events["entry"][0]["resource"]["outcome"] == "4"
