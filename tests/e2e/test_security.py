@@ -181,3 +181,37 @@ def test_token_negative_matrix_is_refused_and_audited(secure: Seeded, transactio
     events = httpx.get(f"{secure.gateway('AT')}/fhir/AuditEvent", params={"request-id": rid}).json()
     assert events["total"] == 1
     assert events["entry"][0]["resource"]["outcome"] == "4"
+
+
+BORDER_PATHS = [
+    "/fhir/Patient?identifier=urn:oid:2.999.250.2|X",
+    "/fhir/DocumentReference?patient.identifier=urn:oid:2.999.250.2|X&status=current",
+    "/fhir/Binary/national.x",
+    "/wado-rs/homeCommunityId/2.999.250.1/RetrieveLocationUID/2.25.1/studies/1.2.3",
+]
+
+
+@pytest.mark.parametrize("path", BORDER_PATHS)
+@pytest.mark.parametrize("credentials", ["none", "expired", "not-yet-valid", "unknown-ca"])
+def test_mtls_refusal_matrix_at_the_handshake(secure: Seeded, path: str, credentials: str) -> None:
+    pki = FederationPki.load(secure.fed.plan.pki_dir)  # type: ignore[arg-type]
+    pair = {
+        "none": None,
+        "expired": pki.expired_client("AT"),
+        "not-yet-valid": pki.not_yet_valid_client("AT"),
+        "unknown-ca": pki.unknown_ca_client("AT"),
+    }[credentials]
+    refused = (httpx.ConnectError, httpx.ReadError, httpx.RemoteProtocolError, httpx.WriteError)
+    with httpx.Client(verify=pki.ssl_context_with(pair, peer="FR")) as client, pytest.raises(refused):
+        client.get(f"{secure.fed.plan.endpoints['FR'].border}{path}")
+
+
+@pytest.mark.parametrize("path", BORDER_PATHS)
+def test_an_unregistered_certificate_is_refused_before_any_application_data(
+    secure: Seeded, path: str
+) -> None:
+    pki = FederationPki.load(secure.fed.plan.pki_dir)  # type: ignore[arg-type]
+    with httpx.Client(verify=pki.ssl_context_with(pki.unregistered_client("AT"), peer="FR")) as client:
+        r = client.get(f"{secure.fed.plan.endpoints['FR'].border}{path}")
+    assert r.status_code == 403
+    assert b"DICM" not in r.content and b'DocumentReference"' not in r.content
