@@ -73,11 +73,11 @@ def test_another_patients_study_is_refused_with_zero_dicom_bytes(secure: Seeded)
     r = httpx.get(xc_url(secure, other), headers={**ACCEPT, **consumer.headers, "X-Request-Id": rid})
     assert r.status_code == 403
     assert b"DICM" not in r.content
-    audit = httpx.get(
-        f"{secure.fed.plan.endpoints['AT'].gateway}/fhir/AuditEvent", params={"request-id": rid}
-    )
-    # the denial is recorded where it happened (NCP-FR's border) and at NCP-AT's gateway
-    assert audit.status_code == 200
+    at_events = httpx.get(f"{secure.gateway('AT')}/fhir/AuditEvent", params={"request-id": rid}).json()
+    assert [e["resource"]["outcome"] for e in at_events["entry"]] == ["4"]
+    fr_border = AuditStore(Path(secure.fed.plan.run_dir) / "FR" / "audit.sqlite")
+    denied = fr_border.records({"request-id": rid})
+    assert [(r.transaction, r.outcome, r.status) for r in denied] == [("RAD-160", "4", 403)]
 
 
 def test_hcp_token_alone_cannot_query_documents(secure: Seeded) -> None:
