@@ -105,6 +105,28 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def cmd_scenario(args: argparse.Namespace) -> int:
+    from ncp.scenario.runner import list_scenarios, run_scenarios
+
+    if args.action == "list":
+        for sid, title, tags in list_scenarios():
+            print(f"{sid}  {title}  [{', '.join(tags)}]")
+        return 0
+    ids = None if args.all else (args.ids or None)
+    if ids is None and not args.tag and not args.all:
+        print("xcwado scenario run: give scenario IDs, --tag T or --all", file=sys.stderr)
+        return 2
+    return run_scenarios(
+        ids,
+        args.tag or None,
+        _source(args.topology),
+        junit=Path(args.junit) if args.junit else None,
+        json_path=Path(args.json) if args.json else None,
+        html=Path(args.html) if args.html else None,
+        console=Console(),
+    )
+
+
 def cmd_load(args: argparse.Namespace) -> int:
     """A bounded headless Locust run (loadtests/run.py) in its own process: Locust patches gevent."""
     import subprocess
@@ -198,6 +220,17 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("file")
     validate.add_argument("--pacs", help="DICOMweb base URL where every reference must resolve")
     validate.set_defaults(func=cmd_validate)
+
+    scenario = sub.add_parser("scenario", help="list or run the scenario catalogue, with conformance reports")
+    scenario.add_argument("action", choices=["list", "run"])
+    scenario.add_argument("ids", nargs="*", help="scenario IDs (see `xcwado scenario list`)")
+    scenario.add_argument("--all", action="store_true")
+    scenario.add_argument("--tag", action="append")
+    scenario.add_argument("--topology", default="default")
+    scenario.add_argument("--junit")
+    scenario.add_argument("--json")
+    scenario.add_argument("--html")
+    scenario.set_defaults(func=cmd_scenario)
 
     load = sub.add_parser(
         "load", help="Locust load test against a running federation (see loadtests/README.md)"

@@ -78,9 +78,7 @@ class ScenarioContext:
         return found[0]
 
     # -- consumers and raw requests --------------------------------------------------------------
-    def consumer(
-        self, country: str, patient: PatientRecord | None = None, **kw: Any
-    ) -> ImagingConsumer:
+    def consumer(self, country: str, patient: PatientRecord | None = None, **kw: Any) -> ImagingConsumer:
         """A consumer at ``country``'s gateway; with ``patient``: authenticated, identified, in context."""
         consumer = ImagingConsumer(self.gateway(country), **kw)
         self._consumers.append(consumer)

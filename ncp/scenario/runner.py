@@ -7,6 +7,7 @@ module-level :class:`~ncp.scenario.model.Scenario` is collected, so there is no 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import importlib.util
 import sys
 import tempfile
@@ -47,7 +48,9 @@ def load_scenarios(directory: Path = DEFAULT_DIR) -> list[Scenario]:
 
 
 def _import(path: Path) -> ModuleType:
-    name = f"{_PACKAGE}.{path.stem}"
+    # the folder is part of the name: two catalogues with a module of the same name do not collide
+    folder = hashlib.sha256(str(path.parent).encode()).hexdigest()[:12]
+    name = f"{_PACKAGE}_{folder}.{path.stem}"
     if name in sys.modules:
         return sys.modules[name]
     spec = importlib.util.spec_from_file_location(name, path)
