@@ -20,7 +20,9 @@ __all__ = ["main"]
 
 def _source(value: str) -> str:
     """A topology file path, or the name of a shipped topology (``default``, ``three-country``)."""
-    return value if value.endswith(".toml") or "/" in value else f"builtin:{value}"
+    if value.startswith("builtin:") or value.endswith(".toml") or "/" in value:
+        return value
+    return f"builtin:{value}"
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
