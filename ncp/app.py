@@ -168,7 +168,9 @@ def build_role(plan: Plan, role_id: str) -> list[tuple[Any, int, dict[str, Any]]
         return [(create_registry_app(registry), role.ports[0], {})]
     if role.kind == "pacs":
         pacs = PacsSettings(
-            storage_dir=state_dir / f"pacs-{role.name}", agent=f"pacs-{role.country.lower()}-{role.name}"
+            storage_dir=state_dir / f"pacs-{role.name}",
+            agent=f"pacs-{role.country.lower()}-{role.name}",
+            partial_as_ok=country.faults.partial_as_ok,
         )
         return [(create_pacs_app(pacs), role.ports[0], {})]
     raise KeyError(f"unknown role kind {role.kind!r}")

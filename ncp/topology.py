@@ -22,6 +22,7 @@ __all__ = [
     "Country",
     "CountryEndpoints",
     "Endpoints",
+    "Faults",
     "Link",
     "Pacs",
     "Registry",
@@ -54,6 +55,19 @@ class Pacs:
 
 
 @dataclass(frozen=True)
+class Faults:
+    """Deliberate non-conformances of one country's responding side, so that a run of the scenario
+    catalogue can show it catches them (``[countries.XX.faults]``; never set in a real deployment)."""
+
+    ignore_retrieve_location_uid: bool = False  # the RIG sends every RAD-160 to its first PACS
+    partial_as_ok: bool = False  # the PACS answers 200 without a Warning where 206 is due
+
+    @property
+    def any(self) -> bool:
+        return self.ignore_retrieve_location_uid or self.partial_as_ok
+
+
+@dataclass(frozen=True)
 class Country:
     code: str
     name: str
@@ -64,6 +78,7 @@ class Country:
     architecture: Architecture
     registries: tuple[Registry, ...]
     pacs: tuple[Pacs, ...]
+    faults: Faults = Faults()
 
     def pacs_by_rluid(self, rluid: str) -> Pacs | None:
         return next((p for p in self.pacs if p.retrieve_location_uid == rluid), None)
@@ -192,7 +207,16 @@ def _country(r: _Reader, code: str) -> Country:
         architecture=architecture,  # type: ignore[arg-type]
         registries=registries,
         pacs=pacs,
+        faults=_faults(r.sub("faults", r.mapping("faults"))),
     )
+
+
+def _faults(r: _Reader) -> Faults:
+    known = set(Faults.__dataclass_fields__)
+    unknown = sorted(set(r.raw) - known)
+    if unknown:  # a mistyped fault would silently test nothing
+        raise InvalidTopology(f"{r.where(unknown[0])} is not a fault; known: {sorted(known)}")
+    return Faults(**{name: r.flag(name, False) for name in known})
 
 
 def _pacs(r: _Reader) -> Pacs:

@@ -157,3 +157,41 @@ def one_instance(ctx: ScenarioContext) -> None:
             f"{len(r.content)} bytes",
             mcwg=("1.7.1",),
         )
+
+
+@scenario(
+    "RT-007",
+    "Missing instances: 206 + Warning, reported as partial",
+    tags=("retrieval", "negative", "partial"),
+    transactions=("RAD-160",),
+)
+def missing_instances(ctx: ScenarioContext) -> None:
+    """A PACS that lost an instance answers 206 with a Warning (PS3.18 10.4.1.2: the partial-content
+    status); both gateways pass the status on and the consumer reports a partial study, never success."""
+    study = ctx.study(ctx.source, lambda s: len(s.series[0].instances) > 1, "with a multi-instance series")
+    consumer = ctx.consumer(ctx.treatment, study.patient)
+    manifest = consumer.retrieve_manifest(find_manifest(ctx, consumer, study))
+    wanted = study.series[0].series_instance_uid
+    with ctx.lost_instance(study) as lost, ctx.step("retrieve the study while its PACS lacks one instance"):
+        retrieval = consumer.retrieve_images(ctx.hcid(ctx.source), manifest)
+        damaged = [s for s in retrieval.series if wanted in s.url]
+        ctx.require(len(damaged) == 1, "the damaged series was requested")
+        got = damaged[0]
+        ctx.check("206 Partial Content for the damaged series", got.status == 206, f"got {got.status}")
+        ctx.check("a Warning header says what is missing", bool(got.warning), str(got.warning))
+        ctx.check(
+            "every other instance arrived, the lost one did not",
+            got.missing == {lost} and not got.unexpected,
+            f"{len(got.received)}/{len(got.expected)} received",
+        )
+        others = [s for s in retrieval.series if s is not got]
+        ctx.check(
+            "every other series arrived whole",
+            all(s.complete for s in others),
+            "; ".join(f"{s.status} {len(s.received)}/{len(s.expected)}" for s in others),
+        )
+        ctx.check(
+            "the consumer reports the study as partial, not complete",
+            retrieval.partial and not retrieval.complete,
+            summary(retrieval),
+        )

@@ -58,6 +58,8 @@ class GatewaySettings:
 
     def pacs_base(self, rluid: str) -> str | None:
         """Retrieve Location UID -> WADO-RS base of one of this country's PACS (MADO 6.X.2.14 lookup)."""
+        if self.me.faults.ignore_retrieve_location_uid:  # deliberately broken, for scenario self-tests
+            return next(iter(self.my_endpoints.pacs.values()), None)
         return self.my_endpoints.pacs.get(rluid)
 
     def allowed_bases(self) -> tuple[AllowedBase, ...]:

@@ -14,6 +14,7 @@ from ncp.consumer.client import ImagingConsumer
 from ncp.errors import NcpError
 from ncp.federation import Federation
 from ncp.model import PatientRecord, StudyRecord
+from ncp.pacs import InstanceStore
 from ncp.publish import Published
 from ncp.scenario.model import Check, Exchange, ScenarioFailed, ScenarioSkipped, Step
 
@@ -76,6 +77,31 @@ class ScenarioContext:
         if not found:
             raise ScenarioSkipped(f"no study of {country} {what}")
         return found[0]
+
+    @contextmanager
+    def lost_instance(self, study: StudyRecord) -> Iterator[str]:
+        """A PACS that lost a file: the last instance of the study's first series is moved aside while
+        the block runs, then put back (the simulated federation's embedded PACS only)."""
+        series = study.series[0]
+        country = self.fed.topology.country(study.patient.country)
+        pacs = country.pacs_by_rluid(series.retrieve_location_uid)
+        if pacs is None or pacs.backend != "embedded":
+            raise ScenarioSkipped(
+                "only an embedded PACS of the simulated federation can be made to lose a file"
+            )
+        store = InstanceStore(self.fed.plan.run_dir / country.code / f"pacs-{pacs.id}")
+        stored = store.instances(study.study_instance_uid, series.series_instance_uid)
+        if not stored:
+            raise ScenarioFailed(
+                f"the PACS {pacs.id} holds no instance of series {series.series_instance_uid}"
+            )
+        path = store.path(stored[-1])
+        aside = path.with_name(path.name + ".lost")
+        path.rename(aside)
+        try:
+            yield stored[-1].sop_uid
+        finally:
+            aside.rename(path)
 
     # -- consumers and raw requests --------------------------------------------------------------
     def consumer(self, country: str, patient: PatientRecord | None = None, **kw: Any) -> ImagingConsumer:

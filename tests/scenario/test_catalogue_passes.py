@@ -23,7 +23,9 @@ def test_every_scenario_passes(topology: str, tmp_path: Path) -> None:
         console=None,
     )
     report = json.loads((tmp_path / "report.json").read_text())
-    not_passed = {r["id"]: (r["outcome"], r["message"]) for r in report["scenarios"] if r["outcome"] != "passed"}
+    not_passed = {
+        r["id"]: (r["outcome"], r["message"]) for r in report["scenarios"] if r["outcome"] != "passed"
+    }
     assert not_passed == {}  # a skipped scenario is not a pass: both topologies can run every one
     assert status == 0
     suite = ET.parse(tmp_path / "junit.xml").getroot()
