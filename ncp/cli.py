@@ -126,6 +126,7 @@ def cmd_scenario(args: argparse.Namespace) -> int:
         json_path=Path(args.json) if args.json else None,
         html=Path(args.html) if args.html else None,
         console=Console(),
+        target=Path(args.target) if args.target else None,
     )
 
 
@@ -228,7 +229,13 @@ def build_parser() -> argparse.ArgumentParser:
     scenario.add_argument("ids", nargs="*", help="scenario IDs (see `xcwado scenario list`)")
     scenario.add_argument("--all", action="store_true")
     scenario.add_argument("--tag", action="append")
-    scenario.add_argument("--topology", default="default")
+    where = scenario.add_mutually_exclusive_group()
+    where.add_argument("--topology", default="default", help="start this federation and run against it")
+    where.add_argument(
+        "--target",
+        help="a state file (as `xcwado up` writes it) of running systems that hold the topology's "
+        "synthetic catalogue: nothing is started",
+    )
     scenario.add_argument("--junit")
     scenario.add_argument("--json")
     scenario.add_argument("--html")

@@ -132,6 +132,7 @@ def state_document(plan: Plan, catalogue: dict[str, Any]) -> dict[str, Any]:
     """The state file (ARCHITECTURE §8, contract): where every role listens, what it holds, how to get in."""
     return {
         "topology": plan.source,
+        "run_dir": str(plan.run_dir),  # the simulated systems' files (scenarios inject storage faults there)
         "countries": plan.endpoints.to_json(),
         "catalogue": catalogue,
         "security": security_document(plan),
@@ -145,6 +146,7 @@ def security_document(plan: Plan) -> dict[str, Any]:
     pki = FederationPki.load(plan.pki_dir)
     return {
         "enabled": True,
+        "pki_dir": str(plan.pki_dir),  # the test PKI itself: scenarios forge expired and foreign tokens
         "ca_file": str(pki.ca_file),
         "ncp_client_credentials": {
             cc: {"cert": str(pki.client_credentials(cc).cert), "key": str(pki.client_credentials(cc).key)}

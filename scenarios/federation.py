@@ -20,12 +20,12 @@ _THREE = "builtin:three-country"
 def architecture_b(ctx: ScenarioContext) -> None:
     """Every study of the architecture-B country's patients is found through its NCP (fan-out over the
     regional registries) and retrieved from its region's PACS. MHD stands in for XCA-I here."""
-    b = next((c for c in ctx.countries if ctx.fed.topology.country(c).architecture == "B"), None)
+    b = next((c for c in ctx.countries if ctx.topology.country(c).architecture == "B"), None)
     ctx.require(b is not None, "the topology has an architecture-B country")
     assert b is not None
     other = next(c for c in ctx.countries if c != b)
     regions: set[str] = set()
-    for patient in ctx.published[b].data.patients:
+    for patient in ctx.data[b].patients:
         studies = [s for s in ctx.studies(b) if s.patient == patient]
         consumer = ctx.consumer(other, patient)
         with ctx.step(f"NCP-{other} searches every document of {patient.id}"):

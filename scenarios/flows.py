@@ -44,7 +44,7 @@ def _three_steps(ctx: ScenarioContext) -> None:
     manifest = check_manifest(ctx, consumer, chosen[0], study)
     ctx.check(f"manifest in the {manifest.encoding} encoding", True, manifest.encoding)
     retrieve_all(
-        ctx, consumer, manifest, a, mcwg=("1.2.1",) if ctx.fed.topology.country(a).architecture == "A" else ()
+        ctx, consumer, manifest, a, mcwg=("1.2.1",) if ctx.topology.country(a).architecture == "A" else ()
     )
 
 
@@ -153,7 +153,7 @@ def two_pacs_study(ctx: ScenarioContext) -> None:
 )
 def central_vna(ctx: ScenarioContext) -> None:
     """The reverse direction: country A consults a patient of country B, whose images sit in one VNA."""
-    c = next((code for code in ctx.countries if ctx.fed.topology.country(code).architecture == "C"), None)
+    c = next((code for code in ctx.countries if ctx.topology.country(code).architecture == "C"), None)
     ctx.require(c is not None, "the topology has an architecture-C country")
     assert c is not None
     other = next(code for code in ctx.countries if code != c)

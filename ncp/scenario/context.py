@@ -2,35 +2,90 @@
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
 
+from ncp.app import load_source
 from ncp.consumer.client import ImagingConsumer
-from ncp.errors import NcpError
+from ncp.errors import InvalidTopology, NcpError
 from ncp.federation import Federation
 from ncp.model import PatientRecord, StudyRecord
 from ncp.pacs import InstanceStore
 from ncp.publish import Published
 from ncp.scenario.model import Check, Exchange, ScenarioFailed, ScenarioSkipped, Step
+from ncp.synth import CountryData, synthesize
+from ncp.topology import Endpoints, Topology
 
-__all__ = ["ScenarioContext", "Seeded"]
+__all__ = ["ScenarioContext", "Seeded", "Target"]
+
+
+@dataclass(frozen=True)
+class Target:
+    """What the scenarios run against: a federation this run started, or running systems described by
+    a state file (ARCHITECTURE §8) that hold the synthetic catalogue of the state's topology."""
+
+    source: str
+    topology: Topology
+    endpoints: Endpoints
+    secure: bool
+    pki_dir: Path | None = None  # the federation's test PKI: lets scenarios forge expired/foreign tokens
+    run_dir: Path | None = None  # the simulated federation's files: lets scenarios inject storage faults
+
+    @classmethod
+    def of(cls, fed: Federation) -> Target:
+        plan = fed.plan
+        return cls(
+            plan.source, fed.topology, plan.endpoints, plan.pki_dir is not None, plan.pki_dir, plan.run_dir
+        )
+
+    @classmethod
+    def from_state(cls, path: Path) -> Target:
+        """A state file as ``xcwado up`` writes it; errors name what is missing."""
+        try:
+            state = json.loads(path.read_text())
+            security = state.get("security", {})
+            return cls(
+                source=state["topology"],
+                topology=load_source(state["topology"]),
+                endpoints=Endpoints.from_json(state["countries"]),
+                secure=bool(security.get("enabled")),
+                pki_dir=_existing(security.get("pki_dir")),
+                run_dir=_existing(state.get("run_dir")),
+            )
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise InvalidTopology(
+                f"target {path}: not a usable state file ({type(exc).__name__}: {exc})"
+            ) from None
+
+    def synthetic_data(self) -> dict[str, CountryData]:
+        """The catalogue the target holds: synthesis is deterministic from the topology's seed."""
+        return {
+            code: synthesize(self.topology, code, retrieve_urls=self.endpoints[code].pacs)
+            for code in self.topology.countries
+        }
+
+
+def _existing(value: object) -> Path | None:
+    return Path(str(value)) if value and Path(str(value)).is_dir() else None
 
 
 @dataclass
 class Seeded:
-    """A running federation and what was published into it."""
+    """A running target and the synthetic catalogue it holds."""
 
-    fed: Federation
-    published: dict[str, Published]
+    target: Target
+    data: Mapping[str, CountryData]
 
-    @property
-    def secure(self) -> bool:
-        return self.fed.plan.pki_dir is not None
+    @classmethod
+    def of(cls, fed: Federation, published: Mapping[str, Published]) -> Seeded:
+        return cls(Target.of(fed), {code: pub.data for code, pub in published.items()})
 
 
 class ScenarioContext:
@@ -38,8 +93,9 @@ class ScenarioContext:
 
     def __init__(self, seeded: Seeded) -> None:
         self.seeded = seeded
-        self.fed = seeded.fed
-        self.published = seeded.published
+        self.target = seeded.target
+        self.topology = seeded.target.topology
+        self.data = seeded.data
         self.steps: list[Step] = []
         self._consumers: list[ImagingConsumer] = []
         self._http = httpx.Client(timeout=httpx.Timeout(60.0, connect=5.0))
@@ -48,7 +104,7 @@ class ScenarioContext:
     # -- the federation ---------------------------------------------------------------------------
     @property
     def countries(self) -> list[str]:
-        return list(self.fed.topology.countries)
+        return list(self.topology.countries)
 
     @property
     def source(self) -> str:
@@ -61,15 +117,15 @@ class ScenarioContext:
         return self.countries[1]
 
     def gateway(self, code: str) -> str:
-        return self.fed.plan.endpoints[code].gateway
+        return self.target.endpoints[code].gateway
 
     def hcid(self, code: str) -> str:
-        return self.fed.topology.country(code).home_community_id
+        return self.topology.country(code).home_community_id
 
     def studies(
         self, country: str, where: Callable[[StudyRecord], bool] = lambda s: True
     ) -> list[StudyRecord]:
-        return [s for s in self.published[country].data.studies if where(s)]
+        return [s for s in self.data[country].studies if where(s)]
 
     def study(self, country: str, where: Callable[[StudyRecord], bool], what: str) -> StudyRecord:
         """The first study matching, or the scenario is skipped: the catalogue cannot exercise it."""
@@ -83,13 +139,13 @@ class ScenarioContext:
         """A PACS that lost a file: the last instance of the study's first series is moved aside while
         the block runs, then put back (the simulated federation's embedded PACS only)."""
         series = study.series[0]
-        country = self.fed.topology.country(study.patient.country)
+        country = self.topology.country(study.patient.country)
         pacs = country.pacs_by_rluid(series.retrieve_location_uid)
-        if pacs is None or pacs.backend != "embedded":
+        if pacs is None or pacs.backend != "embedded" or self.target.run_dir is None:
             raise ScenarioSkipped(
                 "only an embedded PACS of the simulated federation can be made to lose a file"
             )
-        store = InstanceStore(self.fed.plan.run_dir / country.code / f"pacs-{pacs.id}")
+        store = InstanceStore(self.target.run_dir / country.code / f"pacs-{pacs.id}")
         stored = store.instances(study.study_instance_uid, series.series_instance_uid)
         if not stored:
             raise ScenarioFailed(
@@ -110,10 +166,10 @@ class ScenarioContext:
         self._consumers.append(consumer)
         if patient is not None:
             with self.step(f"identify patient {patient.id} at NCP-{country}"):
-                if self.seeded.secure:
+                if self.target.secure:
                     consumer.authenticate()
                 consumer.identify(patient.issuer, patient.id)
-                if self.seeded.secure:
+                if self.target.secure:
                     consumer.open_treatment_context(patient.issuer, patient.id)
         return consumer
 

@@ -20,14 +20,23 @@ from types import ModuleType
 import httpx
 from rich.console import Console
 
+from ncp.app import load_source
 from ncp.errors import NcpError
 from ncp.federation import Federation
 from ncp.publish import seed_federation
-from ncp.scenario.context import ScenarioContext, Seeded
+from ncp.scenario.context import ScenarioContext, Seeded, Target
 from ncp.scenario.model import Outcome, Result, Scenario, ScenarioFailed, ScenarioSkipped
 from ncp.scenario.reports import console_report, write_html, write_json, write_junit
 
-__all__ = ["DEFAULT_DIR", "list_scenarios", "load_scenarios", "run_scenarios", "run_selected", "select"]
+__all__ = [
+    "DEFAULT_DIR",
+    "list_scenarios",
+    "load_scenarios",
+    "run_against",
+    "run_scenarios",
+    "run_selected",
+    "select",
+]
 
 DEFAULT_DIR = Path(__file__).resolve().parents[2] / "scenarios"
 _PACKAGE = "xcwado_scenarios"
@@ -93,8 +102,11 @@ def run_scenarios(
     html: Path | None,
     console: Console | None,
     directory: Path = DEFAULT_DIR,
+    target: Path | None = None,
 ) -> int:
-    """Run the selection and write the reports. Exit status: 0 all passed (or skipped), 1 not, 2 usage."""
+    """Run the selection and write the reports. Exit status: 0 all passed (or skipped), 1 not, 2 usage.
+
+    With ``target`` (a state file), nothing is started: the scenarios run against those systems."""
     console = console or Console()
     try:
         chosen = select(load_scenarios(directory), ids, tags)
@@ -104,7 +116,15 @@ def run_scenarios(
     if not chosen:
         console.print("[red]no scenario matches the selection[/]")
         return 2
-    results = run_selected(chosen, topology, console=console)
+    try:
+        results = (
+            run_against(chosen, Target.from_state(target), console)
+            if target
+            else run_selected(chosen, topology, console=console)
+        )
+    except NcpError as exc:
+        console.print(f"[red]{exc}[/]")
+        return 2
     console_report(results, console)
     if junit:
         write_junit(results, junit)
@@ -134,6 +154,34 @@ def run_selected(
     return [results[s.id] for s in chosen]
 
 
+def run_against(chosen: Sequence[Scenario], target: Target, console: Console | None = None) -> list[Result]:
+    """Run against systems already running. A scenario that needs its own topology or another manifest
+    encoding than the target was seeded with is skipped, saying so."""
+    seeded = Seeded(target, target.synthetic_data())
+    encoding = target.topology.synth.manifest_encoding
+    if console:
+        console.print(f"[bold]target {target.source}[/] ({encoding}): {len(chosen)} scenarios")
+    results = []
+    for sc in chosen:
+        if sc.topology and load_source(sc.topology).name != target.topology.name:
+            result = Result(sc, "skipped", [], 0.0, f"needs the topology {sc.topology}", target.source)
+        elif sc.encoding and sc.encoding != encoding:
+            result = Result(
+                sc,
+                "skipped",
+                [],
+                0.0,
+                f"needs {sc.encoding} manifests; the target has {encoding}",
+                target.source,
+            )
+        else:
+            result = run_one(sc, seeded)
+        if console:
+            console.print(f"  {_MARK[result.outcome]} {sc.id} {sc.title} ({result.seconds:.1f} s)")
+        results.append(result)
+    return results
+
+
 def _run_group(
     source: str, encoding: str | None, members: list[Scenario], run_dir: Path, console: Console | None
 ) -> list[Result]:
@@ -142,7 +190,7 @@ def _run_group(
             published = asyncio.run(
                 seed_federation(fed.topology, fed.plan.endpoints, encoding=encoding)  # type: ignore[arg-type]
             )
-            seeded = Seeded(fed, published)
+            seeded = Seeded.of(fed, published)
             out = []
             for sc in members:
                 result = run_one(sc, seeded)
@@ -184,5 +232,4 @@ def run_one(sc: Scenario, seeded: Seeded) -> Result:
         message = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=4)}"
     finally:
         ctx.close()
-    source = seeded.fed.plan.source
-    return Result(sc, outcome, ctx.steps, time.perf_counter() - started, message, source)
+    return Result(sc, outcome, ctx.steps, time.perf_counter() - started, message, seeded.target.source)
