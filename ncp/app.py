@@ -17,7 +17,7 @@ from ncp.pacs.app import PacsSettings, create_pacs_app
 from ncp.registry.app import RegistrySettings, create_registry_app
 from ncp.security.pki import FederationPki
 from ncp.server import free_port
-from ncp.topology import CountryEndpoints, Endpoints, Topology, builtin_topology, load_topology
+from ncp.topology import Country, CountryEndpoints, Endpoints, Topology, builtin_topology, load_topology
 
 __all__ = ["Plan", "Role", "build_role", "load_source", "make_plan"]
 
@@ -54,7 +54,9 @@ class Plan:
 
     @property
     def pki_dir(self) -> Path | None:
-        return self.run_dir / "pki" if self.secure else None
+        if not self.secure:
+            return None
+        return self.topology.pki_dir or self.run_dir / "pki"
 
     @property
     def topology(self) -> Topology:
@@ -109,6 +111,9 @@ def make_plan(
     roles: list[Role] = []
     endpoints: dict[str, CountryEndpoints] = {}
     for code, country in topology.countries.items():
+        if country.external:  # an NCP under test, running elsewhere: nothing to start
+            endpoints[code] = _external_endpoints(country)
+            continue
         gw, border = free_port(host), free_port(host)
         roles.append(Role(f"{code}/gateway", (gw, border)))
         registries = {}
@@ -124,7 +129,7 @@ def make_plan(
                 roles.append(Role(f"{code}/{kind}/{p.id}", (port,)))
                 pacs[p.retrieve_location_uid] = f"http://{host}:{port}/dicom-web/"
             else:
-                pacs[p.retrieve_location_uid] = p.backend if p.backend.endswith("/") else p.backend + "/"
+                pacs[p.retrieve_location_uid] = _base(p.backend)
         endpoints[code] = CountryEndpoints(
             home_community_id=country.home_community_id,
             patient_id_issuer=country.patient_id_issuer,
@@ -134,6 +139,22 @@ def make_plan(
             pacs=pacs,
         )
     return Plan(source, run_dir, Endpoints(endpoints), tuple(roles), host, data_plane, secure)
+
+
+def _external_endpoints(country: Country) -> CountryEndpoints:
+    assert country.border is not None
+    return CountryEndpoints(
+        home_community_id=country.home_community_id,
+        patient_id_issuer=country.patient_id_issuer,
+        gateway=country.gateway or "",
+        border=country.border,
+        registries={},
+        pacs={p.retrieve_location_uid: _base(p.backend) for p in country.pacs},
+    )
+
+
+def _base(url: str) -> str:
+    return url if url.endswith("/") else url + "/"
 
 
 def build_role(plan: Plan, role_id: str) -> list[tuple[Any, int, dict[str, Any]]]:

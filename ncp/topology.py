@@ -79,6 +79,14 @@ class Country:
     registries: tuple[Registry, ...]
     pacs: tuple[Pacs, ...]
     faults: Faults = Faults()
+    # An NCP under test that runs elsewhere: the federation starts nothing for it and calls its border
+    # (and, when given, consumers use its gateway); its PACS are declared by their DICOMweb base URLs.
+    border: str | None = None
+    gateway: str | None = None
+
+    @property
+    def external(self) -> bool:
+        return self.border is not None
 
     def pacs_by_rluid(self, rluid: str) -> Pacs | None:
         return next((p for p in self.pacs if p.retrieve_location_uid == rluid), None)
@@ -111,6 +119,9 @@ class Topology:
     links: tuple[Link, ...] = ()
     synth: SynthOptions = field(default_factory=SynthOptions)
     security: bool = False
+    pki_dir: Path | None = (
+        None  # a test PKI to use instead of a new one per run (external NCPs hold its keys)
+    )
 
     def country(self, code: str) -> Country:
         try:
@@ -169,6 +180,7 @@ def parse_topology(raw: Mapping[str, Any], *, source: str = "topology") -> Topol
         links=links,
         synth=synth,
         security=r.flag("security", False),
+        pki_dir=_pki_dir(r),
     )
 
 
@@ -197,7 +209,7 @@ def _country(r: _Reader, code: str) -> Country:
     for i, p in enumerate(pacs):
         if p.registry is not None and p.registry not in registry_ids:
             raise InvalidTopology(f"{r.where(f'pacs[{i}].registry')}: no registry {p.registry!r}")
-    return Country(
+    country = Country(
         code=code,
         name=r.text("name", code),
         home_community_id=hcid,
@@ -208,7 +220,40 @@ def _country(r: _Reader, code: str) -> Country:
         registries=registries,
         pacs=pacs,
         faults=_faults(r.sub("faults", r.mapping("faults"))),
+        border=_external_url(r, "border"),
+        gateway=_external_url(r, "gateway"),
     )
+    _check_external(r, country)
+    return country
+
+
+def _external_url(r: _Reader, key: str) -> str | None:
+    url = r.opt_str(key)
+    if url is not None and not url.startswith(("http://", "https://")):
+        raise InvalidTopology(f"{r.where(key)} must be an http(s) URL, not {url!r}")
+    return url.rstrip("/") if url else None
+
+
+def _check_external(r: _Reader, country: Country) -> None:
+    if country.gateway and not country.border:
+        raise InvalidTopology(f"{r.where('gateway')} is only for an external NCP, which needs a 'border'")
+    for i, p in enumerate(country.pacs):
+        if country.external and not p.backend.startswith(("http://", "https://")):
+            raise InvalidTopology(
+                f"{r.where(f'pacs[{i}].backend')}: an external NCP declares its PACS by DICOMweb base URL"
+            )
+
+
+def _pki_dir(r: _Reader) -> Path | None:
+    value = r.opt_str("pki_dir")
+    if value is None:
+        return None
+    path = Path(value)
+    if not (path / "registry.json").is_file():
+        raise InvalidTopology(
+            f"{r.where('pki_dir')}: {path} is not a test PKI (no registry.json); see xcwado pki"
+        )
+    return path
 
 
 def _faults(r: _Reader) -> Faults:

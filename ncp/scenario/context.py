@@ -18,7 +18,6 @@ from ncp.errors import InvalidTopology, NcpError
 from ncp.federation import Federation
 from ncp.model import PatientRecord, StudyRecord
 from ncp.pacs import InstanceStore
-from ncp.publish import Published
 from ncp.scenario.model import Check, Exchange, ScenarioFailed, ScenarioSkipped, Step
 from ncp.synth import CountryData, synthesize
 from ncp.topology import Endpoints, Topology
@@ -84,8 +83,9 @@ class Seeded:
     data: Mapping[str, CountryData]
 
     @classmethod
-    def of(cls, fed: Federation, published: Mapping[str, Published]) -> Seeded:
-        return cls(Target.of(fed), {code: pub.data for code, pub in published.items()})
+    def of(cls, fed: Federation) -> Seeded:
+        target = Target.of(fed)
+        return cls(target, target.synthetic_data())
 
 
 class ScenarioContext:
@@ -117,7 +117,10 @@ class ScenarioContext:
         return self.countries[1]
 
     def gateway(self, code: str) -> str:
-        return self.target.endpoints[code].gateway
+        url = self.target.endpoints[code].gateway
+        if not url:
+            raise ScenarioSkipped(f"NCP-{code} is under test from outside and declares no consumer gateway")
+        return url
 
     def hcid(self, code: str) -> str:
         return self.topology.country(code).home_community_id
