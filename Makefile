@@ -20,12 +20,13 @@ demo: $(STAMP)
 up: $(STAMP)
 	$(BIN)/xcwado up --state run/state.json
 
-# System tools the tests use (Debian): dciodvfy, Orthanc + DICOMweb plugin, nginx, docker-compose, gcc.
+# System tools the tests use (Debian): dciodvfy, Orthanc + DICOMweb plugin, nginx, docker-compose, gcc,
+# chromium (headless, renders the HTML report).
 system-deps:
 	@command -v dciodvfy >/dev/null && command -v Orthanc >/dev/null && command -v nginx >/dev/null \
-	  && command -v docker-compose >/dev/null && command -v gcc >/dev/null || \
+	  && command -v docker-compose >/dev/null && command -v gcc >/dev/null && command -v chromium >/dev/null || \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-	      dicom3tools orthanc orthanc-dicomweb nginx-light docker-compose gcc >/dev/null; }
+	      dicom3tools orthanc orthanc-dicomweb nginx-light docker-compose gcc chromium >/dev/null; }
 
 lint: $(STAMP)
 	$(BIN)/ruff check ncp tests $(wildcard scenarios loadtests)

@@ -7,24 +7,37 @@ plan into ASGI apps with their settings; :mod:`ncp.federation` runs them as proc
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from ncp.gateway.app import create_border_app, create_gateway_app
 from ncp.gateway.settings import GatewaySettings
+from ncp.link.profile import FaultSpec, LinkProfile, parse_fault
 from ncp.pacs.app import PacsSettings, create_pacs_app
 from ncp.registry.app import RegistrySettings, create_registry_app
 from ncp.security.pki import FederationPki
 from ncp.server import free_port
 from ncp.topology import Country, CountryEndpoints, Endpoints, Topology, builtin_topology, load_topology
 
-__all__ = ["Plan", "Role", "build_role", "load_source", "make_plan"]
+__all__ = [
+    "Plan",
+    "RelaySpec",
+    "Role",
+    "build_relay",
+    "build_role",
+    "link_role_id",
+    "load_source",
+    "make_plan",
+]
 
 
 @dataclass(frozen=True)
 class Role:
-    """One server process: ``FR/gateway`` (two listeners), ``FR/registry/national``, ``FR/pacs/pacs-1``."""
+    """One server process: ``FR/gateway`` (two listeners), ``FR/registry/national``, ``FR/pacs/pacs-1``,
+    or an emulated link's relay ``link/FR-AT`` (see :func:`link_role_id`)."""
 
     id: str
     ports: tuple[int, ...]
@@ -35,11 +48,23 @@ class Role:
 
     @property
     def kind(self) -> str:
-        return self.id.split("/")[1]
+        head, _, rest = self.id.partition("/")
+        return head if head == "link" else rest.split("/")[0]
 
     @property
     def name(self) -> str:
         return self.id.split("/")[-1]
+
+    @property
+    def link_ends(self) -> tuple[str, str]:
+        """A link relay's (country whose border it reaches, country whose gateway calls through it)."""
+        to, _, caller = self.name.partition("-")
+        return to, caller
+
+
+def link_role_id(to: str, caller: str) -> str:
+    """The relay that carries ``caller``'s connections to ``to``'s border: ``link/FR-AT`` for AT -> FR."""
+    return f"link/{to}-{caller}"
 
 
 @dataclass(frozen=True)
@@ -51,6 +76,26 @@ class Plan:
     host: str = "127.0.0.1"
     data_plane: Literal["aiohttp", "httpx"] = "aiohttp"
     secure: bool = True  # mTLS between NCPs, tokens on every request
+    link_faults: Mapping[str, FaultSpec] = field(default_factory=dict)  # link role id -> injected fault
+
+    def role(self, role_id: str) -> Role:
+        role = next((r for r in self.roles if r.id == role_id), None)
+        if role is None:
+            raise KeyError(f"role {role_id!r} is not in the plan; known: {[r.id for r in self.roles]}")
+        return role
+
+    def endpoints_seen_from(self, code: str) -> Endpoints:
+        """What ``code``'s gateway calls: a peer's border is the relay of their link when one is emulated
+        (TCP only: TLS and its name checks pass through it untouched); its own endpoints stay real."""
+        relays = {
+            r.link_ends[0]: r.ports[0] for r in self.roles if r.kind == "link" and r.link_ends[1] == code
+        }
+        return Endpoints(
+            {
+                peer: replace(ep, border=_via(ep.border, self.host, relays[peer])) if peer in relays else ep
+                for peer, ep in self.endpoints.countries.items()
+            }
+        )
 
     @property
     def pki_dir(self) -> Path | None:
@@ -71,6 +116,7 @@ class Plan:
             "roles": {r.id: list(r.ports) for r in self.roles},
             "data_plane": self.data_plane,
             "secure": self.secure,
+            **({"link_faults": {k: str(v) for k, v in self.link_faults.items()}} if self.link_faults else {}),
         }
 
     @classmethod
@@ -83,6 +129,7 @@ class Plan:
             host=raw.get("host", "127.0.0.1"),
             data_plane=raw.get("data_plane", "aiohttp"),
             secure=raw.get("secure", True),
+            link_faults={k: parse_fault(v) for k, v in raw.get("link_faults", {}).items()},
         )
 
     def write(self, path: Path) -> None:
@@ -103,8 +150,10 @@ def make_plan(
     host: str = "127.0.0.1",
     data_plane: Literal["aiohttp", "httpx"] = "aiohttp",
     secure: bool | None = None,
+    link_faults: Mapping[str, FaultSpec] | None = None,
 ) -> Plan:
-    """Pick a free loopback port for every role; ``secure`` overrides the topology's ``security``."""
+    """Pick a free loopback port for every role; ``secure`` overrides the topology's ``security``;
+    ``link_faults`` (link role id -> fault) break links, unshaped ones included (they get a relay)."""
     topology = load_source(source)
     secure = topology.security if secure is None else secure
     scheme = "https" if secure else "http"
@@ -138,7 +187,28 @@ def make_plan(
             registries=registries,
             pacs=pacs,
         )
-    return Plan(source, run_dir, Endpoints(endpoints), tuple(roles), host, data_plane, secure)
+    faults = dict(link_faults or {})
+    roles += [Role(rid, (free_port(host),)) for rid in _relayed_links(topology, faults)]
+    return Plan(source, run_dir, Endpoints(endpoints), tuple(roles), host, data_plane, secure, faults)
+
+
+def _relayed_links(topology: Topology, faults: Mapping[str, FaultSpec]) -> list[str]:
+    """Relay role ids, one per direction of every shaped or faulted link whose caller runs here; an
+    unshaped link gets none, so the default topologies pay nothing."""
+    wanted = set(faults)
+    for link in topology.links:
+        if LinkProfile.from_topology(link).shaped:
+            wanted |= {link_role_id(link.a, link.b), link_role_id(link.b, link.a)}
+    relayed = []
+    for rid in sorted(wanted):
+        to, caller = Role(rid, ()).link_ends
+        if not rid.startswith("link/") or to == caller or not {to, caller} <= set(topology.countries):
+            raise ValueError(f"{rid!r} is not a link between two countries of the topology (link/FR-AT)")
+        if not topology.country(caller).external:
+            relayed.append(rid)
+        elif rid in faults:
+            raise ValueError(f"{rid!r}: {caller} runs elsewhere, its gateway cannot be sent through a relay")
+    return relayed
 
 
 def _external_endpoints(country: Country) -> CountryEndpoints:
@@ -157,11 +227,50 @@ def _base(url: str) -> str:
     return url if url.endswith("/") else url + "/"
 
 
+def _via(url: str, host: str, port: int) -> str:
+    return urlsplit(url)._replace(netloc=f"{host}:{port}").geturl()
+
+
+@dataclass(frozen=True)
+class RelaySpec:
+    """One direction of an emulated link: a TCP relay from its loopback port to a peer's border."""
+
+    listen: tuple[str, int]
+    target: tuple[str, int]
+    profile: LinkProfile
+
+    def argv(self) -> list[str]:
+        """The arguments of ``python -m ncp.link.relay`` that run this relay."""
+        p = self.profile
+        args = ["--listen", "{}:{}".format(*self.listen), "--target", "{}:{}".format(*self.target)]
+        args += ["--rtt-ms", str(p.rtt_ms), "--bandwidth-mbit", str(p.bandwidth_mbit)]
+        args += ["--jitter-ms", str(p.jitter_ms)]
+        return args + (["--fault", str(p.fault)] if p.fault else [])
+
+
+def build_relay(plan: Plan, role_id: str) -> RelaySpec:
+    """The relay of a ``link/...`` role: the topology's link shape plus the plan's fault for it."""
+    role = plan.role(role_id)
+    to, caller = role.link_ends
+    link = plan.topology.link(to, caller)
+    fault = plan.link_faults.get(role_id)
+    profile = LinkProfile.from_topology(link, fault) if link else LinkProfile(fault=fault)
+    border = urlsplit(plan.endpoints[to].border)
+    port = border.port or (443 if border.scheme == "https" else 80)
+    return RelaySpec((plan.host, role.ports[0]), (border.hostname or plan.host, port), profile)
+
+
+# Peer gateways pool their connections to a border for 15 s (aiohttp's keep-alive). A border that closed
+# them sooner (uvicorn's default is 5 s) races a peer reusing one: its request crosses the FIN and is lost,
+# and over a link the race window is a whole round trip (seen as 502s in the emulated-link benchmark).
+BORDER_KEEP_ALIVE_S = 30
+
+
 def build_role(plan: Plan, role_id: str) -> list[tuple[Any, int, dict[str, Any]]]:
     """The ASGI apps of one role, each with its port and uvicorn options (TLS for a secure border)."""
-    role = next((r for r in plan.roles if r.id == role_id), None)
-    if role is None:
-        raise KeyError(f"role {role_id!r} is not in the plan; known: {[r.id for r in plan.roles]}")
+    role = plan.role(role_id)
+    if role.kind == "link":
+        raise KeyError(f"{role_id!r} is a link relay, not an app: see build_relay")
     topology = plan.topology
     country = topology.country(role.country)
     state_dir = plan.run_dir / role.country
@@ -170,7 +279,7 @@ def build_role(plan: Plan, role_id: str) -> list[tuple[Any, int, dict[str, Any]]
         settings = GatewaySettings(
             topology,
             role.country,
-            plan.endpoints,
+            plan.endpoints_seen_from(role.country),
             data_plane=plan.data_plane,
             pki_dir=plan.pki_dir,
             audit_db=state_dir / "audit.sqlite",
@@ -178,7 +287,7 @@ def build_role(plan: Plan, role_id: str) -> list[tuple[Any, int, dict[str, Any]]
         tls = FederationPki.load(plan.pki_dir).uvicorn_options(role.country) if plan.pki_dir else {}
         return [
             (create_gateway_app(settings), role.ports[0], {}),
-            (create_border_app(settings), role.ports[1], tls),
+            (create_border_app(settings), role.ports[1], {**tls, "timeout_keep_alive": BORDER_KEEP_ALIVE_S}),
         ]
     if role.kind == "registry":
         registry = RegistrySettings(

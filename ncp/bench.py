@@ -5,6 +5,9 @@ study's bytes from a file, the PACS directly, one gateway (NCP-A's border, RAD-1
 two gateways (NCP-B -> NCP-A), for each data-plane client (aiohttp, httpx). Study level (one
 request) and per instance (N requests, C concurrent). Ratios are what to compare; absolute
 numbers depend on the machine (client, gateways and PACS share its cores).
+
+The emulated-link section (``--link-only`` runs it alone) puts a shaped FR-AT link (``ncp.link`` relay,
+30 ms RTT / 100 Mbit by default) between the gateways and compares retrieval times with the link's floor.
 """
 
 from __future__ import annotations
@@ -22,7 +25,9 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
+from typing import Literal
 
 import aiohttp
 import httpx
@@ -33,6 +38,7 @@ from ncp.dicom.kos import build_manifest, to_part10
 from ncp.dicom.multipart import encode_multipart_bytes, multipart_content_type, new_boundary
 from ncp.dicom.uids import deterministic_uid
 from ncp.federation import Federation
+from ncp.link import LinkProfile
 from ncp.mhd import provide_document_bundle
 from ncp.model import InstanceRecord, StudyRecord
 from ncp.orthanc import OrthancConfig, orthanc_available, run_orthanc
@@ -386,6 +392,115 @@ def requester_pull(directory: Path, base: str, study: BigStudy) -> float:
             time.sleep(0.05)
 
 
+# The issue's goals: a whole study within 10 % of the floor, per instance at 16 users >= 90 % of the link.
+LinkGoal = Literal["floor", "fill"]
+
+
+@dataclass
+class LinkRow:
+    """One measurement over the emulated link against its floor: the payload at the link's rate plus the
+    round trips the exchange needs (1 on pooled connections: the request out, the first byte back; 3 on new
+    ones: the TCP and TLS 1.3 handshakes first)."""
+
+    path: str
+    payload: int  # HTTP body bytes received
+    seconds: float
+    floor_s: float
+    serialise_s: float  # the payload at the link's rate
+    goal: LinkGoal
+
+    @classmethod
+    def over(
+        cls, profile: LinkProfile, path: str, payload: int, seconds: float, round_trips: int, goal: LinkGoal
+    ) -> LinkRow:
+        floor, serialise = profile.floor_s(payload, round_trips), profile.floor_s(payload, 0)
+        return cls(path, payload, seconds, floor, serialise, goal)
+
+    @property
+    def fill(self) -> float:
+        """The share of the link's rate the payload used."""
+        return self.serialise_s / self.seconds
+
+    @property
+    def met(self) -> bool:
+        return self.seconds <= 1.1 * self.floor_s if self.goal == "floor" else self.fill >= 0.9
+
+    @property
+    def goal_text(self) -> str:
+        return "time <= 1.10 x floor" if self.goal == "floor" else "link fill >= 90 %"
+
+
+def shaped_default(work: Path, rtt_ms: float, mbit: float) -> Path:
+    """The default topology (mTLS + tokens) with its FR-AT link shaped, written to ``work``."""
+    text = resources.files("ncp.topologies").joinpath("default.toml").read_text()
+    shaped = text.replace("rtt_ms = 0", f"rtt_ms = {rtt_ms}").replace(
+        "bandwidth_mbit = 0", f"bandwidth_mbit = {mbit}"
+    )
+    if shaped.count(f"rtt_ms = {rtt_ms}") != 1 or shaped.count(f"bandwidth_mbit = {mbit}") != 1:
+        raise RuntimeError("the default topology no longer declares one unshaped FR-AT link")
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "topology.toml").write_text(shaped)
+    return work / "topology.toml"
+
+
+async def whole_study(url: str, repeat: int, headers: dict[str, str]) -> tuple[int, float]:
+    """(body bytes, median seconds) of a study-level GET, after a warm-up that opens every connection."""
+    async with aiohttp.ClientSession(auto_decompress=False) as session:
+        await _fetch(session, url, headers)
+        runs = [await _fetch(session, url, headers) for _ in range(repeat)]
+    return runs[0][0], statistics.median(total for _, _, total in runs)
+
+
+def link_rows(args: argparse.Namespace, work: Path) -> list[LinkRow]:
+    """NCP-B -> emulated FR-AT link -> NCP-A (processes, mTLS + tokens): whole study and per instance."""
+    profile = LinkProfile(rtt_ms=args.link_rtt_ms, bandwidth_mbit=args.link_mbit)
+    topology = shaped_default(work, profile.rtt_ms, profile.bandwidth_mbit)
+    with Federation(str(topology), work / "run", mode="process") as fed:
+        fr, at = fed.plan.endpoints["FR"], fed.plan.endpoints["AT"]
+        rluid, pacs = next(iter(fr.pacs.items()))
+        study = make_study(pacs, rluid, args.link_instances, args.instance_kb)
+        publish_manifest(fed, study)
+        headers = treatment_headers(fed, study)
+        url = f"{at.gateway}/wado/homeCommunityId/{fr.home_community_id}/RetrieveLocationUID/{rluid}"
+        url += f"/studies/{study.study}"
+        size, seconds = asyncio.run(whole_study(url, args.repeat, headers))
+        rows = [LinkRow.over(profile, "whole study", size, seconds, 1, "floor")]
+        inst_urls = [f"{url}/series/{study.series}/instances/{u}" for u in study.instances]
+        users = args.concurrency
+        # The first run opens the users' connections across the link, the next ones find them pooled.
+        rows.append(link_per_instance(profile, inst_urls, headers, users, 3))
+        pooled = [link_per_instance(profile, inst_urls, headers, users, 1) for _ in range(args.repeat)]
+        rows.append(sorted(pooled, key=lambda r: r.seconds)[len(pooled) // 2])
+    return rows
+
+
+def link_per_instance(
+    profile: LinkProfile, urls: list[str], headers: dict[str, str], users: int, round_trips: int
+) -> LinkRow:
+    mbps, per_s, _ = asyncio.run(per_instance(urls, users, headers))
+    elapsed = len(urls) / per_s
+    connections = "new" if round_trips > 1 else "pooled"
+    path = f"per instance x{users}, {connections} connections"
+    return LinkRow.over(profile, path, int(mbps * 1e6 * elapsed), elapsed, round_trips, "fill")
+
+
+def render_link(rows: list[LinkRow], args: argparse.Namespace) -> str:
+    lines = [
+        f"emulated FR-AT link {args.link_rtt_ms:g} ms RTT / {args.link_mbit:g} Mbit/s, NCP-B -> NCP-A "
+        f"(mTLS + tokens); study {args.link_instances} instances x ~{args.instance_kb} KB; median of "
+        f"{args.repeat}; floor = payload x 8 / bandwidth + RTTs (1 on pooled connections, 3 on new ones)",
+        "",
+        "| path | payload MB | time s | floor s | time / floor | link fill | goal | met |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r.path} | {r.payload / 1e6:.1f} | {r.seconds:.2f} | {r.floor_s:.2f} "
+            f"| {r.seconds / r.floor_s:.3f} | {r.fill:.1%} | {r.goal_text} | {'yes' if r.met else 'NO'} |"
+        )
+    return "\n".join(lines)
+
+
 def render(rows: list[Row], args: argparse.Namespace) -> str:
     direct = {r.level: r for r in rows if r.path == "PACS direct"}
     lines = [
@@ -419,8 +534,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-orthanc", dest="orthanc", action="store_false", help="skip the Orthanc rows")
     parser.add_argument("--no-mtls", dest="mtls", action="store_false", help="skip the mTLS + token run")
     parser.add_argument("--clients", nargs="+", default=["aiohttp", "httpx"], choices=["aiohttp", "httpx"])
+    link = parser.add_mutually_exclusive_group()
+    link.add_argument("--link-only", action="store_true", help="only the emulated-link section")
+    link.add_argument("--no-link", dest="link", action="store_false", help="skip the emulated-link section")
+    parser.add_argument("--link-instances", type=int, default=100, help="study size over the emulated link")
+    parser.add_argument("--link-rtt-ms", type=float, default=30.0)
+    parser.add_argument("--link-mbit", type=float, default=100.0)
     args = parser.parse_args(argv)
-    print(render(run(args), args))
+    if not args.link_only:
+        print(render(run(args), args), end="\n\n" if args.link else "\n")
+    if args.link:
+        with tempfile.TemporaryDirectory(prefix="xcwado-bench-link-") as tmp:
+            print(render_link(link_rows(args, Path(tmp)), args))
     return 0
 
 

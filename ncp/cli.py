@@ -19,7 +19,7 @@ __all__ = ["main"]
 
 
 def _source(value: str) -> str:
-    """A topology file path, or the name of a shipped topology (``default``, ``three-country``)."""
+    """A topology file path, or the name of a shipped topology (``default``, ``three-country``, ``wan``)."""
     if value.startswith("builtin:") or value.endswith(".toml") or "/" in value:
         return value
     return f"builtin:{value}"
@@ -272,6 +272,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    head = next((i for i, a in enumerate(argv) if a not in ("-v", "--verbose")), len(argv))
+    if argv[head : head + 1] == ["load"]:
+        # Everything after `load` is loadtests/run.py's, --help included: argparse's REMAINDER
+        # would reject a leading option (`xcwado load --state FILE` failed with "unrecognized").
+        logging.basicConfig(level=logging.INFO if head else logging.WARNING)
+        return cmd_load(argparse.Namespace(load_args=argv[head + 1 :]))
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
     try:

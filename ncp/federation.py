@@ -1,7 +1,8 @@
 """Start and stop a whole topology: every role on its own loopback port, health-checked.
 
 Roles run as child processes (``xcwado up``, the demo) or as uvicorn threads in this process
-(tests); both go through :func:`ncp.app.build_role`, so they exercise the same code.
+(tests); both go through :func:`ncp.app.build_role`, so they exercise the same code. The relays of
+emulated links (:func:`ncp.app.build_relay`) run as ``python -m ncp.link.relay`` or in a thread.
 """
 
 from __future__ import annotations
@@ -10,17 +11,20 @@ import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager, ExitStack, contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
 import httpx
 
-from ncp.app import Plan, build_role, make_plan
+from ncp.app import Plan, Role, build_relay, build_role, make_plan
+from ncp.link import FaultSpec, RelayThread
 from ncp.orthanc import OrthancConfig, run_orthanc
 from ncp.security.pki import FederationPki
 from ncp.server import serve_in_thread
@@ -43,14 +47,16 @@ class Federation:
         mode: Mode = "process",
         data_plane: Literal["aiohttp", "httpx"] = "aiohttp",
         secure: bool | None = None,
+        link_faults: Mapping[str, FaultSpec] | None = None,
     ) -> None:
         run_dir.mkdir(parents=True, exist_ok=True)
-        self.plan = make_plan(source, run_dir, data_plane=data_plane, secure=secure)
+        self.plan = make_plan(source, run_dir, data_plane=data_plane, secure=secure, link_faults=link_faults)
         if self.plan.pki_dir is not None and not (self.plan.pki_dir / "registry.json").exists():
             FederationPki.create(self.plan.pki_dir, list(self.plan.endpoints.countries), host=self.plan.host)
         self.pids: dict[str, int] = {}
+        self.relays: dict[str, RelayThread] = {}  # thread mode: link relays by role id, for their counters
         self.mode = mode
-        self._stack = ExitStack()
+        self._roles: dict[str, ExitStack] = {}
         self.catalogue: dict[str, Any] = {"patients": []}
 
     @property
@@ -69,24 +75,79 @@ class Federation:
         self.stop()
 
     def start(self, timeout: float = 60.0) -> None:
-        plan_file = self.plan.run_dir / "plan.json"
-        self.plan.write(plan_file)
+        self.plan.write(self.plan.run_dir / "plan.json")
         for role in self.plan.roles:
-            if role.kind == "orthanc":
+            self._roles[role.id] = self._start_role(role)
+        self.wait_healthy(timeout)
+
+    def _start_role(self, role: Role) -> ExitStack:
+        stack = ExitStack()
+        try:
+            if role.kind == "link":
+                stack.enter_context(self._relay(role))
+            elif role.kind == "orthanc":
                 config = OrthancConfig(
                     self.plan.run_dir / role.country / f"orthanc-{role.name}", role.ports[0]
                 )
-                self._stack.enter_context(run_orthanc(config))
+                stack.enter_context(run_orthanc(config))
             elif self.mode == "process":
-                proc = self._stack.enter_context(_process(plan_file, role.id, self.plan.run_dir))
+                plan_file = self.plan.run_dir / "plan.json"
+                proc = stack.enter_context(_process(plan_file, role.id, self.plan.run_dir))
                 self.pids[role.id] = proc.pid
             else:
                 for app, port, options in build_role(self.plan, role.id):
-                    self._stack.enter_context(serve_in_thread(app, host=self.plan.host, port=port, **options))
-        self.wait_healthy(timeout)
+                    stack.enter_context(serve_in_thread(app, host=self.plan.host, port=port, **options))
+        except BaseException:
+            stack.close()
+            raise
+        return stack
+
+    @contextmanager
+    def _relay(self, role: Role) -> Iterator[None]:
+        """An emulated link between two gateways: ``python -m ncp.link.relay`` or a relay thread."""
+        spec = build_relay(self.plan, role.id)
+        if self.mode == "process":
+            with _child(["ncp.link.relay", *spec.argv()], role.id, self.plan.run_dir) as proc:
+                self.pids[role.id] = proc.pid
+                yield
+            return
+        with RelayThread(*spec.listen, *spec.target, spec.profile) as relay:
+            self.relays[role.id] = relay
+            try:
+                yield
+            finally:
+                del self.relays[role.id]
+
+    @contextmanager
+    def role_down(self, role_id: str, timeout: float = 60.0) -> Iterator[None]:
+        """An outage: the role is stopped for the block, then started again on the same ports."""
+        role = next((r for r in self.plan.roles if r.id == role_id), None)
+        if role is None or role_id not in self._roles:
+            raise KeyError(f"no running role {role_id!r}; roles: {sorted(self._roles)}")
+        self._roles.pop(role_id).close()
+        try:
+            yield
+        finally:
+            self._roles[role_id] = self._start_role(role)
+            self.wait_healthy(timeout)
+
+    @contextmanager
+    def link_fault(self, role_id: str, fault: FaultSpec) -> Iterator[None]:
+        """A broken link for the block (thread mode): connections open on it are reset, every one opened
+        meanwhile has ``fault``; the link's own shape comes back after."""
+        relay = self.relays.get(role_id)
+        if relay is None:
+            raise KeyError(f"no relay {role_id!r} runs in this process; relays: {sorted(self.relays)}")
+        shape = relay.relay.profile
+        relay.set_profile(replace(shape, fault=fault), drop=True)
+        try:
+            yield
+        finally:
+            relay.set_profile(shape, drop=True)
 
     def stop(self) -> None:
-        self._stack.close()
+        while self._roles:
+            self._roles.popitem()[1].close()  # last started, first stopped
 
     def health_urls(self) -> list[str]:
         """Every listener but secure borders (they take only NCP client certificates)."""
@@ -99,22 +160,28 @@ class Federation:
         urls = [
             f"http://{self.plan.host}:{port}"
             for role in self.plan.roles
-            if role.kind != "orthanc"
+            if role.kind not in ("orthanc", "link")  # a link relays TCP to a border: see relay_addresses
             for port in role.ports
         ]
         return [f"{u}/health" for u in urls if u.replace("http://", "https://") not in borders]
 
+    def relay_addresses(self) -> list[str]:
+        """Link relays, probed by a TCP connect; a link set to refuse is working when it refuses."""
+        refusing = {rid for rid, fault in self.plan.link_faults.items() if fault.mode == "refuse"}
+        return [
+            f"tcp://{self.plan.host}:{role.ports[0]}"
+            for role in self.plan.roles
+            if role.kind == "link" and role.id not in refusing
+        ]
+
     def wait_healthy(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        pending = set(self.health_urls())
+        pending = set(self.health_urls()) | set(self.relay_addresses())
         with httpx.Client(timeout=2.0) as client:
             while pending:
                 for url in sorted(pending):
-                    try:
-                        if client.get(url).status_code == 200:
-                            pending.discard(url)
-                    except httpx.HTTPError:
-                        pass
+                    if _healthy(client, url):
+                        pending.discard(url)
                 if pending and time.monotonic() > deadline:
                     raise RuntimeError(f"roles not healthy after {timeout:g} s: {sorted(pending)}")
                 if pending:
@@ -128,6 +195,18 @@ class Federation:
         path.write_text(json.dumps(self.state(), indent=2))
 
 
+def _healthy(client: httpx.Client, url: str) -> bool:
+    """``/health`` answers 200; a ``tcp://`` relay accepts a connection (it carries TLS, not HTTP)."""
+    try:
+        if url.startswith("tcp://"):
+            host, _, port = url.removeprefix("tcp://").rpartition(":")
+            socket.create_connection((host, int(port)), timeout=2.0).close()
+            return True
+        return client.get(url).status_code == 200
+    except (httpx.HTTPError, OSError):
+        return False
+
+
 def state_document(plan: Plan, catalogue: dict[str, Any]) -> dict[str, Any]:
     """The state file (ARCHITECTURE §8, contract): where every role listens, what it holds, how to get in."""
     return {
@@ -136,7 +215,26 @@ def state_document(plan: Plan, catalogue: dict[str, Any]) -> dict[str, Any]:
         "countries": plan.endpoints.to_json(),
         "catalogue": catalogue,
         "security": security_document(plan),
+        "links": links_document(plan),
     }
+
+
+def links_document(plan: Plan) -> dict[str, Any]:
+    """The emulated links: where each relay listens, the border it reaches and what it does to bytes."""
+    links = {}
+    for role in plan.roles:
+        if role.kind == "link":
+            spec = build_relay(plan, role.id)
+            p = spec.profile
+            links[role.id] = {
+                "listen": "{}:{}".format(*spec.listen),
+                "target": "{}:{}".format(*spec.target),
+                "rtt_ms": p.rtt_ms,
+                "bandwidth_mbit": p.bandwidth_mbit,
+                "jitter_ms": p.jitter_ms,
+                "fault": str(p.fault) if p.fault else None,
+            }
+    return links
 
 
 def security_document(plan: Plan) -> dict[str, Any]:
@@ -182,14 +280,19 @@ def security_document(plan: Plan) -> dict[str, Any]:
     }
 
 
+def _process(plan_file: Path, role_id: str, run_dir: Path) -> AbstractContextManager[subprocess.Popen[bytes]]:
+    # the container entrypoint's command (docker/Dockerfile): one code path for both
+    return _child(["ncp.cli", "serve-role", "--plan", str(plan_file), "--role", role_id], role_id, run_dir)
+
+
 @contextmanager
-def _process(plan_file: Path, role_id: str, run_dir: Path) -> Iterator[subprocess.Popen[bytes]]:
+def _child(module_args: list[str], role_id: str, run_dir: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """``python -m MODULE ARGS`` logging to ``logs/<role>.log``, stopped with SIGTERM."""
     log_path = run_dir / "logs" / (role_id.replace("/", "-") + ".log")
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as out:
         proc = subprocess.Popen(
-            # the container entrypoint's command (docker/Dockerfile): one code path for both
-            [sys.executable, "-m", "ncp.cli", "serve-role", "--plan", str(plan_file), "--role", role_id],
+            [sys.executable, "-m", *module_args],
             stdout=out,
             stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},

@@ -71,7 +71,7 @@ async def publish_country(
     for patient in data.patients:
         by_registry: dict[str, list[tuple[dict[str, Any], list[tuple[str, bytes]]]]] = {}
         for study in (s for s in data.studies if s.patient == patient):
-            docs = by_registry.setdefault(_registry_of(country, study), [])
+            docs = by_registry.setdefault(country.registry_of(study.series[0].retrieve_location_uid), [])
             docs.append(manifest_document(country, study, manifests[study.study_instance_uid]))
             report = data.report(study)
             if report is not None and study.publication == "A":
@@ -81,12 +81,6 @@ async def publish_country(
             bundle = provide_document_bundle(patient, docs, source_oid=country.home_community_id)
             await _post(client, ep.registries[reg_id], bundle)
     return Published(data, encoding, manifests, frozenset(reports))
-
-
-def _registry_of(country: Country, study: StudyRecord) -> str:
-    """Architecture B: the regional registry that indexes the PACS holding the study."""
-    pacs = country.pacs_by_rluid(study.series[0].retrieve_location_uid)
-    return (pacs.registry if pacs and pacs.registry else None) or country.registries[0].id
 
 
 def manifest_document(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import os
 import socket
 import threading
 import time
@@ -14,10 +16,25 @@ import uvicorn
 __all__ = ["free_port", "serve_in_thread"]
 
 
+# Ports are handed out below the kernel's ephemeral range (32768-60999 here): a port that
+# bind(0) returned can be taken as the source port of an outgoing connection before its server
+# binds it (seen in CI as "address already in use"). The counter is process-wide because the
+# ports are; it starts at a per-process offset so that concurrent processes rarely meet.
+_LOW, _HIGH = 20000, 32000
+_candidates = itertools.count((os.getpid() * 7919) % (_HIGH - _LOW))
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+    """A port that nothing on ``host`` listens on and that no outgoing connection will take."""
+    for _ in range(_HIGH - _LOW):
+        port = _LOW + next(_candidates) % (_HIGH - _LOW)
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port on {host} in {_LOW}-{_HIGH}")
 
 
 @contextmanager

@@ -91,6 +91,11 @@ class Country:
     def pacs_by_rluid(self, rluid: str) -> Pacs | None:
         return next((p for p in self.pacs if p.retrieve_location_uid == rluid), None)
 
+    def registry_of(self, rluid: str) -> str:
+        """The registry that indexes a PACS's studies: its region (architecture B), else the central one."""
+        pacs = self.pacs_by_rluid(rluid)
+        return (pacs.registry if pacs and pacs.registry else None) or self.registries[0].id
+
 
 @dataclass(frozen=True)
 class Link:
@@ -154,7 +159,7 @@ def load_topology(path: str | Path) -> Topology:
 
 
 def builtin_topology(name: str = "default") -> Topology:
-    """One of the topologies shipped in ``ncp/topologies`` (``default``, ``three-country``)."""
+    """One of the topologies shipped in ``ncp/topologies`` (``default``, ``three-country``, ``wan``)."""
     text = resources.files("ncp.topologies").joinpath(f"{name}.toml").read_text()
     return parse_topology(tomllib.loads(text), source=f"builtin:{name}")
 

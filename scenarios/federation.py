@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
+
+from ncp.codes import TYPE_MANIFEST
+from ncp.consumer.documents import DocumentEntry
 from ncp.scenario.context import ScenarioContext
 from ncp.scenario.model import scenario
-from ncp.scenario.steps import find_manifest
+from ncp.scenario.steps import find_manifest, summary
 
 _THREE = "builtin:three-country"
+_WAN = "builtin:wan"
 
 
 @scenario(
@@ -71,3 +76,87 @@ def every_pair(ctx: ScenarioContext) -> None:
             with ctx.step(f"NCP-{b} retrieves from NCP-{a}"):
                 r = consumer.retrieve_images(ctx.hcid(a), consumer.retrieve_manifest(entry))
                 ctx.check(f"{b} <- {a} complete", r.complete, f"{r.instances}/{r.expected}", mcwg=("1.7.1",))
+
+
+@scenario(
+    "FD-003",
+    "Architecture B, one region down: the others' documents and an OperationOutcome",
+    tags=("federation", "architecture-b", "three-country", "upstream"),
+    mcwg=("1.2.5",),
+    transactions=("ITI-67",),
+    topology=_THREE,
+)
+def region_down(ctx: ScenarioContext) -> None:
+    """A regional registry is unreachable: the responding NCP still answers with what the other regions
+    hold and reports the failed region as an OperationOutcome entry (search.mode = outcome)."""
+    b = next((c for c in ctx.countries if ctx.topology.country(c).architecture == "B"), None)
+    ctx.require(b is not None, "the topology has an architecture-B country")
+    assert b is not None
+    country = ctx.topology.country(b)
+    down = country.registries[-1].id
+    other = next(c for c in ctx.countries if c != b)
+    patient = ctx.data[b].patients[0]
+    studies = [s for s in ctx.studies(b) if s.patient == patient]
+    alive = sorted(
+        s.study_instance_uid
+        for s in studies
+        if country.registry_of(s.series[0].retrieve_location_uid) != down
+    )
+    consumer = ctx.consumer(other, patient)
+    with ctx.outage(f"{b}/registry/{down}"), ctx.step(f"NCP-{other} searches while region {down} is down"):
+        r = ctx.http(
+            "GET",
+            f"{ctx.gateway(other)}/fhir/DocumentReference",
+            headers={**consumer.headers, "Accept": "application/fhir+json"},
+            params={
+                "patient.identifier": f"urn:oid:{patient.issuer}|{patient.id}",
+                "status": "current",
+                "type": TYPE_MANIFEST.token(),
+            },
+        )
+        ctx.require(r.status_code == 200, f"a searchset despite the outage (got {r.status_code})")
+        entries = r.json().get("entry", [])
+        matches = [e["resource"] for e in entries if e.get("search", {}).get("mode") != "outcome"]
+        outcomes = [e["resource"] for e in entries if e.get("search", {}).get("mode") == "outcome"]
+        found = sorted(DocumentEntry.from_resource(d).study_instance_uid or "" for d in matches)
+        ctx.check(
+            "the other regions' manifests are found",
+            found == alive,
+            f"{len(found)} found, {len(alive)} expected",
+            mcwg=("1.2.5",),
+        )
+        text = json.dumps(outcomes)
+        ctx.check(
+            "an OperationOutcome entry names the region that failed",
+            any(o.get("resourceType") == "OperationOutcome" for o in outcomes) and down in text,
+            text[:200],
+        )
+
+
+@scenario(
+    "FD-004",
+    "Three steps across a 30 ms wide-area link",
+    tags=("federation", "link"),
+    mcwg=("1.7.1",),
+    transactions=("ITI-67", "ITI-68", "RAD-160"),
+    topology=_WAN,
+)
+def across_a_wide_area_link(ctx: ScenarioContext) -> None:
+    """The gateways talk through the topology's emulated link (30 ms round trip, 100 Mbit/s, jitter):
+    the whole study arrives, and every image request pays at least the link's round trip."""
+    a, b = ctx.source, ctx.treatment
+    link = ctx.topology.link(a, b)
+    ctx.require(link is not None and link.rtt_ms > 0, f"the topology shapes the {a}-{b} link")
+    assert link is not None
+    study = ctx.studies(a)[0]
+    consumer = ctx.consumer(b, study.patient)
+    manifest = consumer.retrieve_manifest(find_manifest(ctx, consumer, study))
+    with ctx.step(f"RAD-160 across the {a}-{b} link ({link.rtt_ms:g} ms, {link.bandwidth_mbit:g} Mbit/s)"):
+        r = consumer.retrieve_images(ctx.hcid(a), manifest)
+        ctx.check("every instance arrived", r.complete, summary(r), mcwg=("1.7.1",))
+        fastest = min(s.ttfb for s in r.series)
+        ctx.check(
+            "every image request waited at least one round trip for its first byte",
+            fastest >= link.rtt_ms / 1000,
+            f"fastest first byte {fastest * 1000:.1f} ms",
+        )

@@ -7,9 +7,10 @@ from datetime import timedelta
 
 import httpx
 
+from ncp.link import FaultSpec
 from ncp.scenario.context import ScenarioContext
 from ncp.scenario.model import ScenarioSkipped, scenario
-from ncp.scenario.steps import DICOM_MULTIPART, auth_headers, xc_url
+from ncp.scenario.steps import DICOM_MULTIPART, auth_headers, find_manifest, summary, xc_url
 from ncp.security.pki import FederationPki
 
 _UNKNOWN_OID = "2.999.999.999.1"
@@ -277,3 +278,72 @@ def unknown_issuer(ctx: ScenarioContext) -> None:
             params={"patient.identifier": f"urn:oid:{_UNKNOWN_OID}|X", "status": "current"},
         )
         _refused(ctx, r, (403, 404), "unknown issuer")
+
+
+@scenario(
+    "NG-012",
+    "Source PACS down: 502 + Warning, never a short study",
+    tags=("negative", "xc-wado", "upstream"),
+    transactions=("RAD-160",),
+)
+def pacs_down(ctx: ScenarioContext) -> None:
+    """The responding gateway cannot reach the PACS: the error reaches the consumer before any DICOM
+    byte, with a Warning (ARCHITECTURE §5), and the consumer reports a failure, not a study."""
+    study = ctx.studies(ctx.source)[0]
+    pacs = ctx.topology.country(ctx.source).pacs_by_rluid(study.series[0].retrieve_location_uid)
+    ctx.require(pacs is not None, "the study's PACS is in the topology")
+    assert pacs is not None
+    kind = {"embedded": "pacs", "orthanc": "orthanc"}.get(pacs.backend)
+    if kind is None:
+        raise ScenarioSkipped(f"PACS {pacs.id} runs outside the federation: no outage can be caused")
+    consumer = ctx.consumer(ctx.treatment, study.patient)
+    manifest = consumer.retrieve_manifest(find_manifest(ctx, consumer, study))
+    with ctx.outage(f"{ctx.source}/{kind}/{pacs.id}"), ctx.step(f"RAD-160 while PACS {pacs.id} is down"):
+        r = ctx.http("GET", xc_url(ctx, ctx.treatment, study), headers=auth_headers(consumer))
+        _refused(ctx, r, (502, 503, 504), "upstream unavailable")
+        retrieval = consumer.retrieve_images(ctx.hcid(ctx.source), manifest)
+        hit = [s for s in retrieval.series if study.series[0].series_instance_uid in s.url]
+        ctx.check(
+            "the consumer reports the series as failed, with nothing received",
+            bool(hit) and all(s.error and not s.received for s in hit) and not retrieval.complete,
+            summary(retrieval),
+        )
+    with ctx.step(f"PACS {pacs.id} back: the same request succeeds"):
+        r = ctx.http("GET", xc_url(ctx, ctx.treatment, study), headers=auth_headers(consumer))
+        ctx.check("200 once the PACS is back", r.status_code == 200, f"got {r.status_code}")
+
+
+# More than the TLS handshake and a response's headers from NCP-A, less than a series of two 16 KB instances.
+_CUT_AFTER = 20_000
+
+
+@scenario(
+    "NG-013",
+    "Link cut mid-stream: a failure, never a short study",
+    tags=("negative", "xc-wado", "upstream", "link"),
+    transactions=("RAD-160",),
+    topology="builtin:wan",
+)
+def link_cut_mid_stream(ctx: ScenarioContext) -> None:
+    """The link from NCP-B to NCP-A resets every connection after 20 KB from NCP-A, so a series is cut
+    after its 200 and first bytes reached the consumer. The initiating gateway must abort its response
+    (ARCHITECTURE §5) and the consumer report the series as failed, never as a shorter success; once
+    the link is mended, the same retrieval is complete."""
+    a, b = ctx.source, ctx.treatment
+    several = "with a series of several instances"
+    study = ctx.study(a, lambda s: any(len(x.instances) > 1 for x in s.series), several)
+    consumer = ctx.consumer(b, study.patient)
+    manifest = consumer.retrieve_manifest(find_manifest(ctx, consumer, study))
+    cut_link = ctx.link_fault(a, b, FaultSpec("reset", _CUT_AFTER))
+    with cut_link, ctx.step(f"RAD-160 while the {a}-{b} link resets after {_CUT_AFTER} bytes"):
+        retrieval = consumer.retrieve_images(ctx.hcid(a), manifest)
+        cut = [s for s in retrieval.series if not s.complete]
+        ctx.check("series are cut", bool(cut) and not retrieval.complete, summary(retrieval))
+        ctx.check(
+            "a cut after the 200 is an error at the consumer, not a shorter series",
+            any(s.status == 200 for s in cut) and all(s.error for s in cut),
+            "; ".join(f"{s.status} {len(s.received)}/{len(s.expected)} {s.error}" for s in cut),
+        )
+    with ctx.step("the link mended: the same retrieval is complete"):
+        again = consumer.retrieve_images(ctx.hcid(a), manifest)
+        ctx.check("every instance arrived", again.complete, summary(again))

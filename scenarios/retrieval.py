@@ -1,10 +1,21 @@
-"""RT: step 3 variants: KIN key images only, rendered JPEG, retrieveURL routing, metadata, one instance."""
+"""RT: step 3 variants: KIN key images only, rendered JPEG, retrieveURL routing, metadata, one instance,
+missing instances, and a requester-side Orthanc pulling through XC-WADO."""
 
 from __future__ import annotations
 
+import hashlib
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from ncp.dicom.kos import to_part10
+from ncp.orthanc import OrthancConfig, orthanc_available, run_orthanc
 from ncp.scenario.context import ScenarioContext
-from ncp.scenario.model import scenario
+from ncp.scenario.model import Exchange, ScenarioSkipped, scenario
 from ncp.scenario.steps import auth_headers, check_manifest, find_manifest, retrieve_all, summary
+from ncp.server import free_port
 
 
 def _key_images(ctx: ScenarioContext) -> None:
@@ -195,3 +206,89 @@ def missing_instances(ctx: ScenarioContext) -> None:
             retrieval.partial and not retrieval.complete,
             summary(retrieval),
         )
+
+
+@scenario(
+    "RT-008",
+    "Requester-side Orthanc pulls a study through XC-WADO",
+    tags=("retrieval", "requester", "orthanc"),
+    mcwg=("1.7.1",),
+    transactions=("RAD-160",),
+)
+def requester_side_pull(ctx: ScenarioContext) -> None:
+    """MCWG 1.7.1 requestor viewing: an Orthanc in country B, with the Initiating Imaging Gateway as
+    its DICOMweb server (one per Retrieve Location UID, the consumer's tokens as headers), pulls every
+    series of a manifest into its own storage; what it stores is byte for byte what country A holds."""
+    if not orthanc_available():
+        raise ScenarioSkipped("Orthanc is not installed (Debian packages orthanc, orthanc-dicomweb)")
+    a, b = ctx.source, ctx.treatment
+    study = ctx.studies(a)[0]
+    consumer = ctx.consumer(b, study.patient)
+    manifest = consumer.retrieve_manifest(find_manifest(ctx, consumer, study))
+    headers = {k: v for k, v in consumer.headers.items() if k.lower() != "accept"}
+    prefix = f"{ctx.gateway(b)}/wado/homeCommunityId/{ctx.hcid(a)}/RetrieveLocationUID/"
+    servers = {
+        str(rluid): {"Url": f"{prefix}{rluid}/", "HttpHeaders": headers}
+        for rluid in {s.retrieve_location_uid for s in manifest.series}
+    }
+    wanted = {i.sop_instance_uid for s in manifest.series for i in s.instances}
+    with tempfile.TemporaryDirectory(prefix="xcwado-requester-") as tmp:
+        config = OrthancConfig(Path(tmp) / "orthanc", free_port(), name=f"{b}-requester", servers=servers)
+        with run_orthanc(config), ctx.step(f"NCP-{b}'s Orthanc pulls {len(manifest.series)} series"):
+            for series in manifest.series:
+                resource = {"Study": manifest.study_instance_uid, "Series": series.series_instance_uid}
+                url = f"{config.dicomweb}servers/{series.retrieve_location_uid}/retrieve"
+                started = time.perf_counter()
+                r = httpx.post(url, json={"Resources": [resource]}, timeout=120)
+                pulled = f"{servers[str(series.retrieve_location_uid)]['Url']}studies/{resource['Study']}"
+                pulled += f"/series/{resource['Series']}"
+                ctx.record(
+                    Exchange(
+                        "GET",
+                        pulled,
+                        r.status_code,
+                        time.perf_counter() - started,
+                        0,
+                        f"by Orthanc: {r.text[:200]}",
+                    )
+                )
+                ctx.check(
+                    f"Orthanc retrieves series ...{series.series_instance_uid[-8:]}",
+                    r.status_code == 200,
+                    f"{r.status_code} {r.text[:200]}",
+                )
+            stored = _stored(config, manifest.study_instance_uid, len(wanted))
+        ctx.check(
+            "every instance of the manifest stored, nothing else",
+            set(stored) == wanted,
+            f"{len(stored)}/{len(wanted)} instances",
+        )
+        expected = {
+            str(ds.SOPInstanceUID): hashlib.sha256(to_part10(ds)).hexdigest()
+            for ds in ctx.data[a].instances(study)
+        }
+        same = [uid for uid, digest in expected.items() if stored.get(uid) == digest]
+        ctx.check(
+            "every image byte for byte what country A holds (SHA-256)",
+            len(same) == len(expected),
+            f"{len(same)}/{len(expected)} identical",
+            mcwg=("1.7.1",),
+        )
+
+
+def _stored(config: OrthancConfig, study_uid: str, count: int, wait_s: float = 30.0) -> dict[str, str]:
+    """SOP Instance UID -> SHA-256 of the file Orthanc stored, once ``count`` instances are in (or the wait
+    is over): Orthanc's native API returns the stored file itself."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        found = httpx.get(f"{config.dicomweb}studies/{study_uid}/instances", timeout=30)
+        uids = [i["00080018"]["Value"][0] for i in found.json()] if found.status_code == 200 else []
+        if len(uids) >= count or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    hashes = {}
+    for uid in uids:
+        orthanc_id = httpx.post(f"{config.base_url}/tools/lookup", content=uid, timeout=30).json()[0]["ID"]
+        stored = httpx.get(f"{config.base_url}/instances/{orthanc_id}/file", timeout=30).content
+        hashes[uid] = hashlib.sha256(stored).hexdigest()
+    return hashes

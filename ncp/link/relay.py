@@ -408,10 +408,7 @@ class LinkRelay:
         if self._idle is not None:
             self._idle.close()
             self._idle = None
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.drop_connections()
 
     async def set_profile(self, profile: LinkProfile) -> None:
         """Reshape the link; connections opened from now on use ``profile`` (and its fault)."""
@@ -429,6 +426,13 @@ class LinkRelay:
             self._idle.close()
             self._idle = None
             await self._listen_or_refuse(self._bind(self._bind_addr))
+
+    async def drop_connections(self) -> None:
+        """Reset every relayed connection, as a link that goes down does; pooled clients reconnect."""
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def __aenter__(self) -> LinkRelay:
         await self.start()
@@ -554,10 +558,13 @@ class RelayThread:
                 loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=10)
 
-    def set_profile(self, profile: LinkProfile) -> None:
+    def set_profile(self, profile: LinkProfile, *, drop: bool = False) -> None:
+        """Reshape the link; with ``drop``, open connections are reset so that every later one has it."""
         if self._loop is None:
             raise RuntimeError("the relay thread is not running")
         asyncio.run_coroutine_threadsafe(self.relay.set_profile(profile), self._loop).result(timeout=10)
+        if drop:
+            asyncio.run_coroutine_threadsafe(self.relay.drop_connections(), self._loop).result(timeout=10)
 
     def __enter__(self) -> RelayThread:
         self.start()

@@ -5,17 +5,18 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from ncp.app import load_source
+from ncp.app import link_role_id, load_source
 from ncp.consumer.client import ImagingConsumer
 from ncp.errors import InvalidTopology, NcpError
 from ncp.federation import Federation
+from ncp.link import FaultSpec
 from ncp.model import PatientRecord, StudyRecord
 from ncp.pacs import InstanceStore
 from ncp.scenario.model import Check, Exchange, ScenarioFailed, ScenarioSkipped, Step
@@ -36,12 +37,22 @@ class Target:
     secure: bool
     pki_dir: Path | None = None  # the federation's test PKI: lets scenarios forge expired/foreign tokens
     run_dir: Path | None = None  # the simulated federation's files: lets scenarios inject storage faults
+    outage: Callable[[str], AbstractContextManager[None]] | None = None  # stops one role for a block
+    link_fault: Callable[[str, FaultSpec], AbstractContextManager[None]] | None = None  # breaks a link
 
     @classmethod
     def of(cls, fed: Federation) -> Target:
         plan = fed.plan
+        secure = plan.pki_dir is not None
         return cls(
-            plan.source, fed.topology, plan.endpoints, plan.pki_dir is not None, plan.pki_dir, plan.run_dir
+            plan.source,
+            fed.topology,
+            plan.endpoints,
+            secure,
+            plan.pki_dir,
+            plan.run_dir,
+            outage=fed.role_down,
+            link_fault=fed.link_fault if fed.mode == "thread" else None,
         )
 
     @classmethod
@@ -69,6 +80,17 @@ class Target:
             code: synthesize(self.topology, code, retrieve_urls=self.endpoints[code].pacs)
             for code in self.topology.countries
         }
+
+
+def _diagnostics(response: httpx.Response) -> str:
+    """An error's OperationOutcome text, as evidence for the report."""
+    if response.is_success or "json" not in response.headers.get("content-type", ""):
+        return ""
+    try:
+        issues = response.json().get("issue", [])
+    except ValueError:
+        return ""
+    return "; ".join(str(i.get("diagnostics") or i.get("code", "")) for i in issues if isinstance(i, dict))
 
 
 def _existing(value: object) -> Path | None:
@@ -162,6 +184,27 @@ class ScenarioContext:
         finally:
             aside.rename(path)
 
+    @contextmanager
+    def outage(self, role_id: str) -> Iterator[None]:
+        """One role of the simulated federation (``FR/pacs/pacs-1``) down for the block, then back."""
+        if self.target.outage is None:
+            raise ScenarioSkipped(f"an outage of {role_id} can only be caused in the simulated federation")
+        with self.target.outage(role_id):
+            yield
+
+    @contextmanager
+    def link_fault(self, to: str, caller: str, fault: FaultSpec) -> Iterator[None]:
+        """The emulated link carrying ``caller``'s requests to ``to`` broken for the block, then mended."""
+        role_id = link_role_id(to, caller)
+        if self.target.link_fault is None:
+            raise ScenarioSkipped(f"the link {role_id} can only be broken in the simulated federation")
+        with ExitStack() as stack:
+            try:
+                stack.enter_context(self.target.link_fault(role_id, fault))
+            except KeyError as exc:
+                raise ScenarioSkipped(f"no relay on {role_id}: the topology must shape the link") from exc
+            yield
+
     # -- consumers and raw requests --------------------------------------------------------------
     def consumer(self, country: str, patient: PatientRecord | None = None, **kw: Any) -> ImagingConsumer:
         """A consumer at ``country``'s gateway; with ``patient``: authenticated, identified, in context."""
@@ -190,8 +233,8 @@ class ScenarioContext:
         pairs = list(params.items()) if isinstance(params, dict) else list(params or [])
         query = httpx.QueryParams(tuple(pairs))
         response = self._http.request(method, url, headers=headers, params=query, data=data)
-        detail = response.headers.get("warning", "")
-        self._raw.append(
+        detail = response.headers.get("warning", "") or _diagnostics(response)
+        self.record(
             Exchange(
                 method,
                 str(response.url),
@@ -202,6 +245,10 @@ class ScenarioContext:
             )
         )
         return response
+
+    def record(self, exchange: Exchange) -> None:
+        """Evidence of a request made on the scenario's behalf by a peer it drives (e.g. an Orthanc)."""
+        self._raw.append(exchange)
 
     # -- steps and checks -----------------------------------------------------------------------
     @contextmanager

@@ -160,11 +160,13 @@ def _steps_text(r: Result) -> str:
 
 # -- HTML ------------------------------------------------------------------------------------------
 _CSS = """
-body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}
+body{font-family:system-ui,sans-serif;margin:1.5em;color:#222;overflow-wrap:break-word}
 table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:.25em .5em;
 vertical-align:top;text-align:left;font-size:.9em}th{background:#f2f2f2}
 .passed,.supported{color:#176d17;font-weight:600}.failed,.error,.not-supported{color:#b00;font-weight:600}
-.skipped,.not-tested{color:#a66b00;font-weight:600}code{font-size:.85em;word-break:break-all}
+.skipped,.not-tested{color:#a66b00;font-weight:600}td.wrap{overflow-wrap:anywhere}
+code,pre{font-family:ui-monospace,"DejaVu Sans Mono",Menlo,Consolas,monospace;font-size:.9em}
+code{word-break:break-all}pre{white-space:pre-wrap;overflow-wrap:anywhere;background:#f7f7f7;padding:.5em}
 details{margin:.3em 0 .8em}summary{cursor:pointer}
 """
 
@@ -238,7 +240,7 @@ def _scenario(r: Result) -> str:
 def _step(s: Step) -> str:
     requests = "".join(
         f"<tr><td>{_e(x.method)}</td><td><code>{_e(x.url)}</code></td><td>{x.status}</td>"
-        f"<td>{x.seconds * 1000:.1f}</td><td>{x.bytes}</td><td>{_e(x.detail)}</td></tr>"
+        f"<td>{x.seconds * 1000:.1f}</td><td>{x.bytes}</td><td class='wrap'>{_e(x.detail)}</td></tr>"
         for x in s.exchanges
     )
     checks = "".join(

@@ -183,3 +183,35 @@ def test_the_summary_fails_when_reported_totals_differ_from_what_the_workers_sen
     assert "11 vs 10" in checks["stats complete"]["detail"]
     assert checks["fail ratio"]["ok"] and checks["p95"]["ok"]
     assert summary["ok"] is False
+
+
+def test_hop_shares_add_up_to_the_mean_ttfb_when_one_name_mixes_two_routes(tmp_path: Path) -> None:
+    """FR->AT and AT->FR retrievals share a URL template: a hop crossed by half of them counts half."""
+    header = "Type,Name,Request Count,Failure Count,Requests/s,50%,95%,99%,100%,Average Content Size\n"
+    (tmp_path / "locust_stats.csv").write_text(
+        header + "GET,s,2,0,1.0,30,30,30,30,100\n,Aggregated,2,0,1,30,30,30,30,100\n"
+    )
+    m = Metrics()
+    m.retrieval(
+        "s", ttfb_ms=30, total_ms=40, size=10, instances=1, hops=[("ncp-at-gateway", 20.0), ("origin", 10.0)]
+    )
+    m.retrieval(
+        "s", ttfb_ms=30, total_ms=40, size=10, instances=1, hops=[("ncp-fr-gateway", 20.0), ("origin", 10.0)]
+    )
+    (tmp_path / "locust_xcwado.json").write_text(
+        json.dumps({"started": 0, "stopped": 2, "metrics": m.to_json()})
+    )
+    hops = summarize(tmp_path / "locust", Thresholds())["retrievals"][0]["hops"]
+    assert hops["ncp-at-gateway"]["mean_ms"] == 20 and hops["ncp-at-gateway"]["n"] == 1
+    assert sum(h["share_ms"] for h in hops.values()) == 30  # the mean time to first byte
+
+
+def test_xcwado_load_passes_every_option_to_the_runner() -> None:
+    """`xcwado load --state FILE ...` reaches loadtests/run.py (argparse's REMAINDER used to refuse it)."""
+    xcwado = [sys.executable, "-m", "ncp.cli", "load"]
+    done = subprocess.run([*xcwado, "--help"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "--processes" in done.stdout
+    done = subprocess.run(
+        [*xcwado, "--state", "/nonexistent/state.json"], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2 and "cannot read state file" in done.stderr

@@ -49,12 +49,13 @@ def failed(scenarios: list[dict[str, Any]]) -> set[str]:
 
 
 def routes_by_rluid_off_the_first_pacs(sc: dict[str, Any]) -> bool:
-    """A RAD-160 request to FR that passed the security checks (not 401/403) and names a Retrieve
-    Location UID other than FR's first PACS, without a retrieveURL (which the gateway routes by)."""
+    """A RAD-160 request to FR that names a Retrieve Location UID other than FR's first PACS, without
+    a retrieveURL (which the gateway routes by), and that some PACS answered: not refused before
+    routing (401/403) nor unanswered (5xx, a PACS down), where the route made no difference."""
     for step in sc["steps"]:
         for x in step["requests"]:
             m = _RLUID.search(x["url"])
-            if not m or m.group(1) != FR.home_community_id or x["status"] in (401, 403):
+            if not m or m.group(1) != FR.home_community_id or x["status"] in (401, 403) or x["status"] >= 500:
                 continue
             if "retrieveurl=" not in x["url"].lower() and m.group(2) != FR.pacs[0].retrieve_location_uid:
                 return True

@@ -59,10 +59,10 @@ def test_the_catalogue_runs_through_our_ncp_b_against_an_external_ncp_a(
     report = json.loads((tmp_path / "r.json").read_text())
     outcomes = {s["id"]: (s["outcome"], s["message"]) for s in report["scenarios"]}
     not_passed = {i: v for i, v in outcomes.items() if v[0] != "passed"}
-    # MCWG manifests: FR holds MADO; RT-007 damages a PACS file, impossible from outside; a consumer
-    # at FR (architecture C seen from abroad) would need FR's own gateway, not declared here
+    # MCWG manifests: FR holds MADO; RT-007 damages a PACS file and NG-012 stops one, impossible from
+    # outside; a consumer at FR (architecture C seen from abroad) would need FR's own gateway, not declared
     mcwg = {s.id for s in load_scenarios() if s.encoding == "MCWG"}
-    assert set(not_passed) == mcwg | {"RT-007", "XB-006"}, not_passed
+    assert set(not_passed) == mcwg | {"RT-007", "NG-012", "XB-006"}, not_passed
     assert all(o == "skipped" for o, _ in not_passed.values())
     assert status == 0
     assert border_audit.count() > before + 50  # FR's own border answered the run's requests
