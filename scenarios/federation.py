@@ -8,7 +8,7 @@ from ncp.codes import TYPE_MANIFEST
 from ncp.consumer.documents import DocumentEntry
 from ncp.scenario.context import ScenarioContext
 from ncp.scenario.model import scenario
-from ncp.scenario.steps import find_manifest, summary
+from ncp.scenario.steps import find_manifest, search_documents, summary
 
 _THREE = "builtin:three-country"
 _WAN = "builtin:wan"
@@ -104,16 +104,7 @@ def region_down(ctx: ScenarioContext) -> None:
     )
     consumer = ctx.consumer(other, patient)
     with ctx.outage(f"{b}/registry/{down}"), ctx.step(f"NCP-{other} searches while region {down} is down"):
-        r = ctx.http(
-            "GET",
-            f"{ctx.gateway(other)}/fhir/DocumentReference",
-            headers={**consumer.headers, "Accept": "application/fhir+json"},
-            params={
-                "patient.identifier": f"urn:oid:{patient.issuer}|{patient.id}",
-                "status": "current",
-                "type": TYPE_MANIFEST.token(),
-            },
-        )
+        r = search_documents(ctx, consumer, other, patient, type=TYPE_MANIFEST.token())
         ctx.require(r.status_code == 200, f"a searchset despite the outage (got {r.status_code})")
         entries = r.json().get("entry", [])
         matches = [e["resource"] for e in entries if e.get("search", {}).get("mode") != "outcome"]

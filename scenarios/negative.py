@@ -10,7 +10,7 @@ import httpx
 from ncp.link import FaultSpec
 from ncp.scenario.context import ScenarioContext
 from ncp.scenario.model import ScenarioSkipped, scenario
-from ncp.scenario.steps import DICOM_MULTIPART, auth_headers, find_manifest, summary, xc_url
+from ncp.scenario.steps import DICOM_MULTIPART, auth_headers, find_manifest, search_documents, summary, xc_url
 from ncp.security.pki import FederationPki
 
 _UNKNOWN_OID = "2.999.999.999.1"
@@ -248,15 +248,7 @@ def no_treatment_context(ctx: ScenarioContext) -> None:
         consumer.authenticate()
         ctx.check("HCP token issued", "Authorization" in consumer.headers, "")
     with ctx.step("ITI-67 with the HCP token only"):
-        r = ctx.http(
-            "GET",
-            f"{ctx.gateway(ctx.treatment)}/fhir/DocumentReference",
-            headers={**consumer.headers, "Accept": "application/fhir+json"},
-            params={
-                "patient.identifier": f"urn:oid:{study.patient.issuer}|{study.patient.id}",
-                "status": "current",
-            },
-        )
+        r = search_documents(ctx, consumer, ctx.treatment, study.patient)
         _refused(ctx, r, 403, "no treatment context")
 
 

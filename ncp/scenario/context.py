@@ -227,14 +227,15 @@ class ScenarioContext:
         headers: dict[str, str] | None = None,
         params: Sequence[tuple[str, str]] | dict[str, str] | None = None,
         data: dict[str, str] | None = None,
+        json: Any = None,
     ) -> httpx.Response:
         """A raw request (negative paths), recorded like the consumer's."""
         started = time.perf_counter()
         pairs = list(params.items()) if isinstance(params, dict) else list(params or [])
         query = httpx.QueryParams(tuple(pairs))
-        response = self._http.request(method, url, headers=headers, params=query, data=data)
+        response = self._http.request(method, url, headers=headers, params=query, data=data, json=json)
         detail = response.headers.get("warning", "") or _diagnostics(response)
-        self.record(
+        self._raw.append(
             Exchange(
                 method,
                 str(response.url),
@@ -245,10 +246,6 @@ class ScenarioContext:
             )
         )
         return response
-
-    def record(self, exchange: Exchange) -> None:
-        """Evidence of a request made on the scenario's behalf by a peer it drives (e.g. an Orthanc)."""
-        self._raw.append(exchange)
 
     # -- steps and checks -----------------------------------------------------------------------
     @contextmanager

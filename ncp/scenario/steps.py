@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import httpx
+
 from ncp.consumer.client import ImagingConsumer, Retrieval
 from ncp.consumer.documents import DocumentEntry
-from ncp.model import Manifest, StudyRecord
+from ncp.model import Manifest, PatientRecord, StudyRecord
 from ncp.scenario.context import ScenarioContext
 
 __all__ = [
@@ -13,12 +15,30 @@ __all__ = [
     "check_manifest",
     "find_manifest",
     "retrieve_all",
+    "search_documents",
     "summary",
     "two_pacs",
     "xc_url",
 ]
 
 DICOM_MULTIPART = 'multipart/related; type="application/dicom"'
+
+
+def search_documents(
+    ctx: ScenarioContext, consumer: ImagingConsumer, at: str, patient: PatientRecord, **params: str
+) -> httpx.Response:
+    """A raw ITI-67 search at ``at``'s gateway with the consumer's tokens: for negative paths and
+    answers that the consumer library would turn into an exception."""
+    return ctx.http(
+        "GET",
+        f"{ctx.gateway(at)}/fhir/DocumentReference",
+        headers={**consumer.headers, "Accept": "application/fhir+json"},
+        params={
+            "patient.identifier": f"urn:oid:{patient.issuer}|{patient.id}",
+            "status": "current",
+            **params,
+        },
+    )
 
 
 def two_pacs(study: StudyRecord) -> bool:
