@@ -19,7 +19,7 @@ from typing import Literal, Protocol
 import aiohttp
 import httpx
 from starlette.background import BackgroundTask
-from starlette.responses import StreamingResponse
+from starlette.responses import Response, StreamingResponse
 
 from ncp.errors import UpstreamError, UpstreamTimeout
 
@@ -193,22 +193,65 @@ def make_upstream(
 
 
 async def relay(
-    upstream: Upstream, url: str, headers: Mapping[str, str], *, hop: str, request_id: str
-) -> StreamingResponse:
-    """Forward a GET and stream the answer back unchanged (status, ``Warning``, bytes)."""
+    upstream: Upstream,
+    url: str,
+    headers: Mapping[str, str],
+    *,
+    hop: str,
+    request_id: str,
+    rebase: tuple[str, str] | None = None,
+) -> Response:
+    """Forward a GET and stream the answer back unchanged (status, ``Warning``, bytes).
+
+    ``rebase`` (internal base, public base) is for small JSON answers whose URLs name the upstream:
+    a 200 is read whole, rewritten and sent with its new length. Image payloads never take it."""
     resp = await upstream.open(url, headers)
-    out_headers = [
-        (k, v)
-        for k, v in resp.headers
-        if (k.lower() not in HOP_BY_HOP or k.lower() == "content-length") and k.lower() != "x-request-id"
-    ]
-    out_headers.append(
-        ("server-timing", f'{hop};desc="upstream headers";dur={resp.elapsed_to_headers * 1000:.1f}')
-    )
-    out_headers.append(("x-request-id", request_id))
+    if rebase is not None and resp.status == 200:
+        return await _rebased(resp, url, rebase, hop=hop, request_id=request_id)
     log.info("relay %s %s -> %d (%.1f ms to headers)", hop, url, resp.status, resp.elapsed_to_headers * 1000)
     response = StreamingResponse(_guarded(resp.body, url), status_code=resp.status, background=resp.close)
-    response.raw_headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in out_headers]
+    response.raw_headers = _answer_headers(resp, hop, request_id)
+    return response
+
+
+def _answer_headers(
+    resp: UpstreamResponse, hop: str, request_id: str, length: int | None = None
+) -> list[tuple[bytes, bytes]]:
+    """The upstream's end-to-end headers, its length (or ``length``), our timing and correlation."""
+    out = [
+        (k, v)
+        for k, v in resp.headers
+        if (k.lower() not in HOP_BY_HOP and k.lower() != "x-request-id")
+        or (k.lower() == "content-length" and length is None)
+    ]
+    if length is not None:
+        out.append(("content-length", str(length)))
+    out.append(("server-timing", f'{hop};desc="upstream headers";dur={resp.elapsed_to_headers * 1000:.1f}'))
+    out.append(("x-request-id", request_id))
+    return [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in out]
+
+
+_REBASE_LIMIT = 64 * 1024 * 1024  # a study's metadata; anything larger is not what rebase is for
+
+
+async def _rebased(
+    resp: UpstreamResponse, url: str, rebase: tuple[str, str], *, hop: str, request_id: str
+) -> Response:
+    chunks, size = [], 0
+    try:
+        async for chunk in resp.body:
+            size += len(chunk)
+            if size > _REBASE_LIMIT:
+                raise UpstreamError(f"answer over {_REBASE_LIMIT} bytes where JSON metadata was expected")
+            chunks.append(chunk)
+    except (aiohttp.ClientError, httpx.HTTPError, TimeoutError, ConnectionError) as exc:
+        log.warning("upstream %s failed mid-answer (%s)", url, type(exc).__name__)
+        raise UpstreamError(f"next hop failed mid-answer: {type(exc).__name__}") from None
+    finally:
+        await resp.close()
+    body = b"".join(chunks).replace(rebase[0].encode(), rebase[1].encode())
+    response = Response(body, status_code=resp.status)
+    response.raw_headers = _answer_headers(resp, hop, request_id, len(body))
     return response
 
 

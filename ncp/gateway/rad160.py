@@ -26,6 +26,7 @@ from starlette.responses import Response
 
 from ncp.dicom.uids import validate_oid, validate_uid
 from ncp.errors import Forbidden, InvalidRequest, NotFound
+from ncp.forwarded import forwarded_headers, public_base
 from ncp.gateway.context import Hop
 from ncp.gateway.fhir import fhir_get
 from ncp.gateway.proxy import relay
@@ -88,9 +89,11 @@ class XcWadoPath:
             parts.append(self.tail)
         return "/".join(parts)
 
+    def location(self) -> str:
+        return f"homeCommunityId/{self.home_community_id}/RetrieveLocationUID/{self.retrieve_location_uid}"
+
     def xc_path(self) -> str:
-        hcid, rluid = self.home_community_id, self.retrieve_location_uid
-        return f"homeCommunityId/{hcid}/RetrieveLocationUID/{rluid}/{self.resource()}"
+        return f"{self.location()}/{self.resource()}"
 
 
 def _query(request: Request) -> tuple[str | None, dict[str, str]]:
@@ -119,7 +122,10 @@ async def initiating_imaging_gateway(request: Request) -> Response:
     if retrieve_url is not None:
         params = {"retrieveURL": retrieve_url, **params}
     url = f"{border}/wado-rs/{xc.xc_path()}" + (f"?{urlencode(params)}" if params else "")
-    headers = hop.outbound_headers(request, _FORWARDED, hop.guard.assertion_for(claims, country.code))
+    public = forwarded_headers(_own_base(request, f"wado/{xc.location()}"))
+    headers = hop.outbound_headers(
+        request, _FORWARDED, {**hop.guard.assertion_for(claims, country.code), **public}
+    )
     _, upstream = hop.clients.peer(country.code)
     return await relay(upstream, url, headers, hop=hop.name, request_id=hop.request_id)
 
@@ -144,8 +150,17 @@ async def responding_imaging_gateway(request: Request) -> Response:
             raise NotFound(f"Unknown RetrieveLocationUID {xc.retrieve_location_uid}")
         base = found if found.endswith("/") else found + "/"
     url = base + xc.resource() + (f"?{urlencode(params)}" if params else "")
-    headers = hop.outbound_headers(request, _FORWARDED)
-    return await relay(hop.upstream, url, headers, hop=hop.name, request_id=hop.request_id)
+    # The consumer's gateway named where it was reached (an authenticated peer: checked above); URLs
+    # in the answer point there, or here, never at the PACS. Orthanc writes its own configured host
+    # into metadata, so a metadata answer is rebased too (it is JSON, never an image payload).
+    public = public_base(request.headers) or _own_base(request, f"wado-rs/{xc.location()}")
+    headers = hop.outbound_headers(request, _FORWARDED, forwarded_headers(public))
+    rebase = (base, public + "/") if xc.tail == "metadata" else None
+    return await relay(hop.upstream, url, headers, hop=hop.name, request_id=hop.request_id, rebase=rebase)
+
+
+def _own_base(request: Request, path: str) -> str:
+    return str(request.base_url).rstrip("/") + "/" + path
 
 
 async def _owns(hop: Hop, patient: PatientRef, study: str) -> bool:

@@ -10,6 +10,7 @@ from starlette.requests import Request
 
 from ncp.dicom.uids import validate_uid
 from ncp.errors import NotFound, warning_header
+from ncp.forwarded import public_base
 from ncp.pacs.settings import PacsSettings
 from ncp.pacs.store import InstanceStore, StoredInstance
 
@@ -32,8 +33,9 @@ def header_safe(text: str) -> str:
 
 
 def dicomweb_base(request: Request) -> str:
-    """``http://host:port[/root]/dicom-web`` as this request reached us (for Retrieve URLs)."""
-    return str(request.base_url).rstrip("/") + "/dicom-web"
+    """``http://host:port[/root]/dicom-web`` as this request reached us (for Retrieve URLs and each
+    part's Content-Location), or the public base that the gateways in front of us name."""
+    return public_base(request.headers) or str(request.base_url).rstrip("/") + "/dicom-web"
 
 
 def instance_url(base: str, inst: StoredInstance) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -95,6 +96,28 @@ def test_no_internal_orthanc_address_reaches_country_b(federation: tuple[Federat
     assert internal not in str(r.headers)
     head_blocks = [block.split(b"\r\n\r\n", 1)[0] for block in r.content.split(b"\r\n--")]
     assert not any(internal.encode() in block for block in head_blocks)
+
+
+def test_orthancs_metadata_names_the_consumers_gateway_not_orthanc(
+    federation: tuple[Federation, Published],
+) -> None:
+    """Orthanc writes its configured host into the metadata's URLs (BulkDataURI); the responding gateway
+    rebases them on the consumer's gateway."""
+    fed, pub = federation
+    study = pub.data.studies[0]
+    series = study.series[0]
+    orthanc = next(iter(fed.plan.endpoints["FR"].pacs.values()))
+    series_url = (
+        f"{fed.plan.endpoints['AT'].gateway}/wado/homeCommunityId/2.999.250.1/RetrieveLocationUID/"
+        f"{series.retrieve_location_uid}/studies/{study.study_instance_uid}/series/{series.series_instance_uid}"
+    )
+    r = httpx.get(f"{series_url}/metadata", headers={"Accept": "application/dicom+json"})
+    assert r.status_code == 200
+    assert int(r.headers["content-length"]) == len(r.content)
+    assert len(r.json()) == len(series.instances)
+    assert orthanc.split("//")[1].split("/")[0] not in r.text
+    urls = re.findall(r'"(https?://[^"]+)"', r.text)
+    assert urls and all(u.startswith(f"{series_url}/instances/") for u in urls)
 
 
 def test_dicomweb_client_retrieves_series_and_instance_through_the_gateway(
