@@ -31,12 +31,13 @@ def _refused(ctx: ScenarioContext, r: httpx.Response, expected: int | tuple[int,
 
 @scenario(
     "NG-001",
-    "Unknown patient: an empty searchset",
+    "Unknown patient: nobody found, no treatment context",
     tags=("negative", "query"),
-    transactions=("ITI-67",),
+    transactions=("ITI-78", "ITI-67"),
 )
 def unknown_patient(ctx: ScenarioContext) -> None:
-    """A well-formed identifier of country A's issuer that matches nobody: no Patient, no documents."""
+    """A well-formed identifier of country A's issuer that matches nobody: no Patient, and no treatment
+    context for it (with security off: no documents)."""
     issuer = ctx.topology.country(ctx.source).patient_id_issuer
     consumer = ctx.consumer(ctx.treatment)
     gateway = ctx.gateway(ctx.treatment)
@@ -49,9 +50,17 @@ def unknown_patient(ctx: ScenarioContext) -> None:
         ctx.check(
             "200 with no Patient", r.status_code == 200 and not r.json().get("entry"), f"{r.status_code}"
         )
+    if ctx.target.secure:
+        with ctx.step("the identity provider opens no treatment context for the unknown patient"):
+            form = {"patient_id": "NO-SUCH-PATIENT", "patient_issuer": issuer}
+            r = ctx.http("POST", f"{gateway}/idp/treatment", headers=consumer.headers, data=form)
+            ctx.check(
+                "404 OperationOutcome, no token",
+                r.status_code == 404 and "access_token" not in r.text,
+                f"{r.status_code}",
+            )
+        return  # without a context there is nothing to search (NG-010 shows that refusal)
     with ctx.step("search DocumentReference for the unknown patient"):
-        if ctx.target.secure:  # the treatment context binds the token to the (unknown) patient searched
-            consumer.open_treatment_context(issuer, "NO-SUCH-PATIENT")
         headers = {**consumer.headers, "Accept": "application/fhir+json"}
         r = ctx.http(
             "GET",

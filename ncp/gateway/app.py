@@ -42,7 +42,8 @@ def create_gateway_app(settings: GatewaySettings) -> Starlette:
     pki = _pki(settings)
     if pki is not None:  # the country's simulated identity provider sits beside its NCP
         routes += [
-            Route(path, h, methods=["POST"]) for path, h in idp_routes_handlers(pki, settings.country).items()
+            Route(path, h, methods=["POST"])
+            for path, h in idp_routes_handlers(pki, settings.country, iti78.patient_known).items()
         ]
     return _app(settings, routes, f"{settings.agent}-gateway")
 
@@ -68,13 +69,13 @@ def _clients(settings: GatewaySettings, pki: FederationPki | None) -> Clients:
         upstream=make_upstream(settings.data_plane, settings.timeouts),
     )
     if pki is not None:
+        # every country's border, its own included: a consumer may identify a patient of its own country
         for peer in settings.topology.countries:
-            if peer != settings.country:
-                tls = pki.client_ssl_context(settings.country, peer=peer)
-                clients.peers[peer] = (
-                    httpx.AsyncClient(timeout=timeout, verify=tls),
-                    make_upstream(settings.data_plane, settings.timeouts, tls),
-                )
+            tls = pki.client_ssl_context(settings.country, peer=peer)
+            clients.peers[peer] = (
+                httpx.AsyncClient(timeout=timeout, verify=tls),
+                make_upstream(settings.data_plane, settings.timeouts, tls),
+            )
     return clients
 
 

@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ncp.errors import Forbidden, InvalidRequest, Unauthorized
+from ncp.errors import Forbidden, InvalidRequest, NotFound, Unauthorized
 from ncp.security.audit import AuditRecord, AuditStore, user_fields
 from ncp.security.pki import FederationPki
 from ncp.security.tokens import Claims, PatientRef, ncp_id
@@ -165,9 +165,10 @@ def _transaction(scope: Scope) -> str | None:
 
 
 def idp_routes_handlers(
-    pki: FederationPki, country: str
+    pki: FederationPki, country: str, identified: Callable[[Request, str, str], Awaitable[bool]]
 ) -> dict[str, Callable[[Request], Awaitable[Response]]]:
-    """The country's simulated identity provider: ``POST /idp/token`` and ``POST /idp/treatment``."""
+    """The country's simulated identity provider: ``POST /idp/token`` and ``POST /idp/treatment``;
+    ``identified(request, issuer, id)`` says whether patient identification finds the patient."""
     idp = pki.identity_provider(country)
 
     async def token(request: Request) -> Response:
@@ -189,15 +190,20 @@ def idp_routes_handlers(
         hcp = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
         if not hcp:
             raise Unauthorized("an HCP token (Authorization: Bearer) is required")
+        patient_id, issuer = str(form.get("patient_id") or ""), str(form.get("patient_issuer") or "")
         try:
             issued = idp.treatment_token(
                 hcp,
-                patient_id=str(form.get("patient_id") or ""),
-                patient_issuer=str(form.get("patient_issuer") or ""),
+                patient_id=patient_id,
+                patient_issuer=issuer,
                 purpose_of_use=str(form.get("purpose_of_use") or "TREATMENT"),
             )
         except ValueError as exc:
             raise InvalidRequest(str(exc)) from None
+        if not await identified(request, issuer, patient_id):
+            raise NotFound(
+                f"patient {patient_id} is not known to the community of urn:oid:{issuer}: no context"
+            )
         return _token_response(issued)
 
     return {"/idp/token": token, "/idp/treatment": treatment}

@@ -16,6 +16,7 @@ from starlette.responses import Response
 from ncp.errors import InvalidRequest, NcpError
 from ncp.gateway.context import Hop
 from ncp.gateway.fhir import (
+    FhirAnswer,
     fhir_get,
     fhir_response,
     parse_patient_token,
@@ -24,7 +25,7 @@ from ncp.gateway.fhir import (
     with_query,
 )
 
-__all__ = ["find_patients_initiating", "find_patients_responding"]
+__all__ = ["find_patients_initiating", "find_patients_responding", "patient_known"]
 
 
 def _identifier(request: Request) -> str:
@@ -36,23 +37,35 @@ def _identifier(request: Request) -> str:
 
 
 async def find_patients_initiating(request: Request) -> Response:
+    answer = await _identify(request, _identifier(request))
     hop = Hop.of(request)
-    claims = hop.guard.consumer(request, treatment=False)
-    country = route_by_patient(hop, _identifier(request))
-    border = hop.settings.endpoints[country.code].border
-    client, _ = hop.clients.peer(country.code)
-    answer = await fhir_get(
-        hop,
-        f"{border}/fhir/Patient",
-        [("identifier", _identifier(request))],
-        client=client,
-        extra=hop.guard.assertion_for(claims, country.code),
-    )
     body = answer.body
     if answer.status == 200:
         own = f"{hop.settings.my_endpoints.gateway}/fhir/Patient"
         body["link"] = [{"relation": "self", "url": with_query(own, [("identifier", _identifier(request))])}]
     return fhir_response(body, answer.status, hop.request_id)
+
+
+async def patient_known(request: Request, issuer: str, patient_id: str) -> bool:
+    """Whether the community that issues the identifier knows the patient: the identity provider opens
+    a treatment context only for an identified patient (ARCHITECTURE §4)."""
+    answer = await _identify(request, f"urn:oid:{issuer}|{patient_id}")
+    return answer.status == 200 and bool(answer.body.get("entry"))
+
+
+async def _identify(request: Request, identifier: str) -> FhirAnswer:
+    """ITI-78 at the NCP of the community that issues ``identifier``, with the caller's HCP context."""
+    hop = Hop.of(request)
+    claims = hop.guard.consumer(request, treatment=False)
+    country = route_by_patient(hop, identifier)
+    client, _ = hop.clients.peer(country.code)
+    return await fhir_get(
+        hop,
+        f"{hop.settings.endpoints[country.code].border}/fhir/Patient",
+        [("identifier", identifier)],
+        client=client,
+        extra=hop.guard.assertion_for(claims, country.code),
+    )
 
 
 async def find_patients_responding(request: Request) -> Response:

@@ -297,9 +297,9 @@ class FederationPki:
         return TokenVerifier(self.trusted_idps([country]), ncp_id(country), **options)
 
     def border_verifier(self, country: str, **options: Any) -> TokenVerifier:
-        """For ``country``'s border listener: other NCPs' assertions addressed to this NCP."""
-        others = [cc for cc in self.countries if cc != country]
-        return TokenVerifier(self.trusted_ncps(others), ncp_id(self._known(country)), **options)
+        """For ``country``'s border listener: NCPs' assertions addressed to this NCP (its own included:
+        its gateway identifies its own country's patients through its border too)."""
+        return TokenVerifier(self.trusted_ncps(list(self.countries)), ncp_id(self._known(country)), **options)
 
     # --- deliberately bad credentials (refusal matrix) -------------------------------------------------
 

@@ -50,6 +50,22 @@ def test_the_three_steps_work_with_tokens_and_mtls(secure: Seeded) -> None:
     assert secure.fed.plan.endpoints["FR"].border.startswith("https://")
 
 
+def test_a_treatment_context_is_opened_only_for_a_patient_that_identification_finds(secure: Seeded) -> None:
+    fr = secure.fed.topology.country("FR")
+    consumer = ImagingConsumer(secure.gateway("AT"))
+    consumer.authenticate()
+    form = {"patient_id": "NO-SUCH-PATIENT", "patient_issuer": fr.patient_id_issuer}
+    r = httpx.post(f"{secure.gateway('AT')}/idp/treatment", data=form, headers=consumer.headers)
+    assert r.status_code == 404
+    assert r.json()["resourceType"] == "OperationOutcome" and "access_token" not in r.text
+    known = secure.published["FR"].data.patients[0]
+    form = {"patient_id": known.id, "patient_issuer": known.issuer}
+    r = httpx.post(f"{secure.gateway('AT')}/idp/treatment", data=form, headers=consumer.headers)
+    assert r.status_code == 200 and r.json()["access_token"]
+    r = httpx.post(f"{secure.gateway('AT')}/idp/treatment", data=form)  # no HCP token: nobody asked
+    assert r.status_code == 401
+
+
 @pytest.mark.parametrize(
     "authorization",
     [None, "Bearer not-a-jwt", "Bearer eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.", "Basic dXNlcjpwYXNz"],
