@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 import tempfile
@@ -108,10 +109,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_scenario(args: argparse.Namespace) -> int:
-    from ncp.scenario.runner import list_scenarios, run_scenarios
+    from ncp.scenario.runner import DEFAULT_DIR, list_scenarios, run_scenarios
 
+    directory = Path(args.scenarios or os.environ.get("XCWADO_SCENARIOS") or DEFAULT_DIR)
+    if not directory.is_dir():
+        print(f"xcwado scenario: no scenario folder at {directory} (--scenarios DIR)", file=sys.stderr)
+        return 2
     if args.action == "list":
-        for sid, title, tags in list_scenarios():
+        for sid, title, tags in list_scenarios(directory):
             print(f"{sid}  {title}  [{', '.join(tags)}]")
         return 0
     ids = None if args.all else (args.ids or None)
@@ -126,6 +131,7 @@ def cmd_scenario(args: argparse.Namespace) -> int:
         json_path=Path(args.json) if args.json else None,
         html=Path(args.html) if args.html else None,
         console=Console(),
+        directory=directory,
         target=Path(args.target) if args.target else None,
     )
 
@@ -235,6 +241,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--target",
         help="a state file (as `xcwado up` writes it) of running systems that hold the topology's "
         "synthetic catalogue: nothing is started",
+    )
+    scenario.add_argument(
+        "--scenarios",
+        help="the catalogue's folder (default: $XCWADO_SCENARIOS, else the checkout's scenarios/)",
     )
     scenario.add_argument("--junit")
     scenario.add_argument("--json")

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -154,3 +158,21 @@ def test_crashes_skips_and_failures_are_reported_not_raised(tmp_path: Path) -> N
     assert mcwg["2.1"] == "not supported"
     suite = ET.parse(tmp_path / "j.xml").getroot()
     assert len(suite.findall(".//testcase")) == 4 and len(suite.findall(".//error")) == 1
+
+
+def test_the_command_takes_a_catalogue_from_another_folder(tmp_path: Path) -> None:
+    """An installed xcwado has no checkout beside it: --scenarios (or $XCWADO_SCENARIOS) names the folder."""
+    shutil.copy(Path(__file__).parents[2] / "scenarios" / "flows.py", tmp_path / "flows.py")
+    xcwado = [sys.executable, "-m", "ncp.cli", "scenario", "list"]
+    listed = subprocess.run(
+        [*xcwado, "--scenarios", str(tmp_path)], capture_output=True, text=True, check=True
+    )
+    assert (
+        {line.split()[0] for line in listed.stdout.splitlines()}
+        == {s.id for s in load_scenarios(tmp_path)}
+        == {s.id for s in load_scenarios() if s.id.startswith("XB-")}
+    )
+    env = {**os.environ, "XCWADO_SCENARIOS": str(tmp_path)}
+    assert subprocess.run(xcwado, capture_output=True, text=True, env=env).stdout == listed.stdout
+    missing = subprocess.run([*xcwado, "--scenarios", str(tmp_path / "none")], capture_output=True, text=True)
+    assert missing.returncode == 2 and "no scenario folder" in missing.stderr
