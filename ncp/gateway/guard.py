@@ -158,6 +158,7 @@ def _transaction(scope: Scope) -> str | None:
         ("/fhir/Binary/", "ITI-68"),
         ("/wado/", "RAD-160"),
         ("/wado-rs/", "RAD-160"),
+        ("/idp/", "ITI-71"),  # IUA Get Access Token: a treatment context opened or refused
     ):
         if path.startswith(prefix):
             return name

@@ -51,6 +51,7 @@ TRANSACTIONS: dict[str, tuple[str, str, str]] = {
     "ITI-65": ("Provide Document Bundle", "C", "transaction"),
     "ITI-67": ("Find Document References", "E", "search-type"),
     "ITI-68": ("Retrieve Document", "R", "read"),
+    "ITI-71": ("Get Access Token", "C", ""),  # not a FHIR interaction, no BALP profile
     "ITI-78": ("Patient Demographics Query for Mobile", "E", "search-type"),
     "RAD-107": ("WADO-RS Retrieve", "R", "read"),
     "RAD-108": ("Store Instances over the Web", "C", "create"),

@@ -55,9 +55,15 @@ def test_a_treatment_context_is_opened_only_for_a_patient_that_identification_fi
     consumer = ImagingConsumer(secure.gateway("AT"))
     consumer.authenticate()
     form = {"patient_id": "NO-SUCH-PATIENT", "patient_issuer": fr.patient_id_issuer}
-    r = httpx.post(f"{secure.gateway('AT')}/idp/treatment", data=form, headers=consumer.headers)
+    rid = f"idp-{uuid.uuid4()}"
+    r = httpx.post(
+        f"{secure.gateway('AT')}/idp/treatment", data=form, headers={**consumer.headers, "X-Request-Id": rid}
+    )
     assert r.status_code == 404
     assert r.json()["resourceType"] == "OperationOutcome" and "access_token" not in r.text
+    refused = httpx.get(f"{secure.gateway('AT')}/fhir/AuditEvent", params={"request-id": rid}).json()
+    assert [e["resource"]["outcome"] for e in refused["entry"]] == ["4"]  # ITI-71 at AT, audited
+    assert AuditStore(Path(secure.fed.plan.run_dir) / "FR" / "audit.sqlite").count({"request-id": rid}) == 1
     known = secure.published["FR"].data.patients[0]
     form = {"patient_id": known.id, "patient_issuer": known.issuer}
     r = httpx.post(f"{secure.gateway('AT')}/idp/treatment", data=form, headers=consumer.headers)
