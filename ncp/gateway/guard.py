@@ -34,6 +34,8 @@ __all__ = ["AuditMiddleware", "Guard", "idp_routes_handlers"]
 ASSERTION = "x-ncp-assertion"
 _OWNERSHIP_TTL = 300.0
 _OWNERSHIP_MAX = 10_000
+_REPLAY_MAX = 100_000  # assertions live minutes (verifier skew 60 s): a busy border's last few minutes
+_SKEW_S = 60.0
 
 
 class Guard:
@@ -46,6 +48,7 @@ class Guard:
         self._border_verifier = pki.border_verifier(country) if pki else None
         self._signer = pki.ncp_signer(country) if pki else None
         self._owned: OrderedDict[tuple[str, str], float] = OrderedDict()
+        self._assertions_seen: OrderedDict[str, float] = OrderedDict()  # jti -> when it stops verifying
 
     @property
     def enabled(self) -> bool:
@@ -79,9 +82,21 @@ class Guard:
         claims = self._border_verifier.verify(
             request.headers.get(ASSERTION), patient=patient, require_treatment=treatment, country=country
         )
+        self._refuse_replay(claims)
         request.state.claims = claims
         request.state.peer = country
         return claims
+
+    def _refuse_replay(self, claims: Claims) -> None:
+        """An NCP signs one assertion per request: one seen before is a replay (401), whoever sends it."""
+        now = time.time()
+        while self._assertions_seen and (
+            next(iter(self._assertions_seen.values())) < now or len(self._assertions_seen) >= _REPLAY_MAX
+        ):
+            self._assertions_seen.popitem(last=False)
+        if claims.token_id in self._assertions_seen:
+            raise Unauthorized("NCP assertion already used: each request carries a fresh one")
+        self._assertions_seen[claims.token_id] = claims.expires_at.timestamp() + _SKEW_S
 
     async def require_ownership(
         self, claims: Claims | None, study: str, owns: Callable[[PatientRef, str], Awaitable[bool]]

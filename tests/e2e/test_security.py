@@ -14,6 +14,7 @@ from e2e_federations import Seeded, start_seeded
 from ncp.consumer.client import ImagingConsumer
 from ncp.security.audit import AuditStore
 from ncp.security.pki import FederationPki
+from ncp.security.tokens import ncp_id
 
 ACCEPT = {"Accept": 'multipart/related; type="application/dicom"'}
 
@@ -237,3 +238,21 @@ def test_an_unregistered_certificate_is_refused_before_any_application_data(
         r = client.get(f"{secure.fed.plan.endpoints['FR'].border}{path}")
     assert r.status_code == 403
     assert b"DICM" not in r.content and b'DocumentReference"' not in r.content
+
+
+def test_a_replayed_ncp_assertion_is_refused_at_the_border(secure: Seeded) -> None:
+    """NCP-B signs one assertion per request: the same one again, even over B's own mTLS, is a replay."""
+    consumer, study = treated(secure)
+    pki = FederationPki.load(secure.fed.plan.pki_dir)  # type: ignore[arg-type]
+    context = pki.gateway_verifier("AT").verify(consumer.headers["Authorization"].removeprefix("Bearer "))
+    assertion = pki.ncp_signer("AT").sign(context, audience=ncp_id("FR"))
+    url = f"{secure.fed.plan.endpoints['FR'].border}/fhir/DocumentReference"
+    params = {"patient.identifier": f"urn:oid:{study.patient.issuer}|{study.patient.id}", "status": "current"}  # type: ignore[attr-defined]
+    with httpx.Client(verify=pki.client_ssl_context("AT", peer="FR")) as client:
+        first = client.get(url, params=params, headers={"x-ncp-assertion": assertion})
+        again = client.get(url, params=params, headers={"x-ncp-assertion": assertion})
+        fresh = pki.ncp_signer("AT").sign(context, audience=ncp_id("FR"))
+        other = client.get(url, params=params, headers={"x-ncp-assertion": fresh})
+    assert first.status_code == 200 and first.json()["total"] >= 1
+    assert again.status_code == 401 and "already used" in again.text
+    assert other.status_code == 200
