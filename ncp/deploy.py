@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from ncp.app import Plan, Role, load_source
+from ncp.errors import InvalidTopology
+from ncp.link import LinkProfile
 from ncp.topology import CountryEndpoints, Endpoints
 
 __all__ = ["PORTS", "compose_document", "compose_plan", "to_yaml"]
@@ -27,6 +29,12 @@ def _service(role_id: str) -> str:
 def compose_plan(source: str) -> Plan:
     """Like :func:`ncp.app.make_plan`, with service names for hosts and fixed container ports."""
     topology = load_source(source)
+    shaped = [link for link in topology.links if LinkProfile.from_topology(link).shaped]
+    if shaped:
+        raise InvalidTopology(
+            f"links between {shaped[0].a} and {shaped[0].b}: emulated links run with `xcwado up`; in Docker, "
+            "leave them unshaped and shape the containers' network (tc netem) instead"
+        )
     roles: list[Role] = []
     endpoints: dict[str, CountryEndpoints] = {}
     for code, country in topology.countries.items():

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 from ncp.cli import main
+from ncp.deploy import compose_plan
+from ncp.errors import InvalidTopology
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -40,3 +42,9 @@ def test_docker_compose_accepts_the_file_with_the_load_profile() -> None:
         "seed",
         "locust-master",
     } <= services
+
+
+def test_a_shaped_link_is_refused_with_what_to_do_instead() -> None:
+    """Compose has no link relays: a topology that shapes a link must not deploy silently unshaped."""
+    with pytest.raises(InvalidTopology, match=r"links between FR and AT: .*xcwado up.*tc netem"):
+        compose_plan("builtin:wan")
