@@ -55,12 +55,11 @@ def cmd_up(args: argparse.Namespace) -> int:
             nonlocal stop
             stop = True
 
-        signal.signal(signal.SIGTERM, _stop)
-        try:
-            while not stop:
-                time.sleep(0.5)
-        except KeyboardInterrupt:
-            pass
+        # SIGINT too, explicitly: a shell starts a background job with SIGINT ignored, which Python keeps
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, _stop)
+        while not stop:
+            time.sleep(0.5)
     console.print("Federation stopped.")
     return 0
 

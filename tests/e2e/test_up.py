@@ -1,4 +1,5 @@
-"""`xcwado up` keeps a federation running, publishes its state file, and stops cleanly on SIGTERM."""
+"""`xcwado up` keeps a federation running, publishes its state file, and stops cleanly on SIGTERM or
+Ctrl-C (SIGINT), also when started as a shell's background job (which inherits SIGINT ignored)."""
 
 from __future__ import annotations
 
@@ -10,14 +11,21 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 
-def test_up_writes_the_state_file_serves_and_stops_cleanly(tmp_path: Path) -> None:
+def _as_background_job() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # what `cmd &` in a non-interactive shell does
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+def test_up_writes_the_state_file_serves_and_stops_cleanly(tmp_path: Path, stop: signal.Signals) -> None:
     state = tmp_path / "state.json"
     proc = subprocess.Popen(
         [sys.executable, "-m", "ncp.cli", "up", "--state", str(state), "--run-dir", str(tmp_path / "run")],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
+        preexec_fn=_as_background_job,
     )
     try:
         deadline = time.monotonic() + 180
@@ -34,7 +42,7 @@ def test_up_writes_the_state_file_serves_and_stops_cleanly(tmp_path: Path) -> No
         assert doc["security"]["enabled"] and Path(doc["security"]["ca_file"]).exists()
         assert sum(len(p["studies"]) for p in doc["catalogue"]["patients"]) > 0
     finally:
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(stop)
         assert proc.wait(timeout=60) == 0
     gateway = json.loads(state.read_text())["countries"]["AT"]["gateway"]
     try:
