@@ -46,6 +46,10 @@ def serve_in_thread(
     ``options`` go to ``uvicorn.Config`` (e.g. ``ssl_certfile`` for TLS listeners).
     """
     port = port or free_port(host)
+    # The stdlib loop, as the role processes run (ncp.federation.run_role), not uvloop, which uvicorn's
+    # "auto" picks: with many loops starting and stopping in one process, uvloop crashed the test process
+    # in a loop's shutdown (SIGSEGV in CI; cf. MagicStack/uvloop#706).
+    options = {"loop": "asyncio", **options}
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on", **options)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
