@@ -81,7 +81,7 @@ def _names(study: StudyRecord, display: str) -> bool:
     "QY-003",
     "Level-2 selection by procedure display name",
     tags=("query", "level-2"),
-    mcwg=("1.1", "2.5"),
+    mcwg=("1.1", "2.5", "2.6"),
     transactions=("ITI-67",),
 )
 def by_procedure(ctx: ScenarioContext) -> None:
