@@ -121,9 +121,9 @@ class Federation:
     @contextmanager
     def role_down(self, role_id: str, timeout: float = 60.0) -> Iterator[None]:
         """An outage: the role is stopped for the block, then started again on the same ports."""
-        role = next((r for r in self.plan.roles if r.id == role_id), None)
-        if role is None or role_id not in self._roles:
-            raise KeyError(f"no running role {role_id!r}; roles: {sorted(self._roles)}")
+        role = self.plan.role(role_id)
+        if role_id not in self._roles:
+            raise KeyError(f"role {role_id!r} is not running; running: {sorted(self._roles)}")
         self._roles.pop(role_id).close()
         try:
             yield

@@ -55,6 +55,8 @@ HOP_BY_HOP = frozenset(
     }
 )
 _CHUNK = 256 * 1024
+# How a next hop fails once its answer has started, whichever client reads it.
+_TRANSPORT_ERRORS = (aiohttp.ClientError, httpx.HTTPError, TimeoutError, ConnectionError)
 
 
 @dataclass(frozen=True)
@@ -244,7 +246,7 @@ async def _rebased(
             if size > _REBASE_LIMIT:
                 raise UpstreamError(f"answer over {_REBASE_LIMIT} bytes where JSON metadata was expected")
             chunks.append(chunk)
-    except (aiohttp.ClientError, httpx.HTTPError, TimeoutError, ConnectionError) as exc:
+    except _TRANSPORT_ERRORS as exc:
         log.warning("upstream %s failed mid-answer (%s)", url, type(exc).__name__)
         raise UpstreamError(f"next hop failed mid-answer: {type(exc).__name__}") from None
     finally:
@@ -260,7 +262,7 @@ async def _guarded(body: AsyncIterator[bytes], url: str) -> AsyncIterator[bytes]
     try:
         async for chunk in body:
             yield chunk
-    except (aiohttp.ClientError, httpx.HTTPError, TimeoutError, ConnectionError) as exc:
+    except _TRANSPORT_ERRORS as exc:
         log.warning(
             "upstream %s failed mid-stream (%s); aborting the client connection", url, type(exc).__name__
         )
