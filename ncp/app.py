@@ -186,6 +186,7 @@ def make_plan(
             border=f"{scheme}://{host}:{border}",
             registries=registries,
             pacs=pacs,
+            public=country.public_url or "",
         )
     faults = dict(link_faults or {})
     roles += [Role(rid, (free_port(host),)) for rid in _relayed_links(topology, faults)]
@@ -283,10 +284,12 @@ def build_role(plan: Plan, role_id: str) -> list[tuple[Any, int, dict[str, Any]]
             data_plane=plan.data_plane,
             pki_dir=plan.pki_dir,
             audit_db=state_dir / "audit.sqlite",
+            replay_db=state_dir / "assertions-seen.sqlite",
         )
         tls = FederationPki.load(plan.pki_dir).uvicorn_options(role.country) if plan.pki_dir else {}
+        proxies = {"proxy_headers": True, "forwarded_allow_ips": list(country.trusted_proxies)}
         return [
-            (create_gateway_app(settings), role.ports[0], {}),
+            (create_gateway_app(settings), role.ports[0], proxies if country.trusted_proxies else {}),
             (create_border_app(settings), role.ports[1], {**tls, "timeout_keep_alive": BORDER_KEEP_ALIVE_S}),
         ]
     if role.kind == "registry":

@@ -324,7 +324,7 @@ def run_role(plan_file: Path, role_id: str) -> None:
                 log_level="warning",
                 lifespan="on",
                 timeout_graceful_shutdown=5,  # keep-alive peers must not hold a stopping NCP
-                **options,
+                **{"proxy_headers": False, **options},  # X-Forwarded-* only from configured proxies
             )
         )
         for app, port, options in build_role(plan, role_id)

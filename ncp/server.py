@@ -49,7 +49,8 @@ def serve_in_thread(
     # The stdlib loop, as the role processes run (ncp.federation.run_role), not uvloop, which uvicorn's
     # "auto" picks: with many loops starting and stopping in one process, uvloop crashed the test process
     # in a loop's shutdown (SIGSEGV in CI; cf. MagicStack/uvloop#706).
-    options = {"loop": "asyncio", **options}
+    # uvicorn believes X-Forwarded-For/-Proto from 127.0.0.1 by default: here that would be every client.
+    options = {"loop": "asyncio", "proxy_headers": False, **options}
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on", **options)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)

@@ -7,6 +7,7 @@ receives both and never reads module-level state.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import tomllib
 from collections.abc import Mapping
@@ -83,6 +84,12 @@ class Country:
     # (and, when given, consumers use its gateway); its PACS are declared by their DICOMweb base URLs.
     border: str | None = None
     gateway: str | None = None
+    # Where consumers reach this country's gateway (e.g. through a reverse proxy): every URL the gateway
+    # writes into an answer starts here, never with a Host header. None: the gateway's own address.
+    public_url: str | None = None
+    # Addresses of reverse proxies whose X-Forwarded-For / -Proto the gateway listener believes; from
+    # anyone else those headers are ignored, so the audited client is the TCP peer.
+    trusted_proxies: tuple[str, ...] = ()
 
     @property
     def external(self) -> bool:
@@ -227,6 +234,8 @@ def _country(r: _Reader, code: str) -> Country:
         faults=_faults(r.sub("faults", r.mapping("faults"))),
         border=_external_url(r, "border"),
         gateway=_external_url(r, "gateway"),
+        public_url=_external_url(r, "public_url"),
+        trusted_proxies=_addresses(r, "trusted_proxies"),
     )
     _check_external(r, country)
     return country
@@ -237,6 +246,14 @@ def _external_url(r: _Reader, key: str) -> str | None:
     if url is not None and not url.startswith(("http://", "https://")):
         raise InvalidTopology(f"{r.where(key)} must be an http(s) URL, not {url!r}")
     return url.rstrip("/") if url else None
+
+
+def _addresses(r: _Reader, key: str) -> tuple[str, ...]:
+    values = r.items(key) if key in r.raw else []
+    try:
+        return tuple(str(ipaddress.ip_address(v)) for v in values)
+    except ValueError:
+        raise InvalidTopology(f"{r.where(key)} must list IP addresses, got {values!r}") from None
 
 
 def _check_external(r: _Reader, country: Country) -> None:
@@ -396,12 +413,18 @@ class CountryEndpoints:
     border: str
     registries: Mapping[str, str]  # registry id -> FHIR base
     pacs: Mapping[str, str]  # Retrieve Location UID -> DICOMweb base
+    public: str = ""  # the gateway's public base (topology public_url); "" = the gateway's own address
+
+    @property
+    def public_base(self) -> str:
+        return self.public or self.gateway
 
     def to_json(self) -> dict[str, Any]:
         return {
             "home_community_id": self.home_community_id,
             "patient_id_issuer": self.patient_id_issuer,
             "gateway": self.gateway,
+            "public": self.public_base,
             "border": self.border,
             "registries": list(self.registries.values()),
             "registry_ids": dict(self.registries),
@@ -427,6 +450,7 @@ class Endpoints:
                     home_community_id=c["home_community_id"],
                     patient_id_issuer=c["patient_id_issuer"],
                     gateway=c["gateway"],
+                    public=c.get("public") or "",
                     border=c["border"],
                     registries=c.get("registry_ids") or {str(i): u for i, u in enumerate(c["registries"])},
                     pacs=c["pacs"],

@@ -24,6 +24,7 @@ from urllib.parse import urlencode
 import httpx
 import pydicom
 
+from ncp import fhirsearch
 from ncp.codes import TYPE_MANIFEST, TYPE_REPORT
 from ncp.consumer.documents import DocumentEntry
 from ncp.dicom.kos import read_manifest
@@ -153,7 +154,8 @@ class ImagingConsumer:
 
     # -- step 0 ---------------------------------------------------------------------------------
     def identify(self, issuer: str, patient_id: str) -> dict[str, Any]:
-        bundle = self._get_json("identify", "/fhir/Patient", {"identifier": f"urn:oid:{issuer}|{patient_id}"})
+        identifier = fhirsearch.token(f"urn:oid:{issuer}", patient_id)
+        bundle = self._get_json("identify", "/fhir/Patient", {"identifier": identifier})
         entries: list[dict[str, Any]] = [
             e["resource"]
             for e in bundle.get("entry", [])
@@ -179,7 +181,7 @@ class ImagingConsumer:
     ) -> list[DocumentEntry]:
         """ITI-67 with level-1 keys (or targeted keys); follows every ``next`` page."""
         params: list[tuple[str, str]] = [
-            ("patient.identifier", f"urn:oid:{issuer}|{patient_id}"),
+            ("patient.identifier", fhirsearch.token(f"urn:oid:{issuer}", patient_id)),
             ("status", "current"),
         ]
         if kind:

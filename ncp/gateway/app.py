@@ -90,6 +90,7 @@ def _app(settings: GatewaySettings, routes: list[Route], hop_name: str) -> Starl
             yield
         finally:
             await clients.aclose()
+            app.state.guard.close()
 
     audit = AuditStore(settings.audit_db) if settings.audit_db else None
     extra = [Route("/fhir/AuditEvent", audit_search_endpoint(audit))] if audit else []
@@ -110,7 +111,7 @@ def _app(settings: GatewaySettings, routes: list[Route], hop_name: str) -> Starl
     )
     app.state.settings = settings
     app.state.hop_name = hop_name
-    app.state.guard = Guard(settings.country, pki)
+    app.state.guard = Guard(settings.country, pki, settings.replay_db)
     return app
 
 

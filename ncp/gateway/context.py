@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import dataclass, field
 
@@ -13,6 +14,8 @@ from ncp.gateway.proxy import Upstream
 from ncp.gateway.settings import GatewaySettings
 
 __all__ = ["Clients", "Hop"]
+
+_REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")
 
 
 @dataclass
@@ -48,7 +51,7 @@ class Hop:
     def of(cls, request: Request) -> Hop:
         state = request.app.state
         rid = getattr(request.state, "request_id", None) or request.headers.get("x-request-id") or ""
-        if not rid or len(rid) > 128 or not rid.isprintable():
+        if not _REQUEST_ID.fullmatch(rid):  # it goes into headers at every hop: visible ASCII only
             rid = str(uuid.uuid4())
         request.state.request_id = rid
         return cls(state.settings, state.clients, state.guard, state.hop_name, rid)

@@ -18,8 +18,10 @@ from starlette.datastructures import QueryParams
 from starlette.responses import Response
 
 from ncp.errors import InvalidRequest, NotFound, UpstreamError, UpstreamTimeout
+from ncp.fhirsearch import split_alternatives, split_token
 from ncp.gateway.context import Hop
 from ncp.mhd import HCID_EXTENSION
+from ncp.security.tokens import PatientRef, patient_ref
 from ncp.topology import Country
 
 __all__ = [
@@ -77,20 +79,28 @@ def fhir_response(body: Mapping[str, Any], status: int = 200, request_id: str | 
     return Response(json.dumps(body), status_code=status, media_type=FHIR_JSON, headers=headers)
 
 
-def parse_patient_token(value: str) -> tuple[str, str]:
-    """``urn:oid:{issuer}|{id}`` -> (bare issuer OID, id)."""
-    system, sep, ident = value.partition("|")
-    if not sep or not system.startswith("urn:oid:") or not ident:
-        raise InvalidRequest(f"patient identifier {value!r} must be urn:oid:<issuer>|<id>")
-    return system.removeprefix("urn:oid:"), ident
+def parse_patient_token(name: str, value: str) -> PatientRef:
+    """One patient from a token search value ``urn:oid:{issuer}|{id}``, read by FHIR search rules (escapes
+    honoured) exactly as the registry will read it; several alternatives or a broken grammar are a 400."""
+    alternatives = split_alternatives(name, value)
+    if len(alternatives) != 1:
+        raise InvalidRequest(f"search parameter {name!r} must name exactly one patient")
+    system, code = split_token(name, alternatives[0])
+    if not system or not system.startswith("urn:oid:") or not code:
+        raise InvalidRequest(f"search parameter {name!r} must be urn:oid:<issuer>|<id>")
+    try:
+        return patient_ref(system, code)
+    except ValueError as exc:
+        raise InvalidRequest(f"search parameter {name!r}: {exc}") from None
 
 
-def route_by_patient(hop: Hop, token: str) -> Country:
+def route_by_patient(hop: Hop, patient: PatientRef) -> Country:
     """The community that issues this patient identifier (ITI-78/ITI-67 routing by issuer)."""
-    issuer, _ = parse_patient_token(token)
-    country = hop.settings.topology.by_patient_issuer(issuer)
+    country = hop.settings.topology.by_patient_issuer(patient.issuer)
     if country is None:
-        raise NotFound(f"no community of this federation issues patient identifiers under urn:oid:{issuer}")
+        raise NotFound(
+            f"no community of this federation issues patient identifiers under urn:oid:{patient.issuer}"
+        )
     return country
 
 
@@ -99,7 +109,8 @@ def split_id(value: str, what: str) -> tuple[str, str]:
     if not _FHIR_ID.fullmatch(value):
         raise InvalidRequest(f"{what} {value!r} is not a valid FHIR id")
     prefix, sep, rest = value.partition(".")
-    if not sep or not rest:
+    # the rest becomes a path segment at the next hop: "." or ".." there would name another resource
+    if not sep or not rest or rest.startswith(".") or rest.endswith("."):
         raise NotFound(f"{what} {value!r} is unknown")
     return prefix, rest
 

@@ -17,9 +17,11 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import anyio
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -27,32 +29,38 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ncp.errors import Forbidden, InvalidRequest, NotFound, Unauthorized
 from ncp.security.audit import AuditRecord, AuditStore, user_fields
 from ncp.security.pki import FederationPki
-from ncp.security.tokens import Claims, PatientRef, ncp_id
+from ncp.security.replay import SeenAssertions
+from ncp.security.tokens import Claims, PatientRef, ncp_id, patient_ref
 
-__all__ = ["AuditMiddleware", "Guard", "idp_routes_handlers"]
+__all__ = ["OWNERSHIP_TTL_S", "AuditMiddleware", "Guard", "idp_routes_handlers"]
 
 ASSERTION = "x-ncp-assertion"
-_OWNERSHIP_TTL = 300.0
+OWNERSHIP_TTL_S = 5.0  # how long a withdrawn manifest may still open its study
 _OWNERSHIP_MAX = 10_000
-_REPLAY_MAX = 100_000  # assertions live minutes (verifier skew 60 s): a busy border's last few minutes
-_SKEW_S = 60.0
+_SKEW_S = 60.0  # the verifier's leeway: an assertion can verify until expiry + skew
 
 
 class Guard:
     """One app's security state (several NCPs share a process: nothing here is module-level)."""
 
-    def __init__(self, country: str, pki: FederationPki | None) -> None:
+    def __init__(self, country: str, pki: FederationPki | None, replay_db: Path | None = None) -> None:
         self.country = country
         self.pki = pki
         self._gateway_verifier = pki.gateway_verifier(country) if pki else None
         self._border_verifier = pki.border_verifier(country) if pki else None
         self._signer = pki.ncp_signer(country) if pki else None
-        self._owned: OrderedDict[tuple[str, str], float] = OrderedDict()
-        self._assertions_seen: OrderedDict[str, float] = OrderedDict()  # jti -> when it stops verifying
+        self._owned: OrderedDict[tuple[str, str], float] = OrderedDict()  # -> epoch time it lapses
+        self._replay_db = replay_db
+        self._seen: SeenAssertions | None = None
 
     @property
     def enabled(self) -> bool:
         return self.pki is not None
+
+    def close(self) -> None:
+        if self._seen is not None:
+            self._seen.close()
+            self._seen = None
 
     # -- gateway listener ---------------------------------------------------------------------------
     def consumer(
@@ -88,39 +96,37 @@ class Guard:
         return claims
 
     def _refuse_replay(self, claims: Claims) -> None:
-        """An NCP signs one assertion per request: one seen before is a replay (401), whoever sends it."""
-        now = time.time()
-        while self._assertions_seen and (
-            next(iter(self._assertions_seen.values())) < now or len(self._assertions_seen) >= _REPLAY_MAX
-        ):
-            self._assertions_seen.popitem(last=False)
-        if claims.token_id in self._assertions_seen:
+        """An NCP signs one assertion per request: one seen before is a replay (401), whoever sends it,
+        also after this border restarted (the ids persist until the assertion could not verify anyway)."""
+        if self._seen is None:
+            self._seen = SeenAssertions(self._replay_db)
+        if not self._seen.first_use(claims.token_id, claims.expires_at.timestamp() + _SKEW_S):
             raise Unauthorized("NCP assertion already used: each request carries a fresh one")
-        self._assertions_seen[claims.token_id] = claims.expires_at.timestamp() + _SKEW_S
 
     async def require_ownership(
         self, claims: Claims | None, study: str, owns: Callable[[PatientRef, str], Awaitable[bool]]
     ) -> None:
-        """Refuse (403) a study that does not belong to the asserted patient; positive answers are cached."""
+        """Refuse (403) a study that does not belong to the asserted patient.
+
+        A positive answer is reused for at most ``OWNERSHIP_TTL_S`` and never beyond the assertion that
+        earned it: a manifest withdrawn (entered in error, deprecated) stops retrieval within that time.
+        """
         if claims is None:
             return
         if claims.patient is None:
             raise Forbidden("the assertion carries no treatment context")
-        key = (claims.patient.fhir_token(), study)
-        seen = self._owned.get(key)
-        if seen is not None and time.monotonic() - seen < _OWNERSHIP_TTL:
+        key = (claims.patient.search_token(), study)
+        now = time.time()
+        lapses = self._owned.get(key)
+        if lapses is not None and now < lapses:
             return
         if not await owns(claims.patient, study):
+            self._owned.pop(key, None)
             raise Forbidden("the requested study does not belong to the patient of the treatment context")
-        self._owned[key] = time.monotonic()
+        self._owned[key] = min(now + OWNERSHIP_TTL_S, claims.expires_at.timestamp())
+        self._owned.move_to_end(key)
         while len(self._owned) > _OWNERSHIP_MAX:
             self._owned.popitem(last=False)
-
-
-def patient_ref(token: str) -> PatientRef:
-    """``urn:oid:{issuer}|{id}`` -> PatientRef."""
-    system, _, ident = token.partition("|")
-    return PatientRef(system.removeprefix("urn:oid:"), ident)
 
 
 class AuditMiddleware:
@@ -181,48 +187,64 @@ def _transaction(scope: Scope) -> str | None:
 
 
 def idp_routes_handlers(
-    pki: FederationPki, country: str, identified: Callable[[Request, str, str], Awaitable[bool]]
+    pki: FederationPki, country: str, identified: Callable[[Request, PatientRef], Awaitable[bool]]
 ) -> dict[str, Callable[[Request], Awaitable[Response]]]:
     """The country's simulated identity provider: ``POST /idp/token`` and ``POST /idp/treatment``;
-    ``identified(request, issuer, id)`` says whether patient identification finds the patient."""
+    ``identified(request, patient)`` says whether patient identification finds the patient."""
     idp = pki.identity_provider(country)
 
     async def token(request: Request) -> Response:
-        form = await request.form()
+        form = await _form(request, ("subject", "role", "organisation", "facility", "scope"))
         try:
             issued = idp.hcp_token(
-                subject=str(form.get("subject") or "dr-test"),
-                role=str(form.get("role") or "2211"),
-                organisation=str(form.get("organisation") or f"Hospital {country}"),
-                facility=str(form.get("facility") or "Hospital"),
-                scopes=str(form.get("scope") or "patient/*.read").split(),
+                subject=form.get("subject") or "dr-test",
+                role=form.get("role") or "2211",
+                organisation=form.get("organisation") or f"Hospital {country}",
+                facility=form.get("facility") or "Hospital",
+                scopes=(form.get("scope") or "patient/*.read").split(),
             )
         except ValueError as exc:
             raise InvalidRequest(str(exc)) from None
         return _token_response(issued)
 
     async def treatment(request: Request) -> Response:
-        form = await request.form()
+        form = await _form(request, ("patient_id", "patient_issuer", "purpose_of_use"))
         hcp = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
         if not hcp:
             raise Unauthorized("an HCP token (Authorization: Bearer) is required")
-        patient_id, issuer = str(form.get("patient_id") or ""), str(form.get("patient_issuer") or "")
         try:
+            patient = patient_ref(form.get("patient_issuer", ""), form.get("patient_id", ""))
             issued = idp.treatment_token(
                 hcp,
-                patient_id=patient_id,
-                patient_issuer=issuer,
-                purpose_of_use=str(form.get("purpose_of_use") or "TREATMENT"),
+                patient_id=patient.id,
+                patient_issuer=patient.issuer,
+                purpose_of_use=form.get("purpose_of_use") or "TREATMENT",
             )
         except ValueError as exc:
             raise InvalidRequest(str(exc)) from None
-        if not await identified(request, issuer, patient_id):
+        if not await identified(request, patient):
             raise NotFound(
-                f"patient {patient_id} is not known to the community of urn:oid:{issuer}: no context"
+                f"patient {patient.id} is not known to the community of urn:oid:{patient.issuer}: no context"
             )
         return _token_response(issued)
 
     return {"/idp/token": token, "/idp/treatment": treatment}
+
+
+async def _form(request: Request, fields: tuple[str, ...]) -> dict[str, str]:
+    """The IdP's form: each field at most once, as text; a repeated field could name a second patient."""
+    try:
+        form = await request.form(max_files=0, max_fields=len(fields) + 4)
+    except (HTTPException, ValueError, UnicodeDecodeError):
+        raise InvalidRequest("the token request is not an application/x-www-form-urlencoded form") from None
+    values: dict[str, str] = {}
+    for name, value in form.multi_items():
+        if not isinstance(value, str):
+            raise InvalidRequest(f"form field {name!r} must be text")
+        if name in values:
+            raise InvalidRequest(f"form field {name!r} is given more than once")
+        values[name] = value
+    return values
 
 
 def _token_response(token: str) -> Response:

@@ -26,35 +26,51 @@ from ncp.gateway.fhir import (
     fhir_get,
     fhir_response,
     next_query,
+    parse_patient_token,
     route_by_patient,
     searchset,
     with_query,
 )
-from ncp.gateway.guard import patient_ref
+from ncp.security.tokens import PatientRef
 
 __all__ = ["find_document_references_initiating", "find_document_references_responding"]
 
 _PAGING = frozenset({"_count", "_offset"})
+_PATIENT_PARAMS = frozenset({"patient", "patient.identifier", "subject"})
 _MAX_PAGES = 50
+
+
+def _one_patient(request: Request, required: bool) -> tuple[PatientRef | None, list[tuple[str, str]]]:
+    """The search's one patient, and its parameters with that patient re-escaped: the registry reads the
+    very value the guard checked, whatever escapes the consumer wrote."""
+    params = list(request.query_params.multi_items())
+    if any(k.partition(":")[0] in _PATIENT_PARAMS and k != "patient.identifier" for k, _ in params):
+        raise InvalidRequest("a cross-border search names its patient by patient.identifier only")
+    tokens = [v for k, v in params if k == "patient.identifier"]
+    if len(tokens) > 1 or (required and not tokens):
+        raise InvalidRequest(
+            "a cross-border search needs exactly one patient.identifier (urn:oid:<issuer>|<id>)"
+        )
+    if not tokens:
+        return None, params
+    patient = parse_patient_token("patient.identifier", tokens[0])
+    canonical = [(k, patient.search_token() if k == "patient.identifier" else v) for k, v in params]
+    return patient, canonical
 
 
 async def find_document_references_initiating(request: Request) -> Response:
     hop = Hop.of(request)
-    params = list(request.query_params.multi_items())
-    tokens = [v for k, v in params if k == "patient.identifier"]
-    if len(tokens) != 1:
-        raise InvalidRequest(
-            "a cross-border search needs exactly one patient.identifier (urn:oid:<issuer>|<id>)"
-        )
-    claims = hop.guard.consumer(request, patient=patient_ref(tokens[0]))
-    country = route_by_patient(hop, tokens[0])
+    patient, params = _one_patient(request, required=True)
+    assert patient is not None
+    claims = hop.guard.consumer(request, patient=patient)
+    country = route_by_patient(hop, patient)
     border = hop.settings.endpoints[country.code].border
     client, _ = hop.clients.peer(country.code)
     extra = hop.guard.assertion_for(claims, country.code)
     answer = await fhir_get(hop, f"{border}/fhir/DocumentReference", params, client=client, extra=extra)
     if answer.status != 200:
         return fhir_response(answer.body, answer.status, hop.request_id)
-    own = f"{hop.settings.my_endpoints.gateway}/fhir"
+    own = f"{hop.settings.my_endpoints.public_base}/fhir"
     bundle = answer.body
     for entry in bundle.get("entry", []):
         resource = entry.get("resource", {})
@@ -69,13 +85,8 @@ async def find_document_references_initiating(request: Request) -> Response:
 
 async def find_document_references_responding(request: Request) -> Response:
     hop = Hop.of(request)
-    params = list(request.query_params.multi_items())
-    tokens = [v for k, v in params if k == "patient.identifier"]
-    if hop.guard.enabled and len(tokens) != 1:
-        raise InvalidRequest(
-            "a cross-border search needs exactly one patient.identifier (urn:oid:<issuer>|<id>)"
-        )
-    hop.guard.peer(request, patient=patient_ref(tokens[0]) if tokens else None)
+    patient, params = _one_patient(request, required=hop.guard.enabled)
+    hop.guard.peer(request, patient=patient)
     registries = hop.settings.my_endpoints.registries
     own = f"{hop.settings.my_endpoints.border}/fhir"
     if len(registries) == 1:

@@ -24,45 +24,50 @@ from ncp.gateway.fhir import (
     searchset,
     with_query,
 )
+from ncp.security.tokens import PatientRef
 
 __all__ = ["find_patients_initiating", "find_patients_responding", "patient_known"]
 
 
-def _identifier(request: Request) -> str:
-    values = request.query_params.getlist("identifier")
-    if len(values) != 1:
+def _identifier(request: Request) -> PatientRef:
+    """The one patient searched for; it is passed on re-escaped, never as the consumer spelled it."""
+    values = [v for k, v in request.query_params.multi_items() if k != "_format"]
+    names = {k for k, _ in request.query_params.multi_items() if k != "_format"}
+    if names != {"identifier"} or len(values) != 1:
         raise InvalidRequest("Patient search needs exactly one identifier=urn:oid:<issuer>|<id>")
-    parse_patient_token(values[0])
-    return values[0]
+    return parse_patient_token("identifier", values[0])
 
 
 async def find_patients_initiating(request: Request) -> Response:
-    answer = await _identify(request, _identifier(request))
+    patient = _identifier(request)
+    answer = await _identify(request, patient)
     hop = Hop.of(request)
     body = answer.body
     if answer.status == 200:
-        own = f"{hop.settings.my_endpoints.gateway}/fhir/Patient"
-        body["link"] = [{"relation": "self", "url": with_query(own, [("identifier", _identifier(request))])}]
+        own = with_query(
+            f"{hop.settings.my_endpoints.public_base}/fhir/Patient", [("identifier", patient.search_token())]
+        )
+        body["link"] = [{"relation": "self", "url": own}]
     return fhir_response(body, answer.status, hop.request_id)
 
 
-async def patient_known(request: Request, issuer: str, patient_id: str) -> bool:
+async def patient_known(request: Request, patient: PatientRef) -> bool:
     """Whether the community that issues the identifier knows the patient: the identity provider opens
-    a treatment context only for an identified patient (ARCHITECTURE §4)."""
-    answer = await _identify(request, f"urn:oid:{issuer}|{patient_id}")
+    a treatment context only for an identified patient (docs/architecture.md, security)."""
+    answer = await _identify(request, patient)
     return answer.status == 200 and bool(answer.body.get("entry"))
 
 
-async def _identify(request: Request, identifier: str) -> FhirAnswer:
-    """ITI-78 at the NCP of the community that issues ``identifier``, with the caller's HCP context."""
+async def _identify(request: Request, patient: PatientRef) -> FhirAnswer:
+    """ITI-78 at the NCP of the community that issues the identifier, with the caller's HCP context."""
     hop = Hop.of(request)
     claims = hop.guard.consumer(request, treatment=False)
-    country = route_by_patient(hop, identifier)
+    country = route_by_patient(hop, patient)
     client, _ = hop.clients.peer(country.code)
     return await fhir_get(
         hop,
         f"{hop.settings.endpoints[country.code].border}/fhir/Patient",
-        [("identifier", identifier)],
+        [("identifier", patient.search_token())],
         client=client,
         extra=hop.guard.assertion_for(claims, country.code),
     )
@@ -71,7 +76,7 @@ async def _identify(request: Request, identifier: str) -> FhirAnswer:
 async def find_patients_responding(request: Request) -> Response:
     hop = Hop.of(request)
     hop.guard.peer(request, treatment=False)
-    token = _identifier(request)
+    token = _identifier(request).search_token()
     bases = list(hop.settings.my_endpoints.registries.values())
     answers = await asyncio.gather(
         *(fhir_get(hop, f"{b}/Patient", [("identifier", token)]) for b in bases),

@@ -32,6 +32,7 @@ from ncp.gateway.fhir import fhir_get
 from ncp.gateway.proxy import relay
 from ncp.gateway.settings import AllowedBase
 from ncp.security.tokens import PatientRef
+from ncp.topology import CountryEndpoints
 
 __all__ = ["XcWadoPath", "initiating_imaging_gateway", "match_retrieve_url", "responding_imaging_gateway"]
 
@@ -122,7 +123,7 @@ async def initiating_imaging_gateway(request: Request) -> Response:
     if retrieve_url is not None:
         params = {"retrieveURL": retrieve_url, **params}
     url = f"{border}/wado-rs/{xc.xc_path()}" + (f"?{urlencode(params)}" if params else "")
-    public = forwarded_headers(_own_base(request, f"wado/{xc.location()}"))
+    public = forwarded_headers(_gateway_base(hop.settings.my_endpoints, xc))
     headers = hop.outbound_headers(
         request, _FORWARDED, {**hop.guard.assertion_for(claims, country.code), **public}
     )
@@ -150,23 +151,27 @@ async def responding_imaging_gateway(request: Request) -> Response:
             raise NotFound(f"Unknown RetrieveLocationUID {xc.retrieve_location_uid}")
         base = found if found.endswith("/") else found + "/"
     url = base + xc.resource() + (f"?{urlencode(params)}" if params else "")
-    # The consumer's gateway named where it was reached (an authenticated peer: checked above); URLs
-    # in the answer point there, or here, never at the PACS. Orthanc writes its own configured host
-    # into metadata, so a metadata answer is rebased too (it is JSON, never an image payload).
-    public = public_base(request.headers) or _own_base(request, f"wado-rs/{xc.location()}")
+    # URLs in the answer name the consumer's gateway, or this border, never the PACS; both come from
+    # configuration: a named base that is not a configured gateway's is ignored, whoever sends it.
+    # Orthanc writes its own configured host into metadata, so a metadata answer is rebased too (it is
+    # JSON, never an image payload).
+    named = public_base(request.headers)
+    gateways = {_gateway_base(ep, xc) for ep in settings.endpoints.countries.values()}
+    public = named if named in gateways else f"{settings.my_endpoints.border}/wado-rs/{xc.location()}"
     headers = hop.outbound_headers(request, _FORWARDED, forwarded_headers(public))
     rebase = (base, public + "/") if xc.tail == "metadata" else None
     return await relay(hop.upstream, url, headers, hop=hop.name, request_id=hop.request_id, rebase=rebase)
 
 
-def _own_base(request: Request, path: str) -> str:
-    return str(request.base_url).rstrip("/") + "/" + path
+def _gateway_base(endpoints: CountryEndpoints, xc: XcWadoPath) -> str:
+    """The RAD-160 base at a country's gateway as its consumers reach it (configured public base)."""
+    return f"{endpoints.public_base}/wado/{xc.location()}"
 
 
 async def _owns(hop: Hop, patient: PatientRef, study: str) -> bool:
     """Whether one of this country's registries lists the study for the patient (current manifests)."""
     params = [
-        ("patient.identifier", patient.fhir_token()),
+        ("patient.identifier", patient.search_token()),
         ("status", "current"),
         ("study-instance-uid", study),
         ("_count", "1"),
@@ -197,10 +202,10 @@ def match_retrieve_url(value: str, allowed: tuple[AllowedBase, ...]) -> AllowedB
             return None
     else:
         rest = value
-    parts = urlsplit("//" + rest)
     try:
+        parts = urlsplit("//" + rest)
         port = parts.port
-    except ValueError:
+    except ValueError:  # e.g. a bracketed host that is no IPv6 address
         return None
     host = (parts.hostname or "").lower()
     path = parts.path or "/"

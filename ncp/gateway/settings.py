@@ -43,6 +43,7 @@ class GatewaySettings:
     timeouts: Timeouts = field(default_factory=Timeouts)
     pki_dir: Path | None = None  # the federation's test PKI; None = security off (benchmarks only)
     audit_db: Path | None = None  # where this NCP's AuditEvents are kept
+    replay_db: Path | None = None  # NCP assertion ids the border has relied on (None: in memory)
 
     @property
     def me(self) -> Country:

@@ -22,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ncp.errors import Gone, InvalidRequest, NotFound, PayloadTooLarge, UnsupportedMediaType
+from ncp.fhirsearch import split_alternatives, split_token
 from ncp.mhd import DICOM_UID_SYSTEM, RFC3986
 from ncp.registry.fhirhttp import Registry, check_format, fhir_response, render_document, validate_id
 from ncp.registry.index import normalize_identifier, parse_date_range
@@ -86,7 +87,6 @@ _CONTROL = frozenset({"_count", "_offset", "_format"})
 _DATE_PREFIXES = frozenset({"eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap"})
 _STATUS_SYSTEM = "http://hl7.org/fhir/document-reference-status"
 _MAX_FORM_BYTES = 64 * 1024
-_MAX_ALTERNATIVES = 100  # per parameter: keeps every query far below SQLite's bound on SQL variables
 _MAX_PARAMETERS = 50
 
 
@@ -237,63 +237,9 @@ def check_parameter_count(params: Sequence[tuple[str, str]]) -> None:
         raise InvalidRequest(f"{len(params)} search parameters: at most {_MAX_PARAMETERS} are accepted")
 
 
-def split_alternatives(name: str, value: str) -> list[str]:
-    """Split on unescaped commas; ``\\,`` ``\\|`` ``\\$`` ``\\\\`` escapes stay for the token split."""
-    if not value:
-        raise InvalidRequest(f"search parameter {name!r} has an empty value")
-    parts, current, escaped = [], "", False
-    for ch in value:
-        if escaped:
-            current += "\\" + ch
-            escaped = False
-        elif ch == "\\":
-            escaped = True
-        elif ch == ",":
-            parts.append(current)
-            current = ""
-        else:
-            current += ch
-    parts.append(current + ("\\" if escaped else ""))
-    if len(parts) > _MAX_ALTERNATIVES:
-        raise InvalidRequest(f"search parameter {name!r}: at most {_MAX_ALTERNATIVES} comma-separated values")
-    return parts
-
-
 def token_alternative(name: str, value: str) -> TokenAlt:
     """``system|code`` -> both; ``|code`` -> system ''; ``code`` -> any system; ``system|`` -> any code."""
-    system: str | None = None
-    code = value
-    split = _unescaped_bar(value)
-    if split >= 0:
-        system, code = value[:split], value[split + 1 :]
-    system = _unescape(system) if system is not None else None
-    code = _unescape(code)
-    if not code and not system:
-        raise InvalidRequest(f"search parameter {name!r} has an empty token {value!r}")
-    return TokenAlt(system, code or None)
-
-
-def _unescaped_bar(value: str) -> int:
-    escaped = False
-    for i, ch in enumerate(value):
-        if escaped:
-            escaped = False
-        elif ch == "\\":
-            escaped = True
-        elif ch == "|":
-            return i
-    return -1
-
-
-def _unescape(value: str) -> str:
-    out, escaped = "", False
-    for ch in value:
-        if escaped or ch != "\\":
-            out += ch
-            escaped = False
-        else:
-            escaped = True
-    return out
+    return TokenAlt(*split_token(name, value))
 
 
 def _normalized(alt: TokenAlt) -> TokenAlt:

@@ -34,6 +34,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.types import Options
 
+from ncp import fhirsearch
 from ncp.errors import Forbidden, Unauthorized
 
 __all__ = [
@@ -55,6 +56,7 @@ __all__ = [
     "bearer_token",
     "idp_issuer",
     "ncp_id",
+    "patient_ref",
 ]
 
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
@@ -82,7 +84,10 @@ _ALGORITHM_KEYS: dict[str, type] = {
 _EMBEDDED_KEY_HEADERS = ("jwk", "jku", "x5u", "x5c")  # keys are never taken from the token itself
 _OID = re.compile(r"^[0-2](\.(0|[1-9][0-9]*))+$")
 _ISCO08 = re.compile(r"^[0-9]{1,4}$")
-_PATIENT_ID = re.compile(r"^[^\^&|\s\x00-\x1f]{1,64}$")  # no CX/FHIR token delimiters
+# DICOM LO (PS3.5 6.2) in the default repertoire less HL7 CX delimiters (^ & ~ \\) and the FHIR token bar:
+# printable ASCII without spaces, 1-64 characters. The search delimiters left (, $) are escaped in searches.
+_PATIENT_ID = re.compile(r"^[!-~]{1,64}$")
+_PATIENT_ID_EXCLUDED = frozenset("^&~\\|")
 _COUNTRY = re.compile(r"^[A-Z]{2}$")
 _SCOPE = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]+$")  # RFC 6749 §3.3 scope-token
 
@@ -109,8 +114,9 @@ class PatientRef(NamedTuple):
     issuer: str
     id: str
 
-    def fhir_token(self) -> str:
-        return f"urn:oid:{self.issuer}|{self.id}"
+    def search_token(self) -> str:
+        """``urn:oid:{issuer}|{id}`` escaped as one FHIR token search value (matches this patient only)."""
+        return fhirsearch.token(f"urn:oid:{self.issuer}", self.id)
 
 
 @dataclass(frozen=True)
@@ -305,7 +311,7 @@ class IdentityProvider:
         _check_lifetime(lifetime, MAX_TREATMENT_LIFETIME, "treatment token")
         if purpose_of_use not in PURPOSES_OF_USE:
             raise ValueError(f"purpose of use {purpose_of_use!r} not in {PURPOSES_OF_USE}")
-        patient = _patient(patient_issuer, patient_id)
+        patient = patient_ref(patient_issuer, patient_id)
         hcp = _decode(hcp_token, self._trust, None, DEFAULT_LEEWAY, self._clock(), _NO_TREATMENT_LIMITS)
         if hcp.patient is not None:
             raise ValueError("the token given is already a treatment token")
@@ -457,12 +463,14 @@ def _urn_oid(oid: str) -> str:
     return oid if oid.startswith("urn:oid:") else f"urn:oid:{oid}"
 
 
-def _patient(issuer: str, patient_id: str) -> PatientRef:
+def patient_ref(issuer: str, patient_id: str) -> PatientRef:
+    """One patient from an issuer OID (``urn:oid:`` optional) and an identifier; ValueError naming the part
+    that breaks its grammar."""
     issuer = issuer.removeprefix("urn:oid:")
     if not _OID.match(issuer) or len(issuer) > 64:
         raise ValueError("patient issuer must be an OID")
-    if not _PATIENT_ID.match(patient_id):
-        raise ValueError("patient id must be 1-64 characters without ^ & | or spaces")
+    if not _PATIENT_ID.match(patient_id) or _PATIENT_ID_EXCLUDED.intersection(patient_id):
+        raise ValueError("patient id must be 1-64 printable ASCII characters without spaces, ^ & ~ \\ or |")
     return PatientRef(issuer, patient_id)
 
 
@@ -659,7 +667,7 @@ def _parse_cx(value: Any) -> PatientRef | None:
     match = re.fullmatch(r"([^\^&]+)\^\^\^&([0-9.]+)&ISO", _text(value))
     if match is None:
         raise ValueError("person_id is not id^^^&oid&ISO")
-    return _patient(match.group(2), match.group(1))
+    return patient_ref(match.group(2), match.group(1))
 
 
 def _authorize(
