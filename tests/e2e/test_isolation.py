@@ -17,13 +17,12 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 import pytest
-from e2e_federations import Seeded, start_seeded
+from e2e_federations import Seeded, audited, start_seeded
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ncp.consumer.client import ImagingConsumer
 from ncp.model import StudyRecord
-from ncp.security.audit import AuditStore
 from ncp.security.pki import FederationPki
 from ncp.security.tokens import PatientRef, ncp_id
 
@@ -66,13 +65,8 @@ def rad160(fed: Seeded, study: StudyRecord, level: str) -> str:
     }[level]
 
 
-def audited(fed: Seeded, country: str, rid: str) -> list[Any]:
-    """The hop's records of one request (a hop records once its answer is sent: wait for it, briefly)."""
-    store = AuditStore(Path(fed.fed.plan.run_dir) / country / "audit.sqlite")
-    deadline = time.monotonic() + 5
-    while not (records := store.records({"request-id": rid})) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return records
+def audited_at(fed: Seeded, country: str, rid: str) -> list[Any]:
+    return audited(Path(fed.fed.plan.run_dir) / country / "audit.sqlite", rid)
 
 
 def token_form(fed: Seeded, consumer: ImagingConsumer, form: dict[str, str] | str) -> httpx.Response:
@@ -180,7 +174,9 @@ def test_another_patients_document_is_refused(fed: Seeded) -> None:
     rid = f"iti68-{uuid.uuid4()}"
     r = httpx.get(entry.urls["application/dicom"], headers={**treated(fed, x).headers, "X-Request-Id": rid})
     assert r.status_code == 403 and b"DICM" not in r.content
-    assert [(e.transaction, e.outcome, e.status) for e in audited(fed, "FR", rid)] == [("ITI-68", "4", 403)]
+    assert [(e.transaction, e.outcome, e.status) for e in audited_at(fed, "FR", rid)] == [
+        ("ITI-68", "4", 403)
+    ]
 
 
 @pytest.mark.parametrize("level", ["study", "series", "instance", "metadata", "rendered"])
@@ -190,7 +186,7 @@ def test_another_patients_images_are_refused_at_every_level(fed: Seeded, level: 
     r = httpx.get(rad160(fed, y, level), headers={**ACCEPT, **treated(fed, x).headers, "X-Request-Id": rid})
     assert r.status_code == 403 and r.content.count(b"DICM") == 0
     assert r.headers.get("warning", "").startswith("299")
-    [event] = audited(fed, "FR", rid)
+    [event] = audited_at(fed, "FR", rid)
     assert (event.transaction, event.outcome, event.status) == ("RAD-160", "4", 403)
 
 

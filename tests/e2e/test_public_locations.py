@@ -3,11 +3,17 @@ Content-Location, PS3.18 8.7.3) names the consumer's own gateway, and that URL w
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
+
 import httpx
 import pytest
-from e2e_federations import Seeded
+from e2e_federations import Seeded, audited
 
+import ncp
+from ncp.federation import Federation
 from ncp.forwarded import forwarded_headers, public_base
+from ncp.publish import seed_federation
 
 DICOM = {"Accept": 'multipart/related; type="application/dicom"'}
 
@@ -73,3 +79,37 @@ def test_a_public_base_that_is_not_plainly_host_scheme_and_path_is_ignored(
     forwarded: str, prefix: str
 ) -> None:
     assert public_base({"forwarded": forwarded, "x-forwarded-prefix": prefix}) is None
+
+
+def test_a_gateway_behind_a_reverse_proxy_writes_its_configured_public_base(tmp_path: Path) -> None:
+    """``public_url`` is what consumers reach; ``trusted_proxies`` alone may say who the client was."""
+    topology = tmp_path / "proxied.toml"
+    topology.write_text(
+        builtin_topology_text().replace(
+            'architecture = "C"',
+            'architecture = "C"\npublic_url = "https://imaging.example.at"\ntrusted_proxies = ["127.0.0.1"]',
+        )
+    )
+    with Federation(str(topology), tmp_path / "run", mode="thread", secure=False) as fed:
+        published = asyncio.run(seed_federation(fed.topology, fed.plan.endpoints))
+        assert fed.state()["countries"]["AT"]["public"] == "https://imaging.example.at"
+        study = published["FR"].data.studies[0]
+        series = study.series[0]
+        path = (
+            f"/wado/homeCommunityId/{fed.topology.country('FR').home_community_id}"
+            f"/RetrieveLocationUID/{series.retrieve_location_uid}/studies/{study.study_instance_uid}"
+        )
+        r = httpx.get(
+            f"{fed.plan.endpoints['AT'].gateway}{path}",
+            headers={**DICOM, "X-Forwarded-For": "198.51.100.7", "X-Request-Id": "behind-proxy"},
+        )
+        assert r.status_code == 200
+        assert all(
+            h["content-location"].startswith(f"https://imaging.example.at{path}/series/") for h in _heads(r)
+        )
+        [event] = audited(tmp_path / "run" / "AT" / "audit.sqlite", "behind-proxy")
+        assert event.client == "198.51.100.7"
+
+
+def builtin_topology_text() -> str:
+    return (Path(ncp.__file__).parent / "topologies" / "default.toml").read_text()
