@@ -50,7 +50,8 @@ def serve_in_thread(
     # "auto" picks: with many loops starting and stopping in one process, uvloop crashed the test process
     # in a loop's shutdown (SIGSEGV in CI; cf. MagicStack/uvloop#706).
     # uvicorn believes X-Forwarded-For/-Proto from 127.0.0.1 by default: here that would be every client.
-    options = {"loop": "asyncio", "proxy_headers": False, **options}
+    # Access log lines would carry query strings (patient identifiers): the audit trail records requests.
+    options = {"loop": "asyncio", "proxy_headers": False, "access_log": False, **options}
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on", **options)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 from starlette.applications import Starlette
@@ -26,7 +26,7 @@ from ncp.gateway.context import Clients
 from ncp.gateway.guard import AuditMiddleware, Guard, idp_routes_handlers
 from ncp.gateway.proxy import make_upstream
 from ncp.gateway.settings import GatewaySettings
-from ncp.security.audit import AuditStore, audit_search_endpoint
+from ncp.security.audit import AuditStore, audit_routes, auditor_check, note_failure
 from ncp.security.pki import FederationPki
 
 __all__ = ["create_border_app", "create_gateway_app"]
@@ -45,7 +45,7 @@ def create_gateway_app(settings: GatewaySettings) -> Starlette:
             Route(path, h, methods=["POST"])
             for path, h in idp_routes_handlers(pki, settings.country, iti78.patient_known).items()
         ]
-    return _app(settings, routes, f"{settings.agent}-gateway")
+    return _app(settings, routes, "gateway")
 
 
 def create_border_app(settings: GatewaySettings) -> Starlette:
@@ -55,7 +55,7 @@ def create_border_app(settings: GatewaySettings) -> Starlette:
         Route("/fhir/Binary/{id}", iti68.retrieve_document_responding),
         Route("/wado-rs/{path:path}", rad160.responding_imaging_gateway),
     ]
-    return _app(settings, routes, f"{settings.agent}-border")
+    return _app(settings, routes, "border")
 
 
 def _pki(settings: GatewaySettings) -> FederationPki | None:
@@ -79,8 +79,9 @@ def _clients(settings: GatewaySettings, pki: FederationPki | None) -> Clients:
     return clients
 
 
-def _app(settings: GatewaySettings, routes: list[Route], hop_name: str) -> Starlette:
+def _app(settings: GatewaySettings, routes: list[Route], listener: Literal["gateway", "border"]) -> Starlette:
     pki = _pki(settings)
+    hop_name = f"{settings.agent}-{listener}"
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -93,7 +94,7 @@ def _app(settings: GatewaySettings, routes: list[Route], hop_name: str) -> Starl
             app.state.guard.close()
 
     audit = AuditStore(settings.audit_db) if settings.audit_db else None
-    extra = [Route("/fhir/AuditEvent", audit_search_endpoint(audit))] if audit else []
+    extra = _audit_routes(settings, audit, pki, listener)
     middleware = (
         [
             Middleware(
@@ -115,11 +116,23 @@ def _app(settings: GatewaySettings, routes: list[Route], hop_name: str) -> Starl
     return app
 
 
+def _audit_routes(
+    settings: GatewaySettings, store: AuditStore | None, pki: FederationPki | None, listener: str
+) -> list[Route]:
+    """The NCP's audit trail on this listener, for auditors only (open with security off); its links and
+    ``fullUrl`` values start with the listener's configured base, never with a Host header."""
+    if store is None:
+        return []
+    ends = settings.my_endpoints
+    base = ends.public_base if listener == "gateway" else ends.border
+    return audit_routes(store, base=base, authorize=auditor_check(pki, settings.country))
+
+
 def _error_handler(agent: str) -> Callable[[Request, Exception], Any]:
     def handle(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, NcpError)
         is_fhir = request.url.path.startswith(("/fhir", "/idp"))
-        request.state.denied = exc.message if exc.status in (401, 403) else None
+        note_failure(request, exc.message)  # every refusal and failure is audited with its reason
         response = fhir_error_response(exc) if is_fhir else dicomweb_error_response(exc, agent)
         if rid := request.headers.get("x-request-id"):
             response.headers["x-request-id"] = rid

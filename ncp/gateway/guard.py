@@ -27,7 +27,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ncp.errors import Forbidden, InvalidRequest, NotFound, Unauthorized
-from ncp.security.audit import AuditRecord, AuditStore, user_fields
+from ncp.security.audit import FAILURE_STATE, AuditRecord, AuditStore, user_fields
 from ncp.security.pki import FederationPki
 from ncp.security.replay import SeenAssertions
 from ncp.security.tokens import Claims, PatientRef, ncp_id, patient_ref
@@ -130,7 +130,9 @@ class Guard:
 
 
 class AuditMiddleware:
-    """Records one BALP AuditEvent per transaction at this hop, with the status actually answered."""
+    """Records one BALP AuditEvent per transaction at this hop, with the status actually answered and, for a
+    failure, why: the reason an error handler noted (:func:`~ncp.security.audit.note_failure`), else the
+    ``Warning`` relayed from the next hop (PS3.18 8.6.2), else the exception that escaped (outcome 8)."""
 
     def __init__(self, app: ASGIApp, store: AuditStore, source: str, home_community_id: str) -> None:
         self.app, self.store, self.source, self.hcid = app, store, source, home_community_id
@@ -140,35 +142,65 @@ class AuditMiddleware:
         if transaction is None:
             await self.app(scope, receive, send)
             return
-        status = 500
+        answer: dict[str, Any] = {"status": 500, "warning": None, "crash": None}
+        recorded = False
+
+        async def record() -> None:
+            nonlocal recorded
+            if not recorded:
+                recorded = True
+                await anyio.to_thread.run_sync(self.store.record, self._record(scope, transaction, **answer))
 
         async def capture(message: Message) -> None:
-            nonlocal status
             if message["type"] == "http.response.start":
-                status = message["status"]
+                answer["status"] = message["status"]
+                answer["warning"] = self._warning(message)
+            elif message["type"] == "http.response.body" and not message.get("more_body", False):
+                await record()  # in the trail before the client has its whole answer
             await send(message)
 
         try:
             await self.app(scope, receive, capture)
+        except Exception as exc:
+            answer["crash"] = f"answer aborted: {type(exc).__name__}"
+            raise
         finally:
-            await anyio.to_thread.run_sync(self.store.record, self._record(scope, transaction, status))
+            await record()
 
-    def _record(self, scope: Scope, transaction: str, status: int) -> AuditRecord:
+    def _record(
+        self, scope: Scope, transaction: str, status: int, warning: str | None, crash: str | None
+    ) -> AuditRecord:
         state = scope.get("state") or {}
         claims: Claims | None = state.get("claims")
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", [])}
         query = scope.get("query_string", b"").decode("latin-1")
-        outcome = "0" if status < 400 else "4" if status < 500 else "8"
         fields: dict[str, Any] = {
+            "outcome": "8" if crash or status >= 500 else "4" if status >= 400 else "0",
+            "detail": state.get(FAILURE_STATE) or crash or (warning if status >= 400 else None),
             "home_community_id": self.hcid,
             "request_id": headers.get("x-request-id") or state.get("request_id"),
             "query": f"{scope['method']} {scope['path']}" + (f"?{query}" if query else ""),
             "status": status,
+            # the TCP peer as the server saw it (uvicorn runs with proxy_headers off), or the peer NCP
             "client": state.get("peer") or (scope.get("client") or ("?",))[0],
+            **self._interaction(scope, transaction),
         }
         if claims is not None:
             fields.update(user_fields(claims))
-        return AuditRecord(transaction=transaction, outcome=outcome, source=self.source, **fields)
+        return AuditRecord(transaction=transaction, source=self.source, **fields)
+
+    @staticmethod
+    def _warning(message: Message) -> str | None:
+        return next(
+            (v.decode("latin-1") for k, v in message.get("headers", []) if k.lower() == b"warning"), None
+        )
+
+    @staticmethod
+    def _interaction(scope: Scope, transaction: str) -> dict[str, str]:
+        """ITI-81 on ``AuditEvent/{id}`` is a FHIR read (action R); otherwise the transaction's default."""
+        if transaction == "ITI-81" and scope["path"].rstrip("/") != "/fhir/AuditEvent":
+            return {"action": "R", "subtype": "read"}
+        return {}
 
 
 def _transaction(scope: Scope) -> str | None:
@@ -177,6 +209,7 @@ def _transaction(scope: Scope) -> str | None:
         ("/fhir/Patient", "ITI-78"),
         ("/fhir/DocumentReference", "ITI-67"),
         ("/fhir/Binary/", "ITI-68"),
+        ("/fhir/AuditEvent", "ITI-81"),  # RESTful ATNA: who read the audit trail, or was refused, is audited
         ("/wado/", "RAD-160"),
         ("/wado-rs/", "RAD-160"),
         ("/idp/", "ITI-71"),  # IUA Get Access Token: a treatment context opened or refused

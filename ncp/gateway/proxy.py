@@ -22,6 +22,7 @@ from starlette.background import BackgroundTask
 from starlette.responses import Response, StreamingResponse
 
 from ncp.errors import UpstreamError, UpstreamTimeout
+from ncp.security.audit import redact
 
 __all__ = [
     "AiohttpUpstream",
@@ -128,7 +129,7 @@ class AiohttpUpstream:
                 f"no answer from the next hop within {self._timeouts.first_byte:g} s"
             ) from None
         except aiohttp.ClientError as exc:
-            log.warning("upstream %s failed: %r", url, exc)
+            log.warning("upstream %s failed: %s", _loggable(url), _loggable(f"{type(exc).__name__}: {exc}"))
             raise UpstreamError(f"next hop unreachable: {type(exc).__name__}") from None
         elapsed = time.perf_counter() - started
 
@@ -172,7 +173,7 @@ class HttpxUpstream:
                 f"no answer from the next hop within {self._timeouts.first_byte:g} s"
             ) from None
         except httpx.HTTPError as exc:
-            log.warning("upstream %s failed: %r", url, exc)
+            log.warning("upstream %s failed: %s", _loggable(url), _loggable(f"{type(exc).__name__}: {exc}"))
             raise UpstreamError(f"next hop unreachable: {type(exc).__name__}") from None
         return UpstreamResponse(
             status=resp.status_code,
@@ -210,7 +211,9 @@ async def relay(
     resp = await upstream.open(url, headers)
     if rebase is not None and resp.status == 200:
         return await _rebased(resp, url, rebase, hop=hop, request_id=request_id)
-    log.info("relay %s %s -> %d (%.1f ms to headers)", hop, url, resp.status, resp.elapsed_to_headers * 1000)
+    if log.isEnabledFor(logging.INFO):  # redacting costs a regex pass: only when the line is written
+        elapsed = resp.elapsed_to_headers * 1000
+        log.info("relay %s %s -> %d (%.1f ms to headers)", hop, _loggable(url), resp.status, elapsed)
     response = StreamingResponse(_guarded(resp.body, url), status_code=resp.status, background=resp.close)
     response.raw_headers = _answer_headers(resp, hop, request_id)
     return response
@@ -247,7 +250,7 @@ async def _rebased(
                 raise UpstreamError(f"answer over {_REBASE_LIMIT} bytes where JSON metadata was expected")
             chunks.append(chunk)
     except _TRANSPORT_ERRORS as exc:
-        log.warning("upstream %s failed mid-answer (%s)", url, type(exc).__name__)
+        log.warning("upstream %s failed mid-answer (%s)", _loggable(url), type(exc).__name__)
         raise UpstreamError(f"next hop failed mid-answer: {type(exc).__name__}") from None
     finally:
         await resp.close()
@@ -264,6 +267,14 @@ async def _guarded(body: AsyncIterator[bytes], url: str) -> AsyncIterator[bytes]
             yield chunk
     except _TRANSPORT_ERRORS as exc:
         log.warning(
-            "upstream %s failed mid-stream (%s); aborting the client connection", url, type(exc).__name__
+            "upstream %s failed mid-stream (%s); aborting the client connection",
+            _loggable(url),
+            type(exc).__name__,
         )
         raise
+
+
+def _loggable(text: str) -> str:
+    """``text`` fit for a log line: no token in a query string, no bearer value, no JWT/SAML shape (an
+    exception's repr may carry the request's headers, e.g. aiohttp's ``RequestInfo``, so only ``str``)."""
+    return redact(text) or ""

@@ -39,6 +39,9 @@ __all__ = ["XcWadoPath", "initiating_imaging_gateway", "match_retrieve_url", "re
 _LEVELS = ("series", "instances")
 _TAILS = ("rendered", "metadata")
 _FORWARDED = frozenset({"accept", "range"})
+_CREDENTIALS = frozenset(
+    {"access_token", "id_token", "token", "assertion", "client_assertion", "jwt", "code"}
+)
 
 
 @dataclass(frozen=True)
@@ -106,6 +109,9 @@ def _query(request: Request) -> tuple[str | None, dict[str, str]]:
             if retrieve_url is not None:
                 raise InvalidRequest("retrieveURL given more than once")
             retrieve_url = value
+        elif key.lower() in _CREDENTIALS or key.lower().startswith("saml"):
+            # forwarded, it would carry a credential of country B to country A and its PACS
+            raise InvalidRequest(f"query parameter {key!r}: credentials go in the Authorization header")
         else:
             others[key] = value
     return retrieve_url, others

@@ -11,7 +11,17 @@ FHIR restful interaction plus ``urn:ihe:event-type-code#<transaction>``; queries
 client as Source Role ID (DCM 110153) and the server as Destination (110152) with the request base64 in
 ``entity[query].query``; reads (action R) swap the two roles (BALP ``PatientRead``). The user agent is
 the IUA-style ``IRCP`` agent with role and purpose of use; the patient is ``entity[patient]``.
-Only successful events claim a BALP profile in ``meta.profile``, since those profiles fix outcome 0.
+Only successful events claim a BALP profile in ``meta.profile``, since those profiles fix outcome 0. A
+failure says why twice: R4 ``outcomeDesc`` ("HTTP 403: <reason>") and an ``entity.detail`` of type
+``failure-reason`` on the entity of the request (R4 AuditEvent.entity.detail: name + valueString), so a
+reader finds the reason with the object it concerns.
+
+Over HTTP (:func:`audit_routes`) the trail is IHE RESTful ATNA's Audit Record Repository: search
+(ITI-81 Retrieve ATNA Audit Event) and read by id. Only an auditor may use it (:func:`auditor_check`): a
+bearer token of the country's IdP with scope :data:`AUDIT_SCOPE`, or, over mTLS on the border, the NCP's
+own client certificate; 401/403 OperationOutcome otherwise. Searches page with ``_count`` + ``_offset``
+and absolute ``self``/``first``/``previous``/``next``/``last`` links under a configured base, never the
+Host header (FHIR R4 http.html#paging); each entry's ``fullUrl`` answers the read.
 """
 
 from __future__ import annotations
@@ -28,19 +38,30 @@ from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Route
 
-from ncp.errors import InvalidRequest, NcpError, fhir_error_response
+from ncp.errors import Forbidden, InvalidRequest, NcpError, NotFound, Unauthorized, fhir_error_response
+from ncp.security.pki import FederationPki, peer_certificate
 from ncp.security.tokens import ISCO08_SYSTEM, PURPOSE_OF_USE_SYSTEM, Claims
 
 __all__ = [
+    "AUDIT_SCOPE",
+    "FAILURE_REASON",
+    "FAILURE_STATE",
     "TRANSACTIONS",
     "AuditRecord",
     "AuditStore",
+    "Authorize",
+    "audit_read_endpoint",
+    "audit_routes",
     "audit_search_endpoint",
+    "auditor_check",
+    "note_failure",
     "redact",
     "to_fhir",
     "user_fields",
@@ -53,6 +74,7 @@ TRANSACTIONS: dict[str, tuple[str, str, str]] = {
     "ITI-68": ("Retrieve Document", "R", "read"),
     "ITI-71": ("Get Access Token", "C", ""),  # not a FHIR interaction, no BALP profile
     "ITI-78": ("Patient Demographics Query for Mobile", "E", "search-type"),
+    "ITI-81": ("Retrieve ATNA Audit Event", "E", "search-type"),  # reading the trail is audited too
     "RAD-107": ("WADO-RS Retrieve", "R", "read"),
     "RAD-108": ("Store Instances over the Web", "C", "create"),
     "RAD-129": ("QIDO-RS Query", "E", "search-type"),
@@ -74,14 +96,23 @@ _DCM = "http://dicom.nema.org/resources/ontology/DCM"
 _ENTITY_TYPE = "http://terminology.hl7.org/CodeSystem/audit-entity-type"
 _OBJECT_ROLE = "http://terminology.hl7.org/CodeSystem/object-role"
 _BALP = "https://profiles.ihe.net/ITI/BALP"
+AUDIT_SCOPE = "system/AuditEvent.read"  # SMART v1 system scope: who holds it may read the audit trail
+# request.state (Starlette: scope["state"]) key where an error handler leaves why it refused the request
+FAILURE_STATE = "audit_failure"
+FAILURE_REASON = "failure-reason"  # AuditEvent.entity.detail.type carrying that reason
 _MAX_COUNT = 1000
 _DEFAULT_COUNT = 100
+_COUNT = re.compile(r"[0-9]{1,4}")
+_OFFSET = re.compile(r"[0-9]{1,9}")
 
 # Credentials that must never reach the store: named query parameters, bearer values, JWT/SAML shapes.
 _SECRET_PARAMS = re.compile(
     r"(?i)((?:^|[?&;])(?:access_token|id_token|token|assertion|client_assertion|jwt|saml\w*|code)=)[^&;#\s]*"
 )
-_BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+")
+# a credential after the scheme has a digit or symbol, or is long; "missing bearer token" keeps its word
+_BEARER = re.compile(
+    r"(?i)\b(bearer|basic)\s+(?=[A-Za-z]*(?:[0-9_~+/=-]|\.\w)|[A-Za-z]{12})[A-Za-z0-9._~+/=-]+"
+)
 _JWT = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*")
 _SAML = re.compile(r"(<(?:\w+:)?Assertion\b.*?(?:</(?:\w+:)?Assertion>|$)|PHNhbWw[A-Za-z0-9+/=]*)", re.S)
 
@@ -172,6 +203,11 @@ def user_fields(claims: Claims) -> dict[str, Any]:
     }
 
 
+def note_failure(request: Request, reason: str) -> None:
+    """Leave why this request is refused or failed where the hop's audit record picks it up (``detail``)."""
+    setattr(request.state, FAILURE_STATE, reason)
+
+
 def _bare_patient(patient: str | None) -> str | None:
     return patient.removeprefix("urn:oid:") if patient else None
 
@@ -253,34 +289,52 @@ class AuditStore:
 
     def records(self, params: Mapping[str, str] | None = None) -> list[AuditRecord]:
         """Records matching FHIR-style ``params`` (see :meth:`search`), oldest first."""
-        where, args, limit = _query(params or {})
-        sql = f"SELECT record FROM audit_event{where} ORDER BY recorded, seq LIMIT ?"
+        where, args = _query(params or {})
+        limit, offset = _page_of(params or {})
+        sql = f"SELECT record FROM audit_event{where} ORDER BY recorded, seq LIMIT ? OFFSET ?"
         with self._connect() as conn:
-            rows = conn.execute(sql, (*args, limit)).fetchall()
+            rows = conn.execute(sql, (*args, limit, offset)).fetchall()
         return [AuditRecord.from_json(json.loads(r[0])) for r in rows]
 
     def search(self, params: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
         """AuditEvents for ``request-id``, ``patient`` (``[urn:oid:]issuer|id``), ``outcome``,
         ``subtype`` (transaction, ``[system|]ITI-67``), ``action``, ``source``, ``date`` (``ge``/``le``/
-        ``gt``/``lt``/``eq`` prefix) and ``_count``; unknown parameters are a 400.
+        ``gt``/``lt``/``eq`` prefix), paged by ``_count`` and ``_offset``; unknown parameters are a 400.
         """
         return [to_fhir(r) for r in self.records(params)]
 
     def count(self, params: Mapping[str, str] | None = None) -> int:
-        """How many records match ``params`` (``_count`` ignored)."""
-        where, args, _ = _query(params or {})
+        """How many records match ``params`` (``_count`` and ``_offset`` ignored)."""
+        where, args = _query(params or {})
         with self._connect() as conn:
             return int(conn.execute(f"SELECT count(*) FROM audit_event{where}", args).fetchone()[0])
 
+    def get(self, event_id: str) -> AuditRecord | None:
+        """The record whose AuditEvent has id ``event_id``, if this trail holds it."""
+        with self._connect() as conn:
+            row = conn.execute("SELECT record FROM audit_event WHERE id = ?", (event_id,)).fetchone()
+        return AuditRecord.from_json(json.loads(row[0])) if row else None
 
-def _query(params: Mapping[str, str]) -> tuple[str, list[str], int]:
+
+def _page_of(params: Mapping[str, str]) -> tuple[int, int]:
+    """``(_count, _offset)`` of a search (FHIR R4 search.html#count; ``_offset`` as our MHD registries page),
+    400 unless ``_count`` is 1-1000 and ``_offset`` a non-negative integer."""
+    count = params.get("_count")
+    offset = params.get("_offset", "0")
+    if count is not None and (not _COUNT.fullmatch(count) or not 0 < int(count) <= _MAX_COUNT):
+        raise InvalidRequest(f"_count must be an integer from 1 to {_MAX_COUNT}")
+    if not _OFFSET.fullmatch(offset):
+        raise InvalidRequest("_offset must be a non-negative integer below 10^9")
+    return (int(count) if count is not None else _DEFAULT_COUNT), int(offset)
+
+
+def _query(params: Mapping[str, str]) -> tuple[str, list[str]]:
     clauses: list[str] = []
     args: list[str] = []
-    limit = _DEFAULT_COUNT
     for name, value in params.items():
-        if name == "_count":
-            limit = _count(value)
-        elif name == "date":
+        if name in ("_count", "_offset"):
+            continue  # paging: see _page_of
+        if name == "date":
             clauses.append(_date_clause(value, args))
         elif name in _SEARCH:
             column, normalise = _SEARCH[name]
@@ -289,13 +343,7 @@ def _query(params: Mapping[str, str]) -> tuple[str, list[str], int]:
         else:
             raise InvalidRequest(f"unsupported AuditEvent search parameter {name!r}")
     where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
-    return where, args, limit
-
-
-def _count(value: str) -> int:
-    if not value.isdigit() or not 0 < int(value) <= _MAX_COUNT:
-        raise InvalidRequest(f"_count must be an integer from 1 to {_MAX_COUNT}")
-    return int(value)
+    return where, args
 
 
 def _date_clause(value: str, args: list[str]) -> str:
@@ -483,23 +531,9 @@ def _entities(record: AuditRecord) -> list[dict[str, Any]]:
                 "role": _coding(_OBJECT_ROLE, "1", "Patient"),
             }
         )
-    if record.query and record.action == "E":
-        entities.append(
-            {
-                "type": _coding(_ENTITY_TYPE, "2", "System Object"),
-                "role": _coding(_OBJECT_ROLE, "24", "Query"),
-                "description": record.query,
-                "query": base64.b64encode(record.query.encode()).decode("ascii"),
-            }
-        )
-    elif record.query:
-        entities.append(
-            {
-                "what": {"display": record.query},
-                "type": _coding(_ENTITY_TYPE, "2", "System Object"),
-                "role": _coding(_OBJECT_ROLE, "4", "Domain Resource"),
-            }
-        )
+    request = _request_entity(record)
+    if request:
+        entities.append(request)
     if record.request_id:
         entities.append(
             {
@@ -508,6 +542,23 @@ def _entities(record: AuditRecord) -> list[dict[str, Any]]:
             }
         )
     return entities
+
+
+def _request_entity(record: AuditRecord) -> dict[str, Any] | None:
+    """The query (BALP Query: role 24, base64 ``query``) or the resource read (role 4), with the failure
+    reason as an R4 ``entity.detail`` when the transaction failed."""
+    entity: dict[str, Any] = {"type": _coding(_ENTITY_TYPE, "2", "System Object")}
+    if record.query and record.action == "E":
+        entity["role"] = _coding(_OBJECT_ROLE, "24", "Query")
+        entity["description"] = record.query
+        entity["query"] = base64.b64encode(record.query.encode()).decode("ascii")
+    elif record.query:
+        entity["what"] = {"display": record.query}
+        entity["role"] = _coding(_OBJECT_ROLE, "4", "Domain Resource")
+    failed = record.detail is not None and record.outcome != "0"
+    if failed:
+        entity["detail"] = [{"type": FAILURE_REASON, "valueString": record.detail}]
+    return entity if record.query or failed else None
 
 
 def _coding(system: str, code: str, display: str) -> dict[str, str]:
@@ -522,23 +573,96 @@ def _purpose(code: str) -> dict[str, Any]:
     return {"coding": [{"system": PURPOSE_OF_USE_SYSTEM, "code": code}]}
 
 
-# --- HTTP ------------------------------------------------------------------------------------------------
+# --- HTTP: the Audit Record Repository (IHE RESTful ATNA) ---------------------------------------------
+
+Authorize = Callable[[Request], None]  # raises Unauthorized (401) / Forbidden (403)
 
 
-def audit_search_endpoint(store: AuditStore) -> Callable[[Request], Awaitable[Response]]:
-    """Starlette endpoint for ``GET .../AuditEvent?request-id=&patient=&outcome=...``: a searchset Bundle."""
+def auditor_check(pki: FederationPki | None, country: str) -> Authorize | None:
+    """Who may read ``country``'s audit trail; None (anyone) with security off.
+
+    A bearer token of the country's own IdP addressed to its NCP and carrying :data:`AUDIT_SCOPE` (401 when
+    missing or unverifiable, 403 without the scope, RFC 6750 §3.1), or, without a token, the mTLS client
+    certificate registered for ``country`` itself (the border listener; another NCP's is 403).
+    """
+    if pki is None:
+        return None
+    verifier = pki.gateway_verifier(country)
+
+    def authorize(request: Request) -> None:
+        authorization = request.headers.get("authorization")
+        peer = pki.peer_country(peer_certificate(request.scope))
+        if authorization is None and peer is not None:
+            if peer != country:
+                raise Forbidden(f"the certificate of NCP {peer} does not open the audit trail of {country}")
+            request.state.peer = peer
+        elif authorization is None:
+            raise Unauthorized(
+                f"the audit trail needs a bearer token with scope {AUDIT_SCOPE}",
+                headers={"WWW-Authenticate": f'Bearer scope="{AUDIT_SCOPE}"'},
+            )
+        else:
+            request.state.claims = verifier.verify_header(authorization, required_scopes=[AUDIT_SCOPE])
+
+    return authorize
+
+
+def audit_routes(store: AuditStore, *, base: str, authorize: Authorize | None) -> list[Route]:
+    """``{base}/fhir/AuditEvent`` (search) and ``{base}/fhir/AuditEvent/{id}`` (read); ``base`` is the
+    listener's configured public base URL, the one its links and ``fullUrl`` values start with."""
+    return [
+        Route("/fhir/AuditEvent", audit_search_endpoint(store, base=base, authorize=authorize)),
+        Route("/fhir/AuditEvent/{id}", audit_read_endpoint(store, authorize=authorize)),
+    ]
+
+
+def audit_search_endpoint(
+    store: AuditStore, *, base: str, authorize: Authorize | None = None
+) -> Callable[[Request], Awaitable[Response]]:
+    """``GET .../AuditEvent?request-id=&patient=&outcome=...&_count=&_offset=``: a searchset Bundle
+    (ITI-81) whose links and ``fullUrl`` values are absolute under ``base``, whatever the Host header."""
+    url = f"{base.rstrip('/')}/fhir/AuditEvent"
 
     async def endpoint(request: Request) -> Response:
         try:
+            if authorize is not None:
+                authorize(request)
             params = _single_params(request)
             events = await run_in_threadpool(store.search, params)
             total = await run_in_threadpool(store.count, params)
         except NcpError as exc:
-            return fhir_error_response(exc)
-        bundle = _bundle(str(request.url), str(request.url.replace(query="")), events, total)
-        return Response(json.dumps(bundle), media_type="application/fhir+json")
+            return _refused(request, exc)
+        return _fhir_json(_bundle(url, params, events, total))
 
     return endpoint
+
+
+def audit_read_endpoint(
+    store: AuditStore, *, authorize: Authorize | None = None
+) -> Callable[[Request], Awaitable[Response]]:
+    """``GET .../AuditEvent/{id}``: the AuditEvent (FHIR read), 404 OperationOutcome when unknown."""
+
+    async def endpoint(request: Request) -> Response:
+        try:
+            if authorize is not None:
+                authorize(request)
+            record = await run_in_threadpool(store.get, request.path_params["id"])
+            if record is None:
+                raise NotFound("no AuditEvent with this id in this audit trail")
+        except NcpError as exc:
+            return _refused(request, exc)
+        return _fhir_json(to_fhir(record))
+
+    return endpoint
+
+
+def _refused(request: Request, exc: NcpError) -> Response:
+    note_failure(request, exc.message)
+    return fhir_error_response(exc)
+
+
+def _fhir_json(body: dict[str, Any]) -> Response:
+    return Response(json.dumps(body), media_type="application/fhir+json")
 
 
 def _single_params(request: Request) -> dict[str, str]:
@@ -552,14 +676,30 @@ def _single_params(request: Request) -> dict[str, str]:
     return params
 
 
-def _bundle(self_url: str, base: str, events: list[dict[str, Any]], total: int) -> dict[str, Any]:
+def _bundle(url: str, params: dict[str, str], events: list[dict[str, Any]], total: int) -> dict[str, Any]:
     return {
         "resourceType": "Bundle",
         "type": "searchset",
         "total": total,
-        "link": [{"relation": "self", "url": self_url}],
+        "link": _links(url, params, total),
         "entry": [
-            {"fullUrl": f"{base.rstrip('/')}/{e['id']}", "resource": e, "search": {"mode": "match"}}
-            for e in events
+            {"fullUrl": f"{url}/{e['id']}", "resource": e, "search": {"mode": "match"}} for e in events
         ],
     }
+
+
+def _links(url: str, params: dict[str, str], total: int) -> list[dict[str, str]]:
+    """FHIR R4 paging links (http.html#paging): the same search at other offsets, absolute under ``url``."""
+    count, offset = _page_of(params)
+    filters = [(k, v) for k, v in params.items() if k not in ("_count", "_offset")]
+    last = max(0, (total - 1) // count * count)
+    pages = [("self", offset), ("first", 0)]
+    if offset > 0:
+        pages.append(("previous", max(0, min(offset - count, last))))
+    if offset + count < total:
+        pages.append(("next", offset + count))
+    pages.append(("last", last))
+    return [
+        {"relation": relation, "url": f"{url}?{urlencode([*filters, ('_count', count), ('_offset', at)])}"}
+        for relation, at in pages
+    ]

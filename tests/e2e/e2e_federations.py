@@ -13,10 +13,13 @@ from ncp.publish import Published, seed_federation
 from ncp.security.audit import AuditRecord, AuditStore
 
 
-@dataclass
+@dataclass(repr=False)  # hypothesis prints its arguments: a whole catalogue would be noise
 class Seeded:
     fed: Federation
     published: dict[str, Published]
+
+    def __repr__(self) -> str:
+        return f"Seeded({self.fed.plan.run_dir})"
 
     def gateway(self, code: str) -> str:
         return self.fed.plan.endpoints[code].gateway

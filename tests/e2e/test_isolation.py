@@ -350,3 +350,13 @@ def test_a_manifest_entered_in_error_stops_its_images_within_5_s(fed: Seeded) ->
         assert time.monotonic() - withdrawn < 5.5, "RAD-160 still served 5 s after the manifest was withdrawn"
         time.sleep(0.25)
     assert status == 403
+
+
+def test_a_credential_in_the_query_never_crosses_the_border(fed: Seeded) -> None:
+    x, _ = two_patients(fed)
+    consumer = treated(fed, x)
+    token = consumer.headers["Authorization"].removeprefix("Bearer ")
+    r = httpx.get(
+        rad160(fed, x, "series"), params={"access_token": token}, headers={**ACCEPT, **consumer.headers}
+    )
+    assert r.status_code == 400 and "Authorization header" in r.headers.get("warning", "")

@@ -6,13 +6,14 @@ import ssl
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from e2e_federations import Seeded, start_seeded
 
 from ncp.consumer.client import ImagingConsumer
-from ncp.security.audit import AuditStore
+from ncp.security.audit import AUDIT_SCOPE, AuditStore
 from ncp.security.pki import FederationPki
 from ncp.security.tokens import ncp_id
 
@@ -42,6 +43,19 @@ def xc_url(seeded: Seeded, study: object) -> str:
     )  # type: ignore[attr-defined]
 
 
+def audit_events(seeded: Seeded, country: str, request_id: str) -> dict[str, Any]:
+    """The country's AuditEvents for one X-Request-Id, read as an auditor (a token with the audit scope)."""
+    gateway = seeded.gateway(country)
+    token = httpx.post(f"{gateway}/idp/token", data={"scope": AUDIT_SCOPE}).json()["access_token"]
+    answer = httpx.get(
+        f"{gateway}/fhir/AuditEvent",
+        params={"request-id": request_id},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert answer.status_code == 200, answer.text
+    return dict(answer.json())
+
+
 def test_the_three_steps_work_with_tokens_and_mtls(secure: Seeded) -> None:
     consumer, study = treated(secure)
     entry = consumer.find(
@@ -62,7 +76,7 @@ def test_a_treatment_context_is_opened_only_for_a_patient_that_identification_fi
     )
     assert r.status_code == 404
     assert r.json()["resourceType"] == "OperationOutcome" and "access_token" not in r.text
-    refused = httpx.get(f"{secure.gateway('AT')}/fhir/AuditEvent", params={"request-id": rid}).json()
+    refused = audit_events(secure, "AT", rid)
     assert [e["resource"]["outcome"] for e in refused["entry"]] == ["4"]  # ITI-71 at AT, audited
     assert AuditStore(Path(secure.fed.plan.run_dir) / "FR" / "audit.sqlite").count({"request-id": rid}) == 1
     known = secure.published["FR"].data.patients[0]
@@ -96,7 +110,7 @@ def test_another_patients_study_is_refused_with_zero_dicom_bytes(secure: Seeded)
     r = httpx.get(xc_url(secure, other), headers={**ACCEPT, **consumer.headers, "X-Request-Id": rid})
     assert r.status_code == 403
     assert b"DICM" not in r.content
-    at_events = httpx.get(f"{secure.gateway('AT')}/fhir/AuditEvent", params={"request-id": rid}).json()
+    at_events = audit_events(secure, "AT", rid)
     assert [e["resource"]["outcome"] for e in at_events["entry"]] == ["4"]
     fr_border = AuditStore(Path(secure.fed.plan.run_dir) / "FR" / "audit.sqlite")
     denied = fr_border.records({"request-id": rid})
@@ -151,7 +165,7 @@ def test_every_transaction_is_audited_at_both_gateways_linked_by_request_id(secu
     )  # type: ignore[attr-defined]
     consumer.retrieve_images(secure.hcid("FR"), consumer.retrieve_manifest(entries[0]))
     requests_made = len([log for log in consumer.log if log.step in ("find", "retrieve", "images")])
-    at_gateway = httpx.get(f"{secure.gateway('AT')}/fhir/AuditEvent", params={"request-id": rid}).json()
+    at_gateway = audit_events(secure, "AT", rid)
     assert at_gateway["total"] == requests_made
     fr_border = AuditStore(Path(secure.fed.plan.run_dir) / "FR" / "audit.sqlite")
     assert fr_border.count({"request-id": rid}) == requests_made
@@ -201,7 +215,7 @@ def test_token_negative_matrix_is_refused_and_audited(secure: Seeded, transactio
     r = httpx.get(url, params=params, headers=headers)
     assert r.status_code == status
     assert b"DICM" not in r.content
-    events = httpx.get(f"{secure.gateway('AT')}/fhir/AuditEvent", params={"request-id": rid}).json()
+    events = audit_events(secure, "AT", rid)
     assert events["total"] == 1
     assert events["entry"][0]["resource"]["outcome"] == "4"
 

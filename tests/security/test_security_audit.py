@@ -23,6 +23,7 @@ from ncp.errors import InvalidRequest
 from ncp.security.audit import AuditRecord, AuditStore, audit_search_endpoint, redact, to_fhir, user_fields
 from ncp.security.pki import FederationPki
 from ncp.security.tokens import TokenVerifier, ncp_id
+from ncp.server import free_port
 
 JWT = (
     "eyJhbGciOiJFUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJkci1ob2ZlciIsImlzcyI6InVybjp4Y3dhZG86aWRwOkFUIn0"
@@ -307,8 +308,11 @@ def audit_base(serve: Callable[..., str], store: AuditStore) -> str:
     store.record(query_at_b())
     store.record(query_at_b(source="NCP-A FR border", timestamp=T0 + timedelta(seconds=1)))
     store.record(query_at_b(request_id="req-2", outcome="4", status=403))
-    app = Starlette(routes=[Route("/fhir/AuditEvent", audit_search_endpoint(store))])
-    return serve(app) + "/fhir/AuditEvent"
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"  # the configured base its links start with
+    app = Starlette(routes=[Route("/fhir/AuditEvent", audit_search_endpoint(store, base=base))])
+    assert serve(app, port=port) == base
+    return base + "/fhir/AuditEvent"
 
 
 def test_search_endpoint_returns_a_searchset_bundle(audit_base: str) -> None:
