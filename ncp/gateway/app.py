@@ -92,6 +92,8 @@ def _app(settings: GatewaySettings, routes: list[Route], listener: Literal["gate
         finally:
             await clients.aclose()
             app.state.guard.close()
+            if audit is not None:
+                audit.close()
 
     audit = AuditStore(settings.audit_db) if settings.audit_db else None
     extra = _audit_routes(settings, audit, pki, listener)

@@ -20,7 +20,6 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import anyio
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -149,14 +148,20 @@ class AuditMiddleware:
             nonlocal recorded
             if not recorded:
                 recorded = True
-                await anyio.to_thread.run_sync(self.store.record, self._record(scope, transaction, **answer))
+                await self.store.arecord(self._record(scope, transaction, **answer))
+
+        length: list[int | None] = [None]  # bytes the Content-Length still announces, if any
 
         async def capture(message: Message) -> None:
             if message["type"] == "http.response.start":
                 answer["status"] = message["status"]
                 answer["warning"] = self._warning(message)
-            elif message["type"] == "http.response.body" and not message.get("more_body", False):
-                await record()  # in the trail before the client has its whole answer
+                length[0] = _content_length(message)
+            elif message["type"] == "http.response.body":
+                if length[0] is not None:
+                    length[0] -= len(message.get("body", b""))
+                if not message.get("more_body", False) or (length[0] is not None and length[0] <= 0):
+                    await record()  # in the trail before the client has its whole answer
             await send(message)
 
         try:
@@ -201,6 +206,13 @@ class AuditMiddleware:
         if transaction == "ITI-81" and scope["path"].rstrip("/") != "/fhir/AuditEvent":
             return {"action": "R", "subtype": "read"}
         return {}
+
+
+def _content_length(start: Message) -> int | None:
+    for name, value in start.get("headers", []):
+        if name.lower() == b"content-length" and value.isdigit():
+            return int(value)
+    return None
 
 
 def _transaction(scope: Scope) -> str | None:

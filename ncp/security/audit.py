@@ -1,6 +1,6 @@
 """Durable audit trail: one record per transaction per hop, rendered as IHE BALP FHIR AuditEvents.
 
-Records live in SQLite (WAL, ``synchronous=FULL``; one connection per call, so any thread may record).
+Records live in SQLite (WAL, ``synchronous=FULL``), written by one thread per store with group commit.
 Hops are correlated by ``X-Request-Id`` (BALP ``entity[transaction]`` of type ``XrequestId``). Tokens and
 assertions are never stored: query strings and free text are scrubbed of bearer values and JWT-shaped
 strings before they reach the database (reliability.md goal 23, SMART Imaging "without exposing
@@ -26,14 +26,18 @@ Host header (FHIR R4 http.html#paging); each entry's ``fullUrl`` answers the rea
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import ipaddress
 import json
+import queue
 import re
 import sqlite3
+import threading
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, Mapping
+from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
@@ -102,6 +106,7 @@ FAILURE_STATE = "audit_failure"
 FAILURE_REASON = "failure-reason"  # AuditEvent.entity.detail.type carrying that reason
 _MAX_COUNT = 1000
 _DEFAULT_COUNT = 100
+_MAX_BATCH = 256  # records per commit: bounds what one fsync carries and what a crash may hold
 _COUNT = re.compile(r"[0-9]{1,4}")
 _OFFSET = re.compile(r"[0-9]{1,9}")
 
@@ -249,10 +254,20 @@ _DATE_OPS = {"ge": ">=", "le": "<=", "gt": ">", "lt": "<", "eq": "="}
 
 
 class AuditStore:
-    """Audit records in one SQLite file; safe to call from any thread."""
+    """Audit records in one SQLite file; safe to call from any thread.
 
-    def __init__(self, db_path: Path) -> None:
+    Writes go through one long-lived writer thread with group commit: it takes every record waiting, stores
+    them in one transaction (``synchronous=FULL``: one fsync for the batch) and only then releases their
+    callers. A hop awaits its record before the client has its whole answer, so a crash loses no record of
+    an answered request; at most the batch being written, whose requests were not yet answered.
+    """
+
+    def __init__(self, db_path: Path, *, max_batch: int = _MAX_BATCH) -> None:
         self.db_path = db_path
+        self._max_batch = max_batch
+        self._queue: queue.SimpleQueue[tuple[tuple[Any, ...], Future[None]] | None] = queue.SimpleQueue()
+        self._writer: threading.Thread | None = None
+        self._lock = threading.Lock()
         db_path.parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as conn:
             conn.execute("PRAGMA journal_mode=WAL")
@@ -267,25 +282,58 @@ class AuditStore:
         finally:
             conn.close()
 
+    def submit(self, event: AuditRecord) -> Future[None]:
+        """Queue ``event`` for the writer; the future completes once it is committed."""
+        done: Future[None] = Future()
+        self._ensure_writer()
+        self._queue.put((_row(event), done))
+        return done
+
     def record(self, event: AuditRecord) -> None:
-        """Store ``event``; recording the same event id again is a no-op (safe for store-and-forward)."""
-        row = (
-            event.id,
-            _iso(event.timestamp),
-            event.transaction,
-            event.action,
-            event.outcome,
-            event.source,
-            event.patient,
-            event.request_id,
-            json.dumps(event.to_json(), sort_keys=True),
-        )
+        """Store ``event``, blocking until committed; the same event id again is a no-op."""
+        self.submit(event).result()
+
+    async def arecord(self, event: AuditRecord) -> None:
+        """:meth:`record` for a coroutine: waits for the commit without holding a thread. A cancelled
+        caller (its client went away) stops waiting; the record is committed all the same."""
+        await asyncio.shield(asyncio.wrap_future(self.submit(event)))
+
+    def close(self) -> None:
+        """Commit what is queued and stop the writer (an app's shutdown)."""
+        with self._lock:
+            writer, self._writer = self._writer, None
+        if writer is not None:
+            self._queue.put(None)
+            writer.join()
+
+    def _ensure_writer(self) -> None:
+        with self._lock:
+            if self._writer is None:
+                self._writer = threading.Thread(target=self._write, name="audit-writer", daemon=True)
+                self._writer.start()
+
+    def _write(self) -> None:
         with self._connect() as conn:
-            conn.execute(
-                "INSERT OR IGNORE INTO audit_event (id, recorded, txn, action, outcome, source, patient,"
-                " request_id, record) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                row,
-            )
+            while True:
+                batch, stop = self._next_batch()
+                if batch:
+                    _commit(conn, batch)
+                if stop:
+                    return
+
+    def _next_batch(self) -> tuple[list[tuple[tuple[Any, ...], Future[None]]], bool]:
+        """What waits now (at least one item, at most ``max_batch``); True once the queue says stop."""
+        batch: list[tuple[tuple[Any, ...], Future[None]]] = []
+        item = self._queue.get()
+        while item is not None:
+            batch.append(item)
+            if len(batch) >= self._max_batch:
+                return batch, False
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return batch, False
+        return batch, True
 
     def records(self, params: Mapping[str, str] | None = None) -> list[AuditRecord]:
         """Records matching FHIR-style ``params`` (see :meth:`search`), oldest first."""
@@ -314,6 +362,44 @@ class AuditStore:
         with self._connect() as conn:
             row = conn.execute("SELECT record FROM audit_event WHERE id = ?", (event_id,)).fetchone()
         return AuditRecord.from_json(json.loads(row[0])) if row else None
+
+
+_INSERT = (
+    "INSERT OR IGNORE INTO audit_event (id, recorded, txn, action, outcome, source, patient, request_id,"
+    " record) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def _row(event: AuditRecord) -> tuple[Any, ...]:
+    return (
+        event.id,
+        _iso(event.timestamp),
+        event.transaction,
+        event.action,
+        event.outcome,
+        event.source,
+        event.patient,
+        event.request_id,
+        json.dumps(event.to_json(), sort_keys=True),
+    )
+
+
+def _commit(conn: sqlite3.Connection, batch: list[tuple[tuple[Any, ...], Future[None]]]) -> None:
+    """One transaction for the batch; every waiting caller learns the outcome."""
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.executemany(_INSERT, [row for row, _ in batch])
+        conn.execute("COMMIT")
+    except sqlite3.Error as exc:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        for _, done in batch:
+            if not done.cancelled():
+                done.set_exception(exc)
+        return
+    for _, done in batch:
+        if not done.cancelled():  # its waiter gave up; the record is stored regardless
+            done.set_result(None)
 
 
 def _page_of(params: Mapping[str, str]) -> tuple[int, int]:

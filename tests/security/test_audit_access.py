@@ -397,13 +397,10 @@ def _exercise(run: Running) -> None:
         study.patient.issuer, study.patient.id, study_uid=study.study_instance_uid, kind="manifest"
     )[0]
     assert consumer.retrieve_images(run.hcid("FR"), consumer.retrieve_manifest(entry)).complete
-    token = consumer.headers["Authorization"].removeprefix("Bearer ")
     httpx.get(xc_url(run, study), headers={**ACCEPT, "Authorization": "Bearer x.y.z"})
     httpx.post(f"{run.gateway('AT')}/idp/treatment", data={"patient_id": "NOBODY", "patient_issuer": "1.2.3"})
     with run.fed.role_down(_pacs_role(run, study)):
-        answer = httpx.get(
-            xc_url(run, study), params={"access_token": token}, headers={**ACCEPT, **consumer.headers}
-        )
+        answer = httpx.get(xc_url(run, study), headers={**ACCEPT, **consumer.headers})
         assert answer.status_code >= 500
 
 
