@@ -7,12 +7,15 @@ plan into ASGI apps with their settings; :mod:`ncp.federation` runs them as proc
 from __future__ import annotations
 
 import json
+import os
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+from ncp.errors import InvalidRequest
 from ncp.gateway.app import create_border_app, create_gateway_app
 from ncp.gateway.settings import GatewaySettings
 from ncp.link.profile import FaultSpec, LinkProfile, parse_fault
@@ -151,10 +154,16 @@ def make_plan(
     data_plane: Literal["aiohttp", "httpx"] = "aiohttp",
     secure: bool | None = None,
     link_faults: Mapping[str, FaultSpec] | None = None,
+    base_port: int | None = None,
 ) -> Plan:
-    """Pick a free loopback port for every role; ``secure`` overrides the topology's ``security``;
-    ``link_faults`` (link role id -> fault) break links, unshaped ones included (they get a relay)."""
+    """Pick a free loopback port for every role (``base_port``: consecutive ports from it, in the order
+    of the roles); ``secure`` overrides the topology's ``security``; ``link_faults`` (link role id ->
+    fault) break links, unshaped ones included (they get a relay). Paths in the plan are absolute: the
+    state file hands them to processes started from any folder."""
+    source = source if source.startswith("builtin:") else os.path.abspath(source)
+    run_dir = Path(os.path.abspath(run_dir))
     topology = load_source(source)
+    ports = _Ports(host, base_port)
     secure = topology.security if secure is None else secure
     scheme = "https" if secure else "http"
     roles: list[Role] = []
@@ -163,18 +172,18 @@ def make_plan(
         if country.external:  # an NCP under test, running elsewhere: nothing to start
             endpoints[code] = _external_endpoints(country)
             continue
-        gw, border = free_port(host), free_port(host)
+        gw, border = ports.take(f"{code}/gateway"), ports.take(f"{code}/gateway border")
         roles.append(Role(f"{code}/gateway", (gw, border)))
         registries = {}
         for reg in country.registries:
-            port = free_port(host)
+            port = ports.take(f"{code}/registry/{reg.id}")
             roles.append(Role(f"{code}/registry/{reg.id}", (port,)))
             registries[reg.id] = f"http://{host}:{port}/fhir"
         pacs = {}
         for p in country.pacs:
             if p.backend in ("embedded", "orthanc"):  # "orthanc": a managed Orthanc from Debian
-                port = free_port(host)
                 kind = "pacs" if p.backend == "embedded" else "orthanc"
+                port = ports.take(f"{code}/{kind}/{p.id}")
                 roles.append(Role(f"{code}/{kind}/{p.id}", (port,)))
                 pacs[p.retrieve_location_uid] = f"http://{host}:{port}/dicom-web/"
             else:
@@ -189,8 +198,40 @@ def make_plan(
             public=country.public_url or "",
         )
     faults = dict(link_faults or {})
-    roles += [Role(rid, (free_port(host),)) for rid in _relayed_links(topology, faults)]
+    roles += [Role(rid, (ports.take(rid),)) for rid in _relayed_links(topology, faults)]
     return Plan(source, run_dir, Endpoints(endpoints), tuple(roles), host, data_plane, secure, faults)
+
+
+class _Ports:
+    """Where roles listen: any free port, or consecutive ports from ``base`` (addresses that a firewall
+    rule or another team's configuration can name in advance), each checked free before anything starts."""
+
+    def __init__(self, host: str, base: int | None) -> None:
+        self.host, self.base, self.next = host, base, base
+
+    def take(self, what: str) -> int:
+        if self.next is None:
+            return free_port(self.host)
+        port, self.next = self.next, self.next + 1
+        if not 0 < port < 65536:
+            raise InvalidRequest(f"base port {self.base}: {what} would need port {port}, outside 1-65535")
+        if not _bindable(self.host, port):
+            raise InvalidRequest(
+                f"base port {self.base}: port {port} ({what}) on {self.host} is in use; "
+                "pick another base port"
+            )
+        return port
+
+
+def _bindable(host: str, port: int) -> bool:
+    # SO_REUSEADDR as uvicorn binds: a port left in TIME_WAIT by a previous run is free, a listener is not
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 def _relayed_links(topology: Topology, faults: Mapping[str, FaultSpec]) -> list[str]:
@@ -261,10 +302,11 @@ def build_relay(plan: Plan, role_id: str) -> RelaySpec:
     return RelaySpec((plan.host, role.ports[0]), (border.hostname or plan.host, port), profile)
 
 
-# Peer gateways pool their connections to a border for 15 s (aiohttp's keep-alive). A border that closed
-# them sooner (uvicorn's default is 5 s) races a peer reusing one: its request crosses the FIN and is lost,
-# and over a link the race window is a whole round trip (seen as 502s in the emulated-link benchmark).
-BORDER_KEEP_ALIVE_S = 30
+# A client pools its connections (aiohttp 15 s, httpx 5 s). A listener that closes an idle one no later
+# than the client does (uvicorn's default is 5 s) races a client reusing it: the request crosses the FIN and
+# is lost (seen as 502s between gateways over an emulated link, and as consumer ReadErrors in the soak).
+# Both gateway listeners therefore keep idle connections longer than any client here pools them.
+KEEP_ALIVE_S = 30
 
 
 def build_role(plan: Plan, role_id: str) -> list[tuple[Any, int, dict[str, Any]]]:
@@ -288,9 +330,10 @@ def build_role(plan: Plan, role_id: str) -> list[tuple[Any, int, dict[str, Any]]
         )
         tls = FederationPki.load(plan.pki_dir).uvicorn_options(role.country) if plan.pki_dir else {}
         proxies = {"proxy_headers": True, "forwarded_allow_ips": list(country.trusted_proxies)}
+        consumers = {"timeout_keep_alive": KEEP_ALIVE_S, **(proxies if country.trusted_proxies else {})}
         return [
-            (create_gateway_app(settings), role.ports[0], proxies if country.trusted_proxies else {}),
-            (create_border_app(settings), role.ports[1], {**tls, "timeout_keep_alive": BORDER_KEEP_ALIVE_S}),
+            (create_gateway_app(settings), role.ports[0], consumers),
+            (create_border_app(settings), role.ports[1], {**tls, "timeout_keep_alive": KEEP_ALIVE_S}),
         ]
     if role.kind == "registry":
         registry = RegistrySettings(

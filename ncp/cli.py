@@ -10,68 +10,167 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
 from ncp.errors import NcpError
 
+if TYPE_CHECKING:
+    from ncp.dicom.validate import Resolver
+    from ncp.federation import Federation
+    from ncp.topology import Topology
+
 __all__ = ["main"]
+
+
+class UsageError(NcpError):
+    """An input to fix before anything starts; shown as one line, exit status 2."""
+
+
+class _Help(argparse.RawDescriptionHelpFormatter):
+    """Every option's help ends with its default, unless it says it already or there is none to say."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if "default" in text or default in (None, False, [], argparse.SUPPRESS) or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def _builtin_names() -> list[str]:
+    from ncp.topology import builtin_names
+
+    return builtin_names()
 
 
 def _source(value: str) -> str:
     """A topology file path, or the name of a shipped topology (``default``, ``three-country``, ``wan``)."""
-    if value.startswith("builtin:") or value.endswith(".toml") or "/" in value:
+    if value.startswith("builtin:") or value.endswith(".toml") or "/" in value or Path(value).is_file():
         return value
     return f"builtin:{value}"
 
 
+def _topology(value: str) -> Topology:
+    """The topology, read and checked now: a wrong name or key fails before anything starts."""
+    from ncp.app import load_source
+
+    return load_source(_source(value))
+
+
+def _writable(path: Path, option: str) -> Path:
+    """``path`` as an absolute path, once a file can be written there; else a UsageError naming the
+    option. Checked before a federation starts: finding out after leaves it running unannounced."""
+    path = Path(os.path.abspath(path))
+    if path.is_dir():
+        raise UsageError(f"{option} {path} is a folder; name a file")
+    blocking = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise UsageError(f"{option} {path}: {blocking} is a file, not a folder")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".xcwado-probe-"):
+            pass
+    except OSError as exc:
+        raise UsageError(f"{option} {path}: cannot write there ({exc.strerror or exc})") from None
+    return path
+
+
+def _writable_dir(path: Path, option: str) -> Path:
+    path = Path(os.path.abspath(path))
+    _writable(path / ".xcwado-probe", option)
+    return path
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from ncp.demo import run_demo
+    from ncp.federation import hold_run
 
-    run_dir = Path(args.run_dir) if args.run_dir else Path(tempfile.mkdtemp(prefix="xcwado-demo-"))
-    result = run_demo(_source(args.topology), run_dir, treatment=args.treatment, affiliation=args.affiliation)
+    _check_countries(_topology(args.topology), args)
+    if not args.run_dir:
+        run_dir = Path(tempfile.mkdtemp(prefix="xcwado-demo-"))
+    else:
+        run_dir = _writable_dir(Path(args.run_dir), "--run-dir")
+    with hold_run(run_dir):
+        result = run_demo(
+            _source(args.topology), run_dir, treatment=args.treatment, affiliation=args.affiliation
+        )
     return 0 if result.ok else 1
 
 
+def _check_countries(topology: Topology, args: argparse.Namespace) -> None:
+    codes = list(topology.countries)
+    for option, code in (("--treatment", args.treatment), ("--affiliation", args.affiliation)):
+        if code is not None and code not in codes:
+            raise UsageError(
+                f"{option} {code} is not a country of the topology {topology.name}; "
+                f"its countries: {', '.join(codes)}"
+            )
+    if args.treatment and args.treatment == (args.affiliation or codes[0]):
+        raise UsageError(
+            f"--treatment {args.treatment} is also the patient's country (--affiliation): "
+            "a cross-border consultation needs two countries"
+        )
+
+
 def cmd_up(args: argparse.Namespace) -> int:
-    from ncp.federation import Federation
-    from ncp.publish import seed_federation
-    from ncp.synth import catalogue_json
+    from ncp.federation import Federation, hold_run
 
+    _topology(args.topology)
+    state = _writable(Path(args.state), "--state")
+    run_dir = _writable_dir(Path(args.run_dir), "--run-dir")
     console = Console()
-    run_dir = Path(args.run_dir)
-    with Federation(_source(args.topology), run_dir, mode="process") as fed:
-        if not args.no_seed:
-            published = asyncio.run(seed_federation(fed.topology, fed.plan.endpoints))
-            fed.catalogue = {"patients": [p for pub in published.values() for p in catalogue_json(pub.data)]}
-        fed.write_state(Path(args.state))
-        for code, ep in fed.plan.endpoints.countries.items():
-            console.print(f"[bold]{code}[/] gateway {ep.gateway}  border {ep.border}")
-        console.print(f"State file: {args.state}. Ctrl-C stops the federation.")
-        stop = False
-
-        def _stop(*_: object) -> None:
-            nonlocal stop
-            stop = True
-
-        # SIGINT too, explicitly: a shell starts a background job with SIGINT ignored, which Python keeps
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, _stop)
-        while not stop:
-            time.sleep(0.5)
+    with hold_run(run_dir, state):
+        state.unlink(missing_ok=True)  # left by a run that was killed: it names ports nobody serves
+        try:
+            fed = Federation(_source(args.topology), run_dir, mode="process", base_port=args.base_port)
+            with fed:
+                _seed_and_announce(fed, state, args.no_seed, console)
+                _wait_for_stop()
+        finally:
+            # the state file describes a running federation: once it stops, nobody must find it
+            state.unlink(missing_ok=True)
     console.print("Federation stopped.")
     return 0
 
 
+def _seed_and_announce(fed: Federation, state: Path, no_seed: bool, console: Console) -> None:
+    from ncp.publish import seed_federation
+    from ncp.synth import catalogue_json
+
+    if not no_seed:
+        published = asyncio.run(seed_federation(fed.topology, fed.plan.endpoints))
+        fed.catalogue = {"patients": [p for pub in published.values() for p in catalogue_json(pub.data)]}
+    fed.write_state(state)
+    for code, ep in fed.plan.endpoints.countries.items():
+        console.print(f"[bold]{code}[/] gateway {ep.gateway}  border {ep.border}")
+    console.print(f"State file: {state}. Ctrl-C stops the federation.")
+
+
+def _wait_for_stop() -> None:
+    stop = False
+
+    def _stop(*_: object) -> None:
+        nonlocal stop
+        stop = True
+
+    # SIGINT too, explicitly: a shell starts a background job with SIGINT ignored, which Python keeps
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _stop)
+    while not stop:
+        time.sleep(0.5)
+
+
 def cmd_synth(args: argparse.Namespace) -> int:
-    from ncp.app import load_source
     from ncp.dicom.kos import build_kin, build_manifest, to_part10
     from ncp.synth import synthesize
 
-    topology = load_source(_source(args.topology))
+    topology = _topology(args.topology)
     out = Path(args.out)
-    codes = [args.country] if args.country else list(topology.countries)
+    codes = [topology.country(args.country).code] if args.country else list(topology.countries)
     count = 0
     for code in codes:
         rluids = {
@@ -99,12 +198,32 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
     from ncp.dicom.validate import http_resolver, validate_manifest
 
-    data = Path(args.file).read_bytes()
+    data = _dicom_file(Path(args.file))
+    for url in args.pacs or []:
+        if not url.startswith(("http://", "https://")):
+            raise UsageError(f"--pacs {url!r} is not a DICOMweb base URL (http:// or https://)")
     with httpx.Client(timeout=30.0) as client:
-        resolver = http_resolver(args.pacs, client) if args.pacs else None
-        report = validate_manifest(data, resolve=resolver)
+        resolvers = [http_resolver(url, client) for url in args.pacs or []]
+        report = validate_manifest(data, resolve=_any_of(resolvers) if resolvers else None)
     print(report.render())
     return 0 if report.ok else 1
+
+
+def _dicom_file(path: Path) -> bytes:
+    """The file's bytes, once it is known to be DICOM: Part 10 (``DICM`` at byte 128) or a bare dataset
+    that starts with a group 0002 or 0008 element in explicit VR (what the validator also reads)."""
+    if not path.is_file():
+        raise UsageError(f"no file {path}" + (" (a folder)" if path.is_dir() else ""))
+    data = path.read_bytes()
+    bare = data[:2] in (b"\x02\x00", b"\x08\x00") and data[4:6].isalpha() and data[4:6].isupper()
+    if data[128:132] != b"DICM" and not bare:
+        raise UsageError(f"{path} is not DICOM (no 'DICM' at byte 128): give a KOS manifest file")
+    return data
+
+
+def _any_of(resolvers: Sequence[Resolver]) -> Resolver:
+    """A reference resolves when any of the PACS holds it: one manifest may span several PACS."""
+    return lambda study, series, sop: any(r(study, series, sop) for r in resolvers)
 
 
 def cmd_scenario(args: argparse.Namespace) -> int:
@@ -112,27 +231,50 @@ def cmd_scenario(args: argparse.Namespace) -> int:
 
     directory = Path(args.scenarios or os.environ.get("XCWADO_SCENARIOS") or DEFAULT_DIR)
     if not directory.is_dir():
-        print(f"xcwado scenario: no scenario folder at {directory} (--scenarios DIR)", file=sys.stderr)
-        return 2
+        raise UsageError(f"no scenario folder at {directory} (--scenarios DIR)")
     if args.action == "list":
+        wanted = set(args.tag or ())
         for sid, title, tags in list_scenarios(directory):
-            print(f"{sid}  {title}  [{', '.join(tags)}]")
+            if not wanted or wanted & set(tags):
+                print(f"{sid}  {title}  [{', '.join(tags)}]")
         return 0
     ids = None if args.all else (args.ids or None)
     if ids is None and not args.tag and not args.all:
-        print("xcwado scenario run: give scenario IDs, --tag T or --all", file=sys.stderr)
-        return 2
+        raise UsageError("give scenario IDs, --tag T or --all")
+    reports = {
+        opt: _writable(Path(value), f"--{opt}") if value else None
+        for opt, value in (("junit", args.junit), ("json", args.json), ("html", args.html))
+    }
+    if args.target:
+        _listening(Path(args.target))
+    else:
+        _topology(args.topology)
     return run_scenarios(
         ids,
         args.tag or None,
         _source(args.topology),
-        junit=Path(args.junit) if args.junit else None,
-        json_path=Path(args.json) if args.json else None,
-        html=Path(args.html) if args.html else None,
+        junit=reports["junit"],
+        json_path=reports["json"],
+        html=reports["html"],
         console=Console(),
         directory=directory,
         target=Path(args.target) if args.target else None,
+        role_log=None if args.target else _writable(Path(args.role_log), "--role-log"),
     )
+
+
+def _listening(state: Path) -> None:
+    """Refuse a target where nothing listens, before the catalogue is even loaded (seconds on a busy
+    machine); a file that is not a state file is left to the runner, which says what is wrong with it."""
+    from ncp.topology import Endpoints, nothing_listens, unreachable
+
+    try:
+        endpoints = Endpoints.from_state_file(state)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return
+    down = unreachable(endpoints.entry_points())
+    if down:
+        raise UsageError(f"target {state}: {nothing_listens(down)}")
 
 
 def cmd_load(args: argparse.Namespace) -> int:
@@ -141,9 +283,11 @@ def cmd_load(args: argparse.Namespace) -> int:
 
     runner = Path(__file__).resolve().parents[1] / "loadtests" / "run.py"
     if not runner.exists():
-        print("xcwado load needs a source checkout (loadtests/ beside ncp/)", file=sys.stderr)
+        print("xcwado load: needs a source checkout (loadtests/ beside ncp/)", file=sys.stderr)
         return 2
-    return subprocess.run([sys.executable, str(runner), *args.load_args], check=False).returncode
+    env = {**os.environ, "XCWADO_LOAD_PROG": "xcwado load"}  # its usage and errors name this command
+    command = [sys.executable, str(runner), *args.load_args]
+    return subprocess.run(command, check=False, env=env).returncode
 
 
 def cmd_serve_role(args: argparse.Namespace) -> int:
@@ -199,85 +343,144 @@ def cmd_compose(args: argparse.Namespace) -> int:
     return 0
 
 
+def _port(value: str) -> int:
+    port = int(value)
+    if not 0 < port < 65536:
+        raise argparse.ArgumentTypeError(f"{value} is not a port (1-65535)")
+    return port
+
+
+def _topology_option(parser: argparse._ActionsContainer, what: str = "the federation to start") -> None:
+    parser.add_argument(
+        "--topology",
+        default="default",
+        metavar="NAME|FILE",
+        help=f"{what}: a built-in topology ({', '.join(_builtin_names())}) or a topology .toml file",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="xcwado", description=__doc__)
-    parser.add_argument("-v", "--verbose", action="store_true")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(prog="xcwado", description=__doc__, formatter_class=_Help)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    demo = sub.add_parser("demo", help="run the three cross-border steps end to end")
-    demo.add_argument("--topology", default="default")
-    demo.add_argument("--run-dir")
-    demo.add_argument("--treatment", help="country of the consumer (B)")
-    demo.add_argument("--affiliation", help="country of the patient (A)")
-    demo.set_defaults(func=cmd_demo)
+    def command(name: str, func: Any, text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=text, description=text, formatter_class=_Help)
+        p.set_defaults(func=func, command_parser=p)
+        return p
 
-    up = sub.add_parser("up", help="start a federation and keep it running")
-    up.add_argument("--topology", default="default")
-    up.add_argument("--state", default="run/state.json")
-    up.add_argument("--run-dir", default="run")
-    up.add_argument("--no-seed", action="store_true")
-    up.set_defaults(func=cmd_up)
+    _demo_parser(command("demo", cmd_demo, "run the three cross-border steps end to end"))
+    _up_parser(command("up", cmd_up, "start a federation, seed it, write its state file, run until Ctrl-C"))
+    synth = command("synth", cmd_synth, "write the synthetic catalogue (DICOM, manifests) to a folder")
+    _topology_option(synth, "the topology whose catalogue to write")
+    synth.add_argument("--country", help="only this country's catalogue (default: every country)")
+    synth.add_argument("--out", default="run/synth", help="output folder")
+    _validate_parser(command("validate", cmd_validate, "check a KOS manifest against the MCWG checklist"))
+    _scenario_parser(
+        command("scenario", cmd_scenario, "list or run the scenario catalogue, with conformance reports")
+    )
+    load = command("load", cmd_load, "Locust load test against a running federation (loadtests/README.md)")
+    load.add_argument("load_args", nargs=argparse.REMAINDER, help="see `xcwado load --help`")
+    _deploy_parsers(command)
+    return parser
 
-    synth = sub.add_parser("synth", help="write the synthetic catalogue (DICOM, manifests) to a folder")
-    synth.add_argument("--topology", default="default")
-    synth.add_argument("--country")
-    synth.add_argument("--out", default="run/synth")
-    synth.set_defaults(func=cmd_synth)
 
-    validate = sub.add_parser("validate", help="check a KOS manifest against the MCWG checklist")
-    validate.add_argument("file")
-    validate.add_argument("--pacs", help="DICOMweb base URL where every reference must resolve")
-    validate.set_defaults(func=cmd_validate)
+def _demo_parser(demo: argparse.ArgumentParser) -> None:
+    _topology_option(demo)
+    demo.add_argument("--run-dir", help="folder for the roles' files (default: a new temporary folder)")
+    demo.add_argument(
+        "--treatment", help="country of the consumer (B) (default: the first other than --affiliation)"
+    )
+    demo.add_argument("--affiliation", help="country of the patient (A) (default: the topology's first)")
 
-    scenario = sub.add_parser("scenario", help="list or run the scenario catalogue, with conformance reports")
-    scenario.add_argument("action", choices=["list", "run"])
-    scenario.add_argument("ids", nargs="*", help="scenario IDs (see `xcwado scenario list`)")
-    scenario.add_argument("--all", action="store_true")
-    scenario.add_argument("--tag", action="append")
+
+def _up_parser(up: argparse.ArgumentParser) -> None:
+    _topology_option(up)
+    up.add_argument(
+        "--state", default="run/state.json", help="where to write the state file; removed when stopped"
+    )
+    up.add_argument("--run-dir", default="run", help="folder for the roles' files, held while running")
+    up.add_argument(
+        "--base-port",
+        type=_port,
+        metavar="N",
+        help="fixed ports: the roles take consecutive ports from N, in the order the state file lists "
+        "them (default: any free ports)",
+    )
+    up.add_argument("--no-seed", action="store_true", help="start empty: publish no synthetic catalogue")
+
+
+def _validate_parser(validate: argparse.ArgumentParser) -> None:
+    validate.add_argument("file", help="a KOS manifest (DICOM Part 10 file)")
+    validate.add_argument(
+        "--pacs",
+        action="append",
+        metavar="URL",
+        help="DICOMweb base URL of a PACS; repeat for a manifest that spans several: every reference "
+        "must resolve in one of them (default: no resolution check)",
+    )
+
+
+def _scenario_parser(scenario: argparse.ArgumentParser) -> None:
+    scenario.add_argument("action", choices=["list", "run"], help="list the catalogue, or run scenarios")
+    scenario.add_argument(
+        "ids", nargs="*", help="scenario IDs or prefixes (NG-), before or after the options"
+    )
+    scenario.add_argument("--all", action="store_true", help="run every scenario")
+    scenario.add_argument(
+        "--tag", action="append", metavar="T", help="scenarios with this tag; repeatable (default: any tag)"
+    )
     where = scenario.add_mutually_exclusive_group()
-    where.add_argument("--topology", default="default", help="start this federation and run against it")
+    _topology_option(where, "start this federation and run against it")
     where.add_argument(
         "--target",
+        metavar="STATE",
         help="a state file (as `xcwado up` writes it) of running systems that hold the topology's "
-        "synthetic catalogue: nothing is started",
+        "synthetic catalogue: nothing is started (default: start federations)",
     )
     scenario.add_argument(
         "--scenarios",
+        metavar="DIR",
         help="the catalogue's folder (default: $XCWADO_SCENARIOS, else the checkout's scenarios/)",
     )
-    scenario.add_argument("--junit")
-    scenario.add_argument("--json")
-    scenario.add_argument("--html")
-    scenario.set_defaults(func=cmd_scenario)
-
-    load = sub.add_parser(
-        "load", help="Locust load test against a running federation (see loadtests/README.md)"
+    scenario.add_argument("--junit", metavar="FILE", help="write a JUnit XML report (default: none)")
+    scenario.add_argument("--json", metavar="FILE", help="write a JSON report (default: none)")
+    scenario.add_argument("--html", metavar="FILE", help="write a self-contained HTML report (default: none)")
+    scenario.add_argument(
+        "--role-log",
+        default="run/scenario-roles.log",
+        metavar="FILE",
+        help="where the started roles log (expected faults log tracebacks there, not on the console)",
     )
-    load.add_argument(
-        "load_args", nargs=argparse.REMAINDER, help="--state FILE --profile steady --users 8 ..."
-    )
-    load.set_defaults(func=cmd_load)
 
-    serve_role = sub.add_parser("serve-role", help="serve one role of a plan (the container entrypoint)")
-    serve_role.add_argument("--plan", required=True)
-    serve_role.add_argument("--role", required=True)
-    serve_role.set_defaults(func=cmd_serve_role)
 
-    seed = sub.add_parser("seed", help="seed a running federation described by a plan; write its state file")
-    seed.add_argument("--plan", required=True)
-    seed.add_argument("--state", required=True)
-    seed.set_defaults(func=cmd_seed)
-
-    pki = sub.add_parser("pki", help="create the federation's test PKI for a plan")
-    pki.add_argument("--plan", required=True)
-    pki.set_defaults(func=cmd_pki)
-
-    compose = sub.add_parser("compose", help="write docker/plan.json and docker/compose.yaml for a topology")
-    compose.add_argument("--topology", default="docker/topology.toml")
+def _deploy_parsers(command: Any) -> None:
+    serve_role = command("serve-role", cmd_serve_role, "serve one role of a plan (the container entrypoint)")
+    serve_role.add_argument("--plan", required=True, help="plan.json (as `xcwado compose` writes it)")
+    serve_role.add_argument("--role", required=True, help="the role to serve, e.g. FR/gateway")
+    seed = command("seed", cmd_seed, "seed a running federation described by a plan; write its state file")
+    seed.add_argument("--plan", required=True, help="plan.json of the running federation")
+    seed.add_argument("--state", required=True, help="where to write the state file")
+    pki = command("pki", cmd_pki, "create the federation's test PKI for a plan")
+    pki.add_argument("--plan", required=True, help="plan.json naming the PKI folder")
+    compose = command("compose", cmd_compose, "write docker/plan.json and docker/compose.yaml for a topology")
+    _topology_option(compose, "the federation to deploy")
+    compose.set_defaults(topology="docker/topology.toml")
     compose.add_argument("--topology-file", default="./topology.toml", help="as the compose file mounts it")
-    compose.add_argument("--out", default="docker")
-    compose.set_defaults(func=cmd_compose)
-    return parser
+    compose.add_argument("--out", default="docker", help="output folder")
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    """Parse; scenario IDs may also follow the options (``scenario run --target S NG-012``), which a
+    ``nargs='*'`` positional alone refuses: argparse fills it, empty, at the first option."""
+    args, extra = build_parser().parse_known_args(argv)
+    command_parser: argparse.ArgumentParser = args.command_parser
+    if args.command == "scenario":
+        args.ids += [x for x in extra if not x.startswith("-")]
+        extra = [x for x in extra if x.startswith("-")]
+    if extra:
+        command_parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -288,13 +491,16 @@ def main(argv: list[str] | None = None) -> int:
         # would reject a leading option (`xcwado load --state FILE` failed with "unrecognized").
         logging.basicConfig(level=logging.INFO if head else logging.WARNING)
         return cmd_load(argparse.Namespace(load_args=argv[head + 1 :]))
-    args = build_parser().parse_args(argv)
+    args = _parse(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
     try:
         return int(args.func(args))
     except NcpError as exc:
-        print(f"xcwado: {exc.message}", file=sys.stderr)
+        print(f"xcwado {args.command}: {exc.message}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C before `up` listens for it: everything started is stopped by now
+        print(f"xcwado {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

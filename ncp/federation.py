@@ -7,6 +7,8 @@ emulated links (:func:`ncp.app.build_relay`) run as ``python -m ncp.link.relay``
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import logging
 import os
@@ -24,13 +26,14 @@ from typing import Any, Literal
 import httpx
 
 from ncp.app import Plan, Role, build_relay, build_role, make_plan
+from ncp.errors import NcpError
 from ncp.link import FaultSpec, RelayThread
 from ncp.orthanc import OrthancConfig, run_orthanc
 from ncp.security.pki import FederationPki
 from ncp.server import serve_in_thread
 from ncp.topology import Topology
 
-__all__ = ["Federation", "run_role", "state_document"]
+__all__ = ["Federation", "InUse", "hold_run", "run_role", "state_document"]
 
 log = logging.getLogger(__name__)
 Mode = Literal["process", "thread"]
@@ -48,9 +51,17 @@ class Federation:
         data_plane: Literal["aiohttp", "httpx"] = "aiohttp",
         secure: bool | None = None,
         link_faults: Mapping[str, FaultSpec] | None = None,
+        base_port: int | None = None,
     ) -> None:
         run_dir.mkdir(parents=True, exist_ok=True)
-        self.plan = make_plan(source, run_dir, data_plane=data_plane, secure=secure, link_faults=link_faults)
+        self.plan = make_plan(
+            source,
+            run_dir,
+            data_plane=data_plane,
+            secure=secure,
+            link_faults=link_faults,
+            base_port=base_port,
+        )
         if self.plan.pki_dir is not None and not (self.plan.pki_dir / "registry.json").exists():
             FederationPki.create(self.plan.pki_dir, list(self.plan.endpoints.countries), host=self.plan.host)
         self.pids: dict[str, int] = {}
@@ -95,7 +106,11 @@ class Federation:
                 proc = stack.enter_context(_process(plan_file, role.id, self.plan.run_dir))
                 self.pids[role.id] = proc.pid
             else:
+                # log_config=None: uvicorn would otherwise point its loggers at this process's stderr on
+                # every start; left alone they reach the root logger, which the caller directs (the
+                # scenario runner sends the tracebacks of expected faults to a file, not its console)
                 for app, port, options in build_role(self.plan, role.id):
+                    options = {"log_config": None, **options}
                     stack.enter_context(serve_in_thread(app, host=self.plan.host, port=port, **options))
         except BaseException:
             stack.close()
@@ -191,8 +206,53 @@ class Federation:
         return state_document(self.plan, self.catalogue)
 
     def write_state(self, path: Path) -> None:
+        """Write the state file whole or not at all: a client polling for it never reads half of it."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.state(), indent=2))
+        partial = path.with_name(f".{path.name}.partial")
+        partial.write_text(json.dumps(self.state(), indent=2))
+        os.replace(partial, path)
+
+
+class InUse(NcpError):
+    """The run folder or state file belongs to a federation that is running."""
+
+
+@contextmanager
+def hold_run(run_dir: Path, state: Path | None = None) -> Iterator[None]:
+    """Hold the run folder (and the state file's name) while a federation runs from it.
+
+    A second ``xcwado up`` on either is refused: it would re-seed the first one's folder and overwrite
+    its state file, leaving the first running on ports nobody can find. The locks are ``flock``s, so the
+    kernel releases them when the holder dies, however it dies; the lock files themselves stay (removing
+    one would let two processes lock two different files of the same name)."""
+    locks = [(run_dir / ".xcwado.lock", f"run folder {run_dir}", "--run-dir")]
+    if state is not None:
+        locks.append((state.with_name(f".{state.name}.lock"), f"state file {state}", "--state"))
+    with ExitStack() as stack:
+        for path, what, option in locks:
+            stack.enter_context(_flock(path, what, option))
+        yield
+
+
+@contextmanager
+def _flock(path: Path, what: str, option: str) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise InUse(
+                f"{what} is in use by a running xcwado up (pid {holder}); stop it or choose another {option}"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)  # names the holder in the next one's refusal
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _healthy(client: httpx.Client, url: str) -> bool:
@@ -324,6 +384,7 @@ def run_role(plan_file: Path, role_id: str) -> None:
                 log_level="warning",
                 lifespan="on",
                 timeout_graceful_shutdown=5,  # keep-alive peers must not hold a stopping NCP
+                access_log=False,  # query strings name patients: the audit trail records requests
                 **{"proxy_headers": False, **options},  # X-Forwarded-* only from configured proxies
             )
         )

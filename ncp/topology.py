@@ -7,14 +7,19 @@ receives both and never reads module-level state.
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import json
+import os
+import socket
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from ncp.dicom.uids import is_valid_uid
 from ncp.errors import InvalidTopology
@@ -29,8 +34,11 @@ __all__ = [
     "Registry",
     "SynthOptions",
     "Topology",
+    "builtin_names",
     "builtin_topology",
     "load_topology",
+    "nothing_listens",
+    "unreachable",
 ]
 
 Architecture = Literal["A", "B", "C"]
@@ -165,27 +173,53 @@ def load_topology(path: str | Path) -> Topology:
     return parse_topology(raw, source=str(path))
 
 
+def builtin_names() -> list[str]:
+    """The topologies shipped in ``ncp/topologies`` (``default``, ``three-country``, ``wan``)."""
+    folder = resources.files("ncp.topologies")
+    return sorted(f.name.removesuffix(".toml") for f in folder.iterdir() if f.name.endswith(".toml"))
+
+
 def builtin_topology(name: str = "default") -> Topology:
-    """One of the topologies shipped in ``ncp/topologies`` (``default``, ``three-country``, ``wan``)."""
+    """One of the topologies shipped in ``ncp/topologies``; an unknown name lists the shipped ones."""
+    if name not in builtin_names():
+        raise InvalidTopology(
+            f"no built-in topology {name!r}; built-in: {', '.join(builtin_names())} (or a .toml file)"
+        )
     text = resources.files("ncp.topologies").joinpath(f"{name}.toml").read_text()
     return parse_topology(tomllib.loads(text), source=f"builtin:{name}")
 
 
+# The keys each table may hold. Anything else is refused: a misspelt key (``rtt_msec``, ``broder``) would
+# otherwise be ignored and the run would silently test something else (an unshaped link, a local NCP).
+_TOP_KEYS = ("name", "security", "pki_dir", "synth", "countries", "links")
+_COUNTRY_KEYS = (
+    "name", "home_community_id", "patient_id_issuer", "accession_issuer", "order_issuer", "architecture",
+    "registries", "pacs", "faults", "border", "gateway", "public_url", "trusted_proxies",
+)  # fmt: skip
+_REGISTRY_KEYS = ("id",)
+_PACS_KEYS = ("id", "retrieve_location_uid", "backend", "registry")
+_LINK_KEYS = ("between", "rtt_ms", "bandwidth_mbit", "jitter_ms")
+
+
 def parse_topology(raw: Mapping[str, Any], *, source: str = "topology") -> Topology:
-    r = _Reader(raw, source)
+    r = _Reader(raw, source).only(_TOP_KEYS)
     countries_raw = r.mapping("countries")
     if not countries_raw:
         raise InvalidTopology(f"{source}: 'countries' must declare at least one country")
     countries = {
-        code: _country(r.sub(f"countries.{code}", body), code) for code, body in countries_raw.items()
+        code: _country(r.sub(f"countries.{code}", body).only(_COUNTRY_KEYS), code)
+        for code, body in countries_raw.items()
     }
     _check_unique(source, "home_community_id", [c.home_community_id for c in countries.values()])
     _check_unique(source, "patient_id_issuer", [c.patient_id_issuer for c in countries.values()])
     _check_unique(
         source, "retrieve_location_uid", [p.retrieve_location_uid for c in countries.values() for p in c.pacs]
     )
-    links = tuple(_link(r.sub(f"links[{i}]", body), countries) for i, body in enumerate(r.items("links")))
-    synth = _synth(r.sub("synth", r.mapping("synth")))
+    links = tuple(
+        _link(r.sub(f"links[{i}]", body).only(_LINK_KEYS), countries)
+        for i, body in enumerate(r.items("links"))
+    )
+    synth = _synth(r.sub("synth", r.mapping("synth")).only(SynthOptions.__dataclass_fields__))
     return Topology(
         name=r.text("name", "topology"),
         countries=countries,
@@ -204,11 +238,12 @@ def _country(r: _Reader, code: str) -> Country:
     if architecture not in ("A", "B", "C"):
         raise InvalidTopology(f"{r.where('architecture')} must be A, B or C, not {architecture!r}")
     registries = tuple(
-        Registry(id=r.sub(f"registries[{i}]", x).text("id")) for i, x in enumerate(r.items("registries"))
+        Registry(id=r.sub(f"registries[{i}]", x).only(_REGISTRY_KEYS).text("id"))
+        for i, x in enumerate(r.items("registries"))
     )
     if not registries:
         raise InvalidTopology(f"{r.where('registries')} must declare at least one registry")
-    pacs = tuple(_pacs(r.sub(f"pacs[{i}]", x)) for i, x in enumerate(r.items("pacs")))
+    pacs = tuple(_pacs(r.sub(f"pacs[{i}]", x).only(_PACS_KEYS)) for i, x in enumerate(r.items("pacs")))
     if not pacs:
         raise InvalidTopology(f"{r.where('pacs')} must declare at least one PACS")
     if architecture == "C" and len(pacs) != 1:
@@ -231,7 +266,7 @@ def _country(r: _Reader, code: str) -> Country:
         architecture=architecture,  # type: ignore[arg-type]
         registries=registries,
         pacs=pacs,
-        faults=_faults(r.sub("faults", r.mapping("faults"))),
+        faults=_faults(r.sub("faults", r.mapping("faults")).only(Faults.__dataclass_fields__)),
         border=_external_url(r, "border"),
         gateway=_external_url(r, "gateway"),
         public_url=_external_url(r, "public_url"),
@@ -270,7 +305,7 @@ def _pki_dir(r: _Reader) -> Path | None:
     value = r.opt_str("pki_dir")
     if value is None:
         return None
-    path = Path(value)
+    path = Path(os.path.abspath(value))  # the state file names it for processes started anywhere
     if not (path / "registry.json").is_file():
         raise InvalidTopology(
             f"{r.where('pki_dir')}: {path} is not a test PKI (no registry.json); see xcwado pki"
@@ -279,11 +314,7 @@ def _pki_dir(r: _Reader) -> Path | None:
 
 
 def _faults(r: _Reader) -> Faults:
-    known = set(Faults.__dataclass_fields__)
-    unknown = sorted(set(r.raw) - known)
-    if unknown:  # a mistyped fault would silently test nothing
-        raise InvalidTopology(f"{r.where(unknown[0])} is not a fault; known: {sorted(known)}")
-    return Faults(**{name: r.flag(name, False) for name in known})
+    return Faults(**{name: r.flag(name, False) for name in Faults.__dataclass_fields__})
 
 
 def _pacs(r: _Reader) -> Pacs:
@@ -340,6 +371,19 @@ class _Reader:
 
     def where(self, key: str) -> str:
         return f"{self.source}: field '{self.prefix}{key}'"
+
+    def only(self, allowed: Iterable[str]) -> _Reader:
+        """Refuse keys outside ``allowed``, naming the key's full path, a close match and the allowed keys."""
+        allowed = sorted(allowed)
+        unknown = sorted(set(self.raw) - set(allowed))
+        if unknown:
+            key = unknown[0]
+            close = difflib.get_close_matches(key, allowed, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise InvalidTopology(
+                f"{self.source}: unknown key '{self.prefix}{key}'{hint}; allowed here: {', '.join(allowed)}"
+            )
+        return self
 
     def sub(self, key: str, raw: Any) -> _Reader:
         if not isinstance(raw, Mapping):
@@ -403,6 +447,33 @@ class _Reader:
 _REQUIRED: Any = object()
 
 
+def unreachable(urls: Mapping[str, str], timeout: float = 1.0) -> dict[str, str]:
+    """Those of ``urls`` (label -> URL) where nothing accepts a TCP connection within ``timeout``.
+
+    A connect rather than a request: a border takes only NCP client certificates and an NCP under test
+    need not serve ``/health``; what this catches is a stopped federation, before minutes of refusals."""
+
+    def down(url: str) -> bool:
+        parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        try:
+            socket.create_connection((parts.hostname or "127.0.0.1", port), timeout=timeout).close()
+        except OSError:
+            return True
+        return False
+
+    with ThreadPoolExecutor(max_workers=max(1, min(16, len(urls)))) as pool:
+        verdicts = dict(zip(urls, pool.map(down, urls.values()), strict=True))
+    return {label: url for label, url in urls.items() if verdicts[label]}
+
+
+def nothing_listens(down: Mapping[str, str]) -> str:
+    """What :func:`unreachable` found, in one line for a person to act on."""
+    label, url = next(iter(down.items()))
+    more = f" nor at {len(down) - 1} more of its endpoints" if len(down) > 1 else ""
+    return f"nothing listens at {url} ({label}){more}; is the federation running (xcwado up)?"
+
+
 @dataclass(frozen=True)
 class CountryEndpoints:
     """Where one country's roles listen (the state file's ``countries.<code>`` object, contract)."""
@@ -442,6 +513,15 @@ class Endpoints:
     def to_json(self) -> dict[str, Any]:
         return {code: ep.to_json() for code, ep in self.countries.items()}
 
+    def entry_points(self) -> dict[str, str]:
+        """What a client calls first, by label (``AT gateway``, ``FR border``): every gateway and border."""
+        out: dict[str, str] = {}
+        for code, ep in self.countries.items():
+            out |= {
+                f"{code} {what}": url for what, url in (("gateway", ep.gateway), ("border", ep.border)) if url
+            }
+        return out
+
     @classmethod
     def from_json(cls, raw: Mapping[str, Any]) -> Endpoints:
         return cls(
@@ -450,7 +530,9 @@ class Endpoints:
                     home_community_id=c["home_community_id"],
                     patient_id_issuer=c["patient_id_issuer"],
                     gateway=c["gateway"],
-                    public=c.get("public") or "",
+                    # to_json writes the gateway's own address when no public base is configured: read
+                    # back as "none configured", so that a plan survives its own file unchanged
+                    public="" if c.get("public") in (None, "", c["gateway"]) else c["public"],
                     border=c["border"],
                     registries=c.get("registry_ids") or {str(i): u for i, u in enumerate(c["registries"])},
                     pacs=c["pacs"],

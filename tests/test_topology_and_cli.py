@@ -15,7 +15,7 @@ from ncp.dicom.multipart import encode_multipart_bytes, multipart_content_type, 
 from ncp.errors import InvalidTopology
 from ncp.pacs.app import PacsSettings, create_pacs_app
 from ncp.synth import instances_for_manifest, to_part10
-from ncp.topology import builtin_topology, load_topology
+from ncp.topology import builtin_names, builtin_topology, load_topology, parse_topology
 
 IHE_SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "mado" / "MADO_KOS_A.dcm"
 DEFAULT = (Path(__file__).resolve().parents[1] / "ncp" / "topologies" / "default.toml").read_text()
@@ -49,15 +49,53 @@ def test_invalid_topologies_fail_naming_the_field(tmp_path: Path, edit: tuple[st
         load_topology(path)
 
 
+@pytest.mark.parametrize(
+    ("edit", "key"),
+    [
+        (('name = "default"', 'name = "default"\nsecurity_level = 2'), "security_level"),
+        (("seed = 20261128", "seed = 20261128\nseeds = 1"), "synth.seeds"),
+        (('architecture = "A"', 'architecture = "A"\nbroder = "https://a.example"'), "countries.FR.broder"),
+        (('[{ id = "national" }]', '[{ idd = "national" }]'), "countries.FR.registries[0].idd"),
+        (('{ id = "pacs-1",', '{ id = "pacs-1", backnd = "orthanc",'), "countries.FR.pacs[0].backnd"),
+        (("[countries.AT]", "[countries.FR.faults]\nok = true\n[countries.AT]"), "countries.FR.faults.ok"),
+        (("rtt_ms = 0", "rtt_msec = 30"), "links[0].rtt_msec"),
+    ],
+)  # fmt: skip
+def test_unknown_keys_are_refused_at_every_level_naming_the_path_and_the_allowed_keys(
+    tmp_path: Path, edit: tuple[str, str], key: str
+) -> None:
+    """A misspelt key used to be ignored: ``rtt_msec = 30`` gave an unshaped link, ``broder`` a local NCP."""
+    assert edit[0] in DEFAULT
+    path = tmp_path / "t.toml"
+    path.write_text(DEFAULT.replace(edit[0], edit[1], 1))
+    with pytest.raises(InvalidTopology) as caught:
+        load_topology(path)
+    message = caught.value.message
+    assert f"unknown key '{key}'" in message and "allowed here: " in message and "\n" not in message
+    allowed = message.split("allowed here: ")[1].split(", ")
+    assert key.rsplit(".", 1)[-1] not in allowed and len(allowed) >= 1
+
+
+def test_a_close_match_is_suggested() -> None:
+    raw = {"countries": {}, "linkz": []}
+    with pytest.raises(InvalidTopology, match=r"unknown key 'linkz' \(did you mean 'links'\?\)"):
+        parse_topology(raw)
+
+
+def test_shipped_topologies_use_only_known_keys() -> None:
+    for name in builtin_names():
+        assert builtin_topology(name).countries
+
+
 def test_validate_command_accepts_the_ihe_sample(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["validate", str(IHE_SAMPLE)]) == 0
     assert "3.9.2" in capsys.readouterr().out
 
 
-def test_validate_command_fails_on_a_non_manifest(tmp_path: Path) -> None:
+def test_validate_command_refuses_a_file_that_is_not_dicom(tmp_path: Path) -> None:
     bogus = tmp_path / "x.dcm"
     bogus.write_bytes(b"\0" * 200)
-    assert main(["validate", str(bogus)]) == 1
+    assert main(["validate", str(bogus)]) == 2  # a usage error; a DICOM non-manifest fails with 1
 
 
 def test_ihe_sample_study_can_be_synthesised_stored_and_every_reference_retrieved(

@@ -58,6 +58,8 @@ class Target:
     @classmethod
     def from_state(cls, path: Path) -> Target:
         """A state file as ``xcwado up`` writes it; errors name what is missing."""
+        if not path.is_file():
+            raise InvalidTopology(f"target {path}: no such file (a state file, as xcwado up writes it)")
         try:
             state = json.loads(path.read_text())
             security = state.get("security", {})

@@ -6,15 +6,15 @@ import html
 import json
 import xml.etree.ElementTree as ET
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from rich.console import Console
 from rich.table import Table
 
-from ncp.scenario.mcwg import assess
+from ncp.scenario.mcwg import Evidence, assess
 from ncp.scenario.model import Result, Step
 
 __all__ = ["console_report", "report_json", "write_html", "write_json", "write_junit"]
@@ -164,27 +164,42 @@ body{font-family:system-ui,sans-serif;margin:1.5em;color:#222;overflow-wrap:brea
 table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:.25em .5em;
 vertical-align:top;text-align:left;font-size:.9em}th{background:#f2f2f2}
 .passed,.supported{color:#176d17;font-weight:600}.failed,.error,.not-supported{color:#b00;font-weight:600}
-.skipped,.not-tested{color:#a66b00;font-weight:600}td.wrap{overflow-wrap:anywhere}
+.skipped,.not-tested{color:#a66b00;font-weight:600}td.wrap{overflow-wrap:anywhere}.none{color:#888}
 code,pre{font-family:ui-monospace,"DejaVu Sans Mono",Menlo,Consolas,monospace;font-size:.9em}
 code{word-break:break-all}pre{white-space:pre-wrap;overflow-wrap:anywhere;background:#f7f7f7;padding:.5em}
-details{margin:.3em 0 .8em}summary{cursor:pointer}
+details{margin:.3em 0 .8em}summary{cursor:pointer}td details{margin:0}.n{color:#555;font-weight:600}
+table.dash td:nth-child(2){max-width:22em}ul.ev{margin:.2em 0;padding-left:1.2em}td.count{white-space:nowrap}
 """
+_T = TypeVar("_T", bound=Hashable)
+_OUTCOMES = ("passed", "failed", "error", "skipped")
+_VERDICTS = ("supported", "not supported", "not tested")
 
 
 def _e(value: object) -> str:
     return html.escape(str(value))
 
 
-def render_html(results: Sequence[Result]) -> str:
-    counts = Counter(r.outcome for r in results)
+def _tally(counts: Counter[str], keys: Sequence[str]) -> str:
+    return ", ".join(
+        f"<span class='{k.replace(' ', '-') if counts[k] else 'none'}'>{counts[k]} {_e(k)}</span>"
+        for k in keys
+    )
+
+
+def render_html(results: Sequence[Result], *, target: str = "") -> str:
+    verdicts: Counter[str] = Counter(a.verdict for a in assess(results))
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
         "<title>XC-WADO testbed conformance report</title>",
         f"<style>{_CSS}</style></head><body>",
         "<h1>XC-WADO testbed conformance report</h1>",
-        f"<p>Generated {_e(datetime.now(UTC).isoformat(timespec='seconds'))}: ",
-        ", ".join(f"<span class='{k}'>{n} {k}</span>" for k, n in sorted(counts.items())),
-        "</p>",
+        "<table class='totals'>",
+        f"<tr><th>target</th><td>{_e(target or 'not recorded')}</td></tr>",
+        f"<tr><th>scenarios</th><td>{len(results)}: {_tally(Counter(r.outcome for r in results), _OUTCOMES)}"
+        "</td></tr>",
+        f"<tr><th>MCWG items</th><td>{sum(verdicts.values())}: {_tally(verdicts, _VERDICTS)}</td></tr>",
+        f"<tr><th>generated</th><td>{_e(datetime.now(UTC).isoformat(timespec='seconds'))}</td></tr>",
+        "</table>",
         _dashboard(results),
         _summary(results),
         "<h2>Scenarios, step by step</h2>",
@@ -194,22 +209,49 @@ def render_html(results: Sequence[Result]) -> str:
     return "\n".join(parts)
 
 
+def _collapsed(lines: Iterable[_T]) -> list[tuple[_T, int]]:
+    """Identical lines once each, in first-seen order, with how often they occurred."""
+    return list(Counter(lines).items())
+
+
+def _listed(lines: Iterable[str]) -> str:
+    items = "".join(
+        f"<li>{line}{f' <span class=n>×{n}</span>' if n > 1 else ''}</li>" for line, n in _collapsed(lines)
+    )
+    return f"<ul class='ev'>{items}</ul>"
+
+
 def _dashboard(results: Sequence[Result]) -> str:
+    """One row per item: verdict, check counts and scenarios at a glance; failing evidence shown, the
+    passing evidence folded (a full run gives some items dozens of lines)."""
     rows = []
     for a in assess(results):
-        evidence = "<br>".join(
-            f"{'✔' if e.ok else '✘'} <a href='#{_e(e.scenario)}'>{_e(e.scenario)}</a> / {_e(e.step)}: "
-            f"{_e(e.check)}"
-            for e in a.evidence
+        passed = [e for e in a.evidence if e.ok]
+        failed = [e for e in a.evidence if not e.ok]
+        scenarios = sorted({e.scenario for e in a.evidence})
+        links = ", ".join(f"<a href='#{_e(s)}'>{_e(s)}</a>" for s in scenarios) or "-"
+        shown = _listed(f"✘ {_evidence(e)}" for e in failed) if failed else ""
+        folded = (
+            f"<details><summary>{len(passed)} passing checks</summary>"
+            f"{_listed(f'✔ {_evidence(e)}' for e in passed)}</details>"
+            if passed
+            else ""
         )
         rows.append(
             f"<tr><td>{_e(a.item)}</td><td>{_e(a.text)}</td>"
-            f"<td class='{a.verdict.replace(' ', '-')}'>{_e(a.verdict)}</td><td>{evidence}</td></tr>"
+            f"<td class='{a.verdict.replace(' ', '-')}'>{_e(a.verdict)}</td>"
+            f"<td class='count'>{len(passed)} ✔ {len(failed)} ✘</td><td>{links}</td>"
+            f"<td class='wrap'>{shown}{folded}</td></tr>"
         )
     return (
-        "<h2 id='mcwg-dashboard'>MCWG dashboard</h2><table><tr><th>item</th><th>recommendation</th>"
-        "<th>verdict</th><th>evidence (scenario / step: check)</th></tr>" + "".join(rows) + "</table>"
+        "<h2 id='mcwg-dashboard'>MCWG dashboard</h2><table class='dash'><tr><th>item</th>"
+        "<th>recommendation</th><th>verdict</th><th>checks</th><th>scenarios</th>"
+        "<th>evidence (scenario / step: check)</th></tr>" + "".join(rows) + "</table>"
     )
+
+
+def _evidence(e: Evidence) -> str:
+    return f"<a href='#{_e(e.scenario)}'>{_e(e.scenario)}</a> / {_e(e.step)}: {_e(e.check)}"
 
 
 def _summary(results: Sequence[Result]) -> str:
@@ -244,9 +286,10 @@ def _step(s: Step) -> str:
         for x in s.exchanges
     )
     checks = "".join(
-        f"<li class='{'passed' if c.ok else 'failed'}'>{'PASS' if c.ok else 'FAIL'} {_e(c.name)}"
-        f"<span style='font-weight:normal;color:#444'> - {_e(c.detail)}</span></li>"
-        for c in s.checks
+        f"<li class='{'passed' if ok else 'failed'}'>{'PASS' if ok else 'FAIL'} {_e(name)}"
+        f"<span style='font-weight:normal;color:#444'> - {_e(detail)}</span>"
+        f"{f' <span class=n>×{n}</span>' if n > 1 else ''}</li>"
+        for (ok, name, detail), n in _collapsed((c.ok, c.name, c.detail) for c in s.checks)
     )
     error = f"<pre class='error'>{_e(s.error)}</pre>" if s.error else ""
     table = (
@@ -263,6 +306,7 @@ def _step(s: Step) -> str:
     )
 
 
-def write_html(results: Sequence[Result], path: Path) -> None:
+def write_html(results: Sequence[Result], path: Path, *, target: str = "") -> None:
+    """``target``: what the scenarios ran against, for the report's header."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_html(results), encoding="utf-8")
+    path.write_text(render_html(results, target=target), encoding="utf-8")

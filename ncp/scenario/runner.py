@@ -9,25 +9,28 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import importlib.util
+import logging
 import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 
 import httpx
 from rich.console import Console
+from rich.text import Text
 
 from ncp.app import load_source
-from ncp.errors import NcpError
+from ncp.errors import NcpError, Unavailable
 from ncp.federation import Federation
 from ncp.publish import seed_federation
 from ncp.scenario.context import ScenarioContext, Seeded, Target
 from ncp.scenario.model import Outcome, Result, Scenario, ScenarioFailed, ScenarioSkipped
 from ncp.scenario.reports import console_report, write_html, write_json, write_junit
-from ncp.topology import Topology
+from ncp.topology import Topology, nothing_listens, unreachable
 
 __all__ = [
     "DEFAULT_DIR",
@@ -104,27 +107,29 @@ def run_scenarios(
     console: Console | None,
     directory: Path = DEFAULT_DIR,
     target: Path | None = None,
+    role_log: Path | None = None,
 ) -> int:
     """Run the selection and write the reports. Exit status: 0 all passed (or skipped), 1 not, 2 usage.
 
-    With ``target`` (a state file), nothing is started: the scenarios run against those systems."""
+    With ``target`` (a state file), nothing is started: the scenarios run against those systems. Else the
+    roles started log to ``role_log`` (default: a file in the run's temporary folder), not the console."""
     console = console or Console()
     try:
         chosen = select(load_scenarios(directory), ids, tags)
     except ValueError as exc:
-        console.print(f"[red]{exc}[/]")
+        console.print(Text(str(exc), style="red"), soft_wrap=True)  # one line, never markup
         return 2
     if not chosen:
         console.print("[red]no scenario matches the selection[/]")
         return 2
     try:
         results = (
-            run_against(chosen, Target.from_state(target), console)
+            run_against(chosen, listening(Target.from_state(target), target), console)
             if target
-            else run_selected(chosen, topology, console=console)
+            else run_selected(chosen, topology, console=console, role_log=role_log)
         )
     except NcpError as exc:
-        console.print(f"[red]{exc}[/]")
+        console.print(Text(str(exc), style="red"), soft_wrap=True)  # one line, never markup
         return 2
     console_report(results, console)
     if junit:
@@ -132,12 +137,33 @@ def run_scenarios(
     if json_path:
         write_json(results, json_path)
     if html:
-        write_html(results, html)
+        write_html(results, html, target=_described(results, target))
     return 0 if all(r.outcome in ("passed", "skipped") for r in results) else 1
 
 
+def listening(target: Target, path: Path) -> Target:
+    """The target, once something listens at every gateway and border it names: a stopped federation
+    fails here, in a second, not as minutes of refused connections reported as failed scenarios."""
+    down = unreachable(target.endpoints.entry_points())
+    if down:
+        raise Unavailable(f"target {path}: {nothing_listens(down)}")
+    return target
+
+
+def _described(results: Sequence[Result], target: Path | None) -> str:
+    if target is not None:
+        return f"systems of the state file {target}"
+    started = sorted({r.topology for r in results if r.topology})
+    return f"federations started for the run: {', '.join(started)}"
+
+
 def run_selected(
-    chosen: Sequence[Scenario], topology: str, *, console: Console | None = None, run_dir: Path | None = None
+    chosen: Sequence[Scenario],
+    topology: str,
+    *,
+    console: Console | None = None,
+    run_dir: Path | None = None,
+    role_log: Path | None = None,
 ) -> list[Result]:
     """One seeded federation per (topology, encoding) group, the scenarios of the group run in order."""
     groups: dict[tuple[str, str | None], list[Scenario]] = {}
@@ -146,13 +172,34 @@ def run_selected(
     results: dict[str, Result] = {}
     with tempfile.TemporaryDirectory(prefix="xcwado-scenarios-") as tmp:
         base = run_dir or Path(tmp)
-        for n, ((source, encoding), members) in enumerate(groups.items()):
-            if console:
-                what = encoding or "topology's encoding"
-                console.print(f"[bold]{source}[/] ({what}): {len(members)} scenarios")
-            for result in _run_group(source, encoding, members, base / f"group-{n}", console):
-                results[result.scenario.id] = result
+        log = role_log or base / "roles.log"
+        with _role_logs(log):
+            for n, ((source, encoding), members) in enumerate(groups.items()):
+                if console:
+                    what = encoding or "topology's encoding"
+                    console.print(f"[bold]{source}[/] ({what}): {len(members)} scenarios")
+                for result in _run_group(source, encoding, members, base / f"group-{n}", console):
+                    results[result.scenario.id] = result
+        if console and role_log and log.exists() and log.stat().st_size:
+            console.print(f"Logs of the roles (expected faults log tracebacks there): {log}", soft_wrap=True)
     return [results[s.id] for s in chosen]
+
+
+@contextmanager
+def _role_logs(path: Path) -> Iterator[None]:
+    """The roles run in this process and log into it; an expected fault (a PACS down, a link cut) logs a
+    traceback. While they run, every log record goes to ``path``: the console shows the run, not those."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, mode="w", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    saved = root.handlers[:]
+    root.handlers = [handler]
+    try:
+        yield
+    finally:
+        root.handlers = saved
+        handler.close()
 
 
 def run_against(chosen: Sequence[Scenario], target: Target, console: Console | None = None) -> list[Result]:
