@@ -40,7 +40,7 @@ def part10_identity(body: bytes) -> tuple[str, str]:
 
     PS3.10 7.1: the File Meta Information is explicit VR little endian and its UIDs equal the
     dataset's SOP Class/Instance UIDs, so a few hundred bytes identify the instance. A full parse
-    per part would make the generator, not the system, the bottleneck (ARCHITECTURE §5).
+    per part would make the generator, not the system, the bottleneck (docs/benchmarks.md).
     """
     if body[128:132] != b"DICM":
         raise ValueError("not a DICOM Part 10 instance (no 'DICM' prefix, PS3.10 7.1)")
@@ -106,7 +106,7 @@ class MultipartCheck:
         assert self._decoder is not None
         try:
             self._decoder.close()
-        except NcpError as exc:  # a clean short message is a failure, not a smaller study (§5)
+        except NcpError as exc:  # a clean short message is a failure, not a smaller study ("Data plane")
             return str(exc.message)
         wanted = set(expected)
         got = set(self.received)

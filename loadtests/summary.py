@@ -24,7 +24,7 @@ from metrics import Histogram
 
 __all__ = ["GENERATOR_LIMIT_PCT", "main", "render_markdown", "summarize", "write_plots", "write_summary"]
 
-# A gevent Locust process uses one core; above this share it limits the load it generates (§5).
+# A gevent Locust process uses one core; above this share it limits the load it generates.
 GENERATOR_LIMIT_PCT = 85.0
 _MB = 1e6
 

@@ -1,6 +1,6 @@
 """The actors of the XC-WADO load tests (imports ``locust``: load only inside Locust).
 
-- :class:`ClinicianUser`: the three cross-border steps of ARCHITECTURE §2 from country B: identify
+- :class:`ClinicianUser`: the three cross-border steps of docs/architecture.md from country B: identify
   the patient, ITI-67 with level-1 keys then level-2 selection, ITI-68 manifest, XC-WADO series
   retrieval verified instance by instance against the manifest.
 - :class:`InstanceRetriever`, :class:`StudyRetriever`: XC-WADO (RAD-160) at instance and study level.
@@ -69,8 +69,8 @@ class XcwadoUser(FastHttpUser):
     def __init__(self, environment: Environment) -> None:
         self.xc = Runtime.of(environment)
         self.state: FederationState = self.xc.federation()
-        if self.state.ca_file:  # an https gateway of the test PKI
-            cafile = self.state.ca_file
+        if self.state.security.ca_file:  # an https gateway of the test PKI
+            cafile = self.state.security.ca_file
             self.ssl_context_factory = lambda: ssl.create_default_context(cafile=cafile)
         super().__init__(environment)
         self.visits = self.state.visits(self.xc.option("treatment"))
@@ -90,7 +90,7 @@ class XcwadoUser(FastHttpUser):
     def hcp_headers(self, b: Country) -> dict[str, str]:
         """An HCP token of B's identity provider, renewed before it expires (state file ``security``)."""
         recipe = b.hcp_token
-        if not self.state.security_enabled or recipe is None:
+        if not self.state.security.enabled or recipe is None:
             return {}
         cached = self._hcp.get(b.code)
         if cached is None or cached[1] < time.monotonic():
@@ -99,9 +99,9 @@ class XcwadoUser(FastHttpUser):
         return {"Authorization": f"Bearer {cached[0]}"}
 
     def treatment_headers(self, b: Country, patient: Patient, *, fresh: bool = False) -> dict[str, str]:
-        """A treatment token bound to ``patient`` (the gateways refuse images of anyone else, §4)."""
+        """A treatment token bound to ``patient`` (the gateways refuse images of anyone else)."""
         recipe = b.treatment_token
-        if not self.state.security_enabled or recipe is None:
+        if not self.state.security.enabled or recipe is None:
             return {}
         key = (b.code, patient.fhir_identifier)
         cached = self._treatment.get(key)
@@ -189,7 +189,7 @@ class XcwadoUser(FastHttpUser):
         series: str | None = None,
         sop: str | None = None,
     ) -> str:
-        """RAD-160 URL at B's gateway (MADO Appendix XA); bare OIDs in the path (§2)."""
+        """RAD-160 URL at B's gateway (MADO Appendix XA); bare OIDs in the path."""
         hcid = self.state.countries[patient.country].home_community_id
         url = f"{b.gateway}/wado/homeCommunityId/{hcid}/RetrieveLocationUID/{rluid}/studies/{study}"
         if series:
@@ -381,7 +381,7 @@ def _select(b: Country, entries: list[DocumentEntry], study: Study) -> DocumentE
     if len(chosen) != 1:
         return f"level-2 selection found {len(chosen)} manifests of the study among {len(entries)}"
     url = chosen[0].urls.get("application/dicom") or ""
-    if not url.startswith(b.gateway + "/"):  # data never sends us to another host (§4)
+    if not url.startswith(b.gateway + "/"):  # data never sends us to another host
         return f"attachment URL {url[:120]!r} is not under {b.gateway}"
     return chosen[0]
 
@@ -414,7 +414,7 @@ def _fail(r: ResponseContextManager, message: str) -> NoReturn:
 
 
 def _next_link(r: ResponseContextManager, bundle: dict[str, Any] | None, gateway: str) -> str | None:
-    """The Bundle's ``next`` page, only under our own gateway (§4)."""
+    """The Bundle's ``next`` page, only under our own gateway."""
     for link in (bundle or {}).get("link", []):
         if isinstance(link, dict) and link.get("relation") == "next":
             url = str(link.get("url", ""))

@@ -1,6 +1,6 @@
 """``make bench``: image retrieval throughput, measured side by side in one run.
 
-Paths compared for the same study on the same machine (ARCHITECTURE §5): nginx serving the
+Paths compared for the same study on the same machine (docs/benchmarks.md): nginx serving the
 study's bytes from a file, the PACS directly, one gateway (NCP-A's border, RAD-160 responding),
 two gateways (NCP-B -> NCP-A), for each data-plane client (aiohttp, httpx). Study level (one
 request) and per instance (N requests, C concurrent). Ratios are what to compare; absolute

@@ -1,4 +1,4 @@
-"""The ``xcwado`` command (ARCHITECTURE §8): demo, up, synth, validate."""
+"""The ``xcwado`` command (docs/architecture.md): demo, up, synth, validate."""
 
 from __future__ import annotations
 
@@ -266,11 +266,12 @@ def cmd_scenario(args: argparse.Namespace) -> int:
 def _listening(state: Path) -> None:
     """Refuse a target where nothing listens, before the catalogue is even loaded (seconds on a busy
     machine); a file that is not a state file is left to the runner, which says what is wrong with it."""
-    from ncp.topology import Endpoints, nothing_listens, unreachable
+    from ncp.state import FederationState, StateFileError
+    from ncp.topology import nothing_listens, unreachable
 
     try:
-        endpoints = Endpoints.from_state_file(state)
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        endpoints = FederationState.from_path(state).endpoints()
+    except StateFileError:
         return
     down = unreachable(endpoints.entry_points())
     if down:

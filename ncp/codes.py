@@ -1,4 +1,6 @@
-"""Value sets the testbed uses, as data (sources: ../shared/reference/standards.md §3.3, §6).
+"""Value sets the testbed uses, as data. Sources: the EU Health Data API (LOINC type 18748-4 for
+manifests, 85430-7 for reports; category Medical-Imaging), MADO's KOS format code (the KOS SOP Class
+UID), MADO's CID IHE-MADO1 coarse anatomical regions (MCWG 2.1) and DICOM PS3.16 CID 29 modalities.
 
 Coding systems are FHIR URIs; DICOM code scheme designators are given where DICOM uses them.
 """

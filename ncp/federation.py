@@ -268,7 +268,7 @@ def _healthy(client: httpx.Client, url: str) -> bool:
 
 
 def state_document(plan: Plan, catalogue: dict[str, Any]) -> dict[str, Any]:
-    """The state file (ARCHITECTURE §8, contract): where every role listens, what it holds, how to get in."""
+    """The state file (docs/state-file.md): where every role listens, what it holds, how to get in."""
     return {
         "topology": plan.source,
         "run_dir": str(plan.run_dir),  # the simulated systems' files (scenarios inject storage faults there)

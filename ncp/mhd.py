@@ -1,16 +1,20 @@
 """FHIR R4 resources of IHE MHD for imaging: DocumentReferences (MADO envelope), Patient, ITI-65 Bundle.
 
-Shared by the synthetic publisher, the registry and the gateway. Sources are in
-``shared/reference/standards.md``: §3.3 codes, §3.4 MADO DocumentReference envelope, §3.5
-related identifiers, §3.6 MADO search mapping, §6 MCWG metadata.
+Shared by the synthetic publisher, the registry and the gateway. Sources: IHE ITI MHD (the
+``IHE.MHD.Minimal.DocumentReference`` profile, ITI-65 2:3.65.4.1.2), the MADO IG's
+``MadoDicomKosDocumentReference`` (``MHD-documentreference.fsh``) and search mapping (MADO Rev 1.1
+Vol 3 Appendix A), the EU Health Data API codes for manifests and reports, MCWG metadata 2.x.
 
-Choices where the sources disagree (the registry matches every variant when searching):
+Choices where the sources disagree (the registry matches every variant when searching; docs/decisions.md):
 
-* UIDs (KOS SOP Instance UID, Study Instance UID) are written as the IHE MADO sample does:
-  ``system = urn:dicom:uid`` (MADO profile) with ``value = urn:oid:<uid>`` (MHD uniqueId form).
-* Modality and anatomical region are written twice (standards §3.6): as ``context.event`` codings
-  (MADO Appendix A, XDS eventCodeList) and as the R5 cross-version ``modality``/``bodySite``
-  extensions (MADO IG profile).
+* A document's uniqueId (``masterIdentifier``, repeated in ``identifier`` for MADO's invariant
+  mado-docref-1) is an MHD uniqueId Identifier: ``use = usual``, ``system = urn:ietf:rfc:3986``,
+  ``value = urn:oid:<uid>``; the MADO examples' ``urn:dicom:uid`` system stays for the study UID in
+  ``context.related`` (MADO's study-instance-uid slice).
+* Modality and anatomical region are written twice: as ``context.event`` codings (MADO Appendix A,
+  XDS eventCodeList) and as the R5 cross-version ``modality``/``bodySite`` extensions (MADO IG profile).
+* A DocumentReference has exactly one ``content`` (MHD Minimal ``content 1..1``: an XDS DocumentEntry has
+  one mimeType, size and hash); a report is published as its PDF.
 """
 
 from __future__ import annotations
@@ -62,6 +66,7 @@ __all__ = [
     "patient_resource",
     "provide_document_bundle",
     "report_document_reference",
+    "unique_id",
     "validate_resource",
 ]
 
@@ -71,7 +76,7 @@ DICOM_UID_SYSTEM = "urn:dicom:uid"
 V2_0203 = "http://terminology.hl7.org/CodeSystem/v2-0203"
 IHE_FORMAT_CODES = "http://ihe.net/fhir/ihe.formatcode.fhir/CodeSystem/formatcode"
 MHD_LIST_TYPES = "https://profiles.ihe.net/ITI/MHD/CodeSystem/MHDlistTypes"
-# MHD 2:3.67.4.2.2.1.6, extension Id ihe-HomeCommunityId in IHE/ITI.MHD identifier.fsh (standards §1.4)
+# MHD 2:3.67.4.2.2.1.6 (Target Communities Option): extension ihe-HomeCommunityId (identifier.fsh)
 HCID_EXTENSION = "https://profiles.ihe.net/ITI/MHD/StructureDefinition/ihe-HomeCommunityId"
 SOURCE_ID_EXTENSION = "https://profiles.ihe.net/ITI/MHD/StructureDefinition/ihe-sourceId"
 MINIMAL_PROVIDE_BUNDLE_PROFILE = (
@@ -80,11 +85,11 @@ MINIMAL_PROVIDE_BUNDLE_PROFILE = (
 MINIMAL_SUBMISSION_SET_PROFILE = (
     "https://profiles.ihe.net/ITI/MHD/StructureDefinition/IHE.MHD.Minimal.SubmissionSet"
 )
-# MADO IG: R5 cross-version extensions (standards §3.4)
+# MADO IG (MHD-documentreference.fsh): R5 cross-version extensions for modality and body site
 MODALITY_EXTENSION = "http://hl7.org/fhir/5.0/StructureDefinition/extension-DocumentReference.modality"
 BODYSITE_EXTENSION = "http://hl7.org/fhir/5.0/StructureDefinition/extension-DocumentReference.bodySite"
 
-# context.related identifier types (standards §3.4, §3.5; ITI TF-2x Z.9.1.2 CXi type codes)
+# context.related identifier types (MADO IG related slices; ITI TF-2x Z.9.1.2 CXi type codes)
 STUDY_UID_TYPE = (
     Code("110180", DCM, "Study Instance UID"),
     Code("urn:ihe:iti:xds:2016:studyInstanceUID", RFC3986, "Study Instance UID"),
@@ -145,7 +150,13 @@ def _subject(patient: PatientRecord) -> dict[str, Any]:
 
 
 def _uid_identifier(uid: str) -> dict[str, Any]:
+    """A DICOM UID in ``context.related`` (MADO's study-instance-uid slice: system urn:dicom:uid)."""
     return {"system": DICOM_UID_SYSTEM, "value": f"urn:oid:{uid}"}
+
+
+def unique_id(uid: str) -> dict[str, Any]:
+    """A document's uniqueId as MHD writes it (``IHE.MHD.UniqueIdIdentifier``): use usual, RFC 3986 URI."""
+    return {"use": "usual", "system": RFC3986, "value": f"urn:oid:{uid}"}
 
 
 def _related(study: StudyRecord) -> list[dict[str, Any]]:
@@ -227,16 +238,17 @@ def manifest_document_reference(
     home_community_id: str,
     creation: str,
 ) -> dict[str, Any]:
-    """The DocumentReference of a study's KOS manifest (standards §3.4, MadoDicomKosDocumentReference)."""
+    """The DocumentReference of a study's KOS manifest (MADO IG MadoDicomKosDocumentReference): its
+    uniqueId is the KOS SOP Instance UID."""
     if not study.manifest_sop_instance_uid:
         raise ValueError(f"study {study.study_instance_uid}: manifest_sop_instance_uid is not set")
-    uid = _uid_identifier(study.manifest_sop_instance_uid)
+    uid = unique_id(study.manifest_sop_instance_uid)
     return {
         "resourceType": "DocumentReference",
         "id": doc_id,
         "extension": _imaging_extensions(study, home_community_id),
         "masterIdentifier": uid,
-        "identifier": [{"use": "official", **uid}],  # MADO invariant mado-docref-1
+        "identifier": [uid],  # MADO invariant mado-docref-1; "official" is MHD's entryUUID slice
         "status": "current",
         "type": _cc(TYPE_MANIFEST),
         "category": [_cc(CATEGORY_MEDICAL_IMAGING)],
@@ -260,26 +272,23 @@ def report_document_reference(
     report: ReportRecord,
     *,
     doc_id: str,
-    contents: Sequence[tuple[str, int, str, str]],
+    content: tuple[str, int, str, str],
     home_community_id: str,
     creation: str,
 ) -> dict[str, Any]:
-    """An imaging report (LOINC 85430-7, EUAPI) offered in several representations.
-
-    ``contents`` = (content type, size, SHA-1 base64, url) per representation.
-    """
-    if not contents:
-        raise ValueError("a report DocumentReference needs at least one content")
+    """An imaging report (LOINC 85430-7, EU Health Data API) in ONE representation (MHD Minimal
+    ``content 1..1``), ``content`` = (content type, size, SHA-1 base64, url). MHD Minimal forbids
+    ``docStatus`` (0..0): whether the report is final is in the document itself."""
+    content_type, size, sha1, url = content
     study = report.study
-    master = {"system": RFC3986, "value": f"urn:oid:{deterministic_uid('imaging-report', report.id)}"}
+    master = unique_id(deterministic_uid("imaging-report", report.id))
     return {
         "resourceType": "DocumentReference",
         "id": doc_id,
         "extension": _imaging_extensions(study, home_community_id),
         "masterIdentifier": master,
-        "identifier": [{"use": "official", **master}],
+        "identifier": [master],
         "status": "current",
-        "docStatus": report.status,
         "type": _cc(TYPE_REPORT),
         "category": [_cc(CATEGORY_MEDICAL_IMAGING)],
         "subject": _subject(study.patient),
@@ -288,10 +297,9 @@ def report_document_reference(
         "description": f"Imaging report: {study.procedure.display}",
         "content": [
             {
-                "attachment": _attachment(ct, size, sha1, url, creation, f"Imaging report ({ct})"),
+                "attachment": _attachment(content_type, size, sha1, url, creation, "Imaging report"),
                 "format": FORMAT_MIME_SUFFICIENT.coding(),
             }
-            for ct, size, sha1, url in contents
         ],
         "context": _context(study),
     }

@@ -22,7 +22,7 @@ from ncp.dicom.multipart import Part, encode_multipart, multipart_content_type, 
 from ncp.errors import UpstreamError
 from ncp.mhd import manifest_document_reference, provide_document_bundle, report_document_reference
 from ncp.model import StudyRecord
-from ncp.synth import CountryData, fhir_report_document, render_pdf, synthesize
+from ncp.synth import CountryData, render_pdf, synthesize
 from ncp.topology import Country, Endpoints, Topology
 
 __all__ = ["Published", "manifest_document", "publish_country", "seed_federation"]
@@ -99,19 +99,16 @@ def manifest_document(
 
 
 def _report_doc(country: Country, report: Any) -> tuple[dict[str, Any], list[tuple[str, bytes]]]:
-    import json
-
+    """The report as its PDF: one content per DocumentReference (MHD Minimal; docs/decisions.md)."""
     pdf = render_pdf(report)
-    fhir = json.dumps(fhir_report_document(report)).encode()
-    contents = [("application/pdf", pdf), ("application/fhir+json", fhir)]
     doc = report_document_reference(
         report,
         doc_id=_doc_id("r", report.study.study_instance_uid),
-        contents=[(ct, len(b), _sha1(b), "urn:placeholder") for ct, b in contents],
+        content=("application/pdf", len(pdf), _sha1(pdf), "urn:placeholder"),
         home_community_id=country.home_community_id,
         creation=_creation(report.study),
     )
-    return doc, contents
+    return doc, [("application/pdf", pdf)]
 
 
 async def _stow_study(client: httpx.AsyncClient, data: CountryData, study: StudyRecord) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
-import json
 import os
 import socket
 import tomllib
@@ -540,7 +539,3 @@ class Endpoints:
                 for code, c in raw.items()
             }
         )
-
-    @classmethod
-    def from_state_file(cls, path: str | Path) -> Endpoints:
-        return cls.from_json(json.loads(Path(path).read_text())["countries"])

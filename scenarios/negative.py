@@ -289,7 +289,8 @@ def unknown_issuer(ctx: ScenarioContext) -> None:
 )
 def pacs_down(ctx: ScenarioContext) -> None:
     """The responding gateway cannot reach the PACS: the error reaches the consumer before any DICOM
-    byte, with a Warning (ARCHITECTURE §5), and the consumer reports a failure, not a study."""
+    byte, with a Warning (docs/architecture.md, "Data plane"), and the consumer reports a failure, not a
+    study."""
     study = ctx.studies(ctx.source)[0]
     pacs = ctx.topology.country(ctx.source).pacs_by_rluid(study.series[0].retrieve_location_uid)
     ctx.require(pacs is not None, "the study's PACS is in the topology")
@@ -328,8 +329,8 @@ _CUT_AFTER = 20_000
 def link_cut_mid_stream(ctx: ScenarioContext) -> None:
     """The link from NCP-B to NCP-A resets every connection after 20 KB from NCP-A, so a series is cut
     after its 200 and first bytes reached the consumer. The initiating gateway must abort its response
-    (ARCHITECTURE §5) and the consumer report the series as failed, never as a shorter success; once
-    the link is mended, the same retrieval is complete."""
+    (docs/architecture.md, "Data plane") and the consumer report the series as failed, never as a shorter
+    success; once the link is mended, the same retrieval is complete."""
     a, b = ctx.source, ctx.treatment
     several = "with a series of several instances"
     study = ctx.study(a, lambda s: any(len(x.instances) > 1 for x in s.series), several)

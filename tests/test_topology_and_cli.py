@@ -17,7 +17,7 @@ from ncp.pacs.app import PacsSettings, create_pacs_app
 from ncp.synth import instances_for_manifest, to_part10
 from ncp.topology import builtin_names, builtin_topology, load_topology, parse_topology
 
-IHE_SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "mado" / "MADO_KOS_A.dcm"
+IHE_SAMPLE = Path(__file__).resolve().parent / "data" / "ihe" / "MADO_KOS_A.dcm"  # IHE's, CC BY 4.0
 DEFAULT = (Path(__file__).resolve().parents[1] / "ncp" / "topologies" / "default.toml").read_text()
 
 

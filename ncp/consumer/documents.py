@@ -1,4 +1,4 @@
-"""What an Imaging Document Consumer reads from an ITI-67 DocumentReference (MADO envelope, §3.4)."""
+"""What an Imaging Document Consumer reads from an ITI-67 DocumentReference (the MADO envelope)."""
 
 from __future__ import annotations
 

@@ -1,9 +1,9 @@
 """KOS imaging study manifests (SOP class 1.2.840.10008.5.1.4.1.1.88.59): build, serialise, parse.
 
-Two encodings of the same study (standards.md §5.3):
+Two encodings of the same study (docs/architecture.md, "Manifests"):
 
 * ``MADO``: title (MADOTEMP001, 99IHE) with a TID 1600 Image Library beside the TID 2010 references
-  [IHE RAD MADO 1.1 6.X.2.9, DICOM CP-2595];
+  [IHE RAD MADO Rev 1.1 Vol 3 6.X.2.9, DICOM CP-2595], laid out as IHE's sample manifests are;
 * ``MCWG``: classic XDS-I.b title (113030, DCM) with attribute extensions in the evidence sequence
   (Xt-EHR KOS specification, MCWG "Images Flagged as Significant").
 
@@ -24,7 +24,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
 
-from ncp.codes import DCM, KOS_SOP_CLASS, LOINC, SCT, Code
+from ncp.codes import DCM, KOS_SOP_CLASS, LOINC, SCT, Code, region_by_body_part
 from ncp.dicom.uids import validate_uid
 from ncp.errors import InvalidRequest
 from ncp.model import (
@@ -63,7 +63,8 @@ TITLE_MANIFEST = Code("113030", DCM, "Manifest")
 TITLE_OF_INTEREST = Code("113000", DCM, "Of Interest")
 TITLE_MADO = Code("MADOTEMP001", "99IHE", "Manifest with Description")
 
-# SR concept names (DCM unless marked 99IHE: MADO 1.1 temporary codes, standards.md §5.3a)
+# SR concept names (DCM unless marked 99IHE: the temporary codes of MADO Rev 1.1 Vol 3 6.X.2.9, which
+# DICOM CP-2595 replaces with final DCM codes)
 _IMAGE_LIBRARY = Code("111028", DCM, "Image Library")
 _IMAGE_LIBRARY_GROUP = Code("126200", DCM, "Image Library Group")
 _MODALITY = Code("121139", DCM, "Modality")
@@ -504,7 +505,7 @@ def _mado_content(study: StudyRecord) -> list[Dataset]:
 
 def _image_library(study: StudyRecord) -> Dataset:
     """TID 1600 Image Library with MADO's study-level descriptors and one group per series."""
-    groups = [_library_group(s) for s in study.series]
+    groups = [_library_group(s, study.anatomical_region) for s in study.series]
     kin = _kin_group(study)
     if kin is not None:
         groups.append(kin)
@@ -522,9 +523,17 @@ def _modality_code(modality: str) -> Code:
 
 
 def _group(
-    modality: str, date: str, time: str, description: str, number: int, uid: str, count: int
+    modality: str,
+    date: str,
+    time: str,
+    description: str,
+    number: int,
+    region: Code,
+    uid: str,
+    count: int,
 ) -> tuple[Dataset, list[Dataset]]:
-    """An Image Library Group container and its TID 1602 series descriptors (MADO 6.X.2.9)."""
+    """An Image Library Group container and its TID 1602 series descriptors, in the order of IHE's
+    samples (MADO_KOS_A/B). Target Region is MADO's ``series.bodySite`` (MADO Table 4.3-1)."""
     group = _content_item("CONTAINS", "CONTAINER", _IMAGE_LIBRARY_GROUP)
     group.ContinuityOfContent = "SEPARATE"
     descriptors = [
@@ -533,51 +542,61 @@ def _group(
         _time_item(_SERIES_TIME, time),
         _text_item(_SERIES_DESCRIPTION, description),
         _text_item(_SERIES_NUMBER, str(number)),
+        _code_item(_TARGET_REGION, region),
         _uidref_item(_SERIES_UID, uid),
         _num_item(_SERIES_INSTANCE_COUNT, count, "{instances}"),
     ]
     return group, descriptors
 
 
-def _library_group(series: SeriesRecord) -> Dataset:
+def _library_group(series: SeriesRecord, study_region: Code) -> Dataset:
+    # the series' own coarse region where its Body Part Examined is one (MCWG 2.1), else the study's
+    region = region_by_body_part(series.body_part) or study_region
     group, descriptors = _group(
         series.modality,
         series.date,
         series.time,
         series.description,
         series.series_number,
+        region,
         series.series_instance_uid,
         len(series.instances),
     )
-    entries = [_library_entry(i) for i in series.instances]
+    entries = [item for i in series.instances for item in _library_entry(i)]
     group.ContentSequence = Sequence([*descriptors, *entries])
     return group
 
 
-def _library_entry(inst: InstanceRecord) -> Dataset:
-    """TID 1601 Image Library Entry: the reference with its TID 1602 descriptors nested below it."""
-    entry = _reference_item(inst.sop_class_uid, inst.sop_instance_uid)
-    children = [_text_item(_INSTANCE_NUMBER, str(inst.instance_number))]
+def _library_entry(inst: InstanceRecord) -> list[Dataset]:
+    """TID 1601 Image Library Entry as IHE's samples write it: the TID 1602 entry descriptors as
+    siblings just before the IMAGE reference (TID 1601 itself nests them below it; docs/decisions.md)."""
+    descriptors = [_text_item(_INSTANCE_NUMBER, str(inst.instance_number))]
     if inst.frames is not None and inst.frames > 1:
-        children.append(_num_item(_NUMBER_OF_FRAMES, inst.frames, "{frames}"))
-    entry.ContentSequence = Sequence(children)
-    return entry
+        descriptors.append(_num_item(_NUMBER_OF_FRAMES, inst.frames, "{frames}"))
+    return [*descriptors, _reference_item(inst.sop_class_uid, inst.sop_instance_uid)]
 
 
 def _kin_group(study: StudyRecord) -> Dataset | None:
-    """The KIN's group: a COMPOSITE entry with Document Title and Key Object Description (MADO 6.X.2.9)."""
+    """The KIN's group: Document Title and Key Object Description, then the COMPOSITE entry, as in IHE's
+    MADO_KOS_B. No Instance Number: MADO maps it from IMAGE entries only (MADO Table 4.3-1)."""
     if not study.kin_sop_instance_uid or not study.kin_series_instance_uid:
         return None
     group, descriptors = _group(
-        "KO", study.date, study.time, "Key images", KIN_SERIES_NUMBER, study.kin_series_instance_uid, 1
+        "KO",
+        study.date,
+        study.time,
+        "Key images",
+        KIN_SERIES_NUMBER,
+        study.anatomical_region,
+        study.kin_series_instance_uid,
+        1,
     )
-    entry = _reference_item(KOS_SOP_CLASS, study.kin_sop_instance_uid)
-    entry.ContentSequence = _seq(
-        _text_item(_INSTANCE_NUMBER, "1"),
+    entry = [
         _code_item(_DOCUMENT_TITLE, TITLE_OF_INTEREST),
         _text_item(_KEY_OBJECT_DESCRIPTION, kin_description(study)),
-    )
-    group.ContentSequence = Sequence([*descriptors, entry])
+        _reference_item(KOS_SOP_CLASS, study.kin_sop_instance_uid),
+    ]
+    group.ContentSequence = Sequence([*descriptors, *entry])
     return group
 
 
@@ -637,7 +656,7 @@ def _require_complete(ds: Dataset, data: bytes) -> None:
 
 # --------------------------------------------------------------------------- parsing
 
-# MADO temporary codes and their final CP-2595 successors (MADO IG mapping; standards.md §5.3a)
+# MADO temporary codes and their final CP-2595 successors (MADO Table 4.3-1, KOS <-> FHIR mapping)
 _SERIES_DESCRIPTION_CODES = {"MADOTEMP002", "131563"}
 _MADO_TITLES = {"MADOTEMP001"}
 _ENTRY_CODES = {_INSTANCE_NUMBER.code, _NUMBER_OF_FRAMES.code, _DOCUMENT_TITLE.code}
@@ -784,8 +803,8 @@ def _item_value(item: Dataset) -> str | Code | None:
 
 def _library_entries(library: Dataset) -> dict[str, _Entry]:
     """Instance-level TID 1601/1602 descriptors by SOP Instance UID, and per-series ones under
-    ``series:<uid>``. Accepts descriptors nested below the entry (TID 1601) and, as in the IHE sample
-    MADO_KOS_A, as siblings that precede the entry."""
+    ``series:<uid>``. Accepts descriptors nested below the entry (PS3.16 TID 1601) and, as IHE's samples
+    and our builder write them, as siblings that precede the entry."""
     found: dict[str, _Entry] = {}
     for group in library.get("ContentSequence", []):
         if group.get("ValueType") != "CONTAINER" or _concept(group) != _IMAGE_LIBRARY_GROUP.code:

@@ -1,8 +1,8 @@
 """Check a KOS imaging study manifest against the MCWG checklist §3 and the MADO KOS constraints.
 
-Each check names the checklist item it follows (``3.4``, ``3.5``, ``3.6.4``, ``3.9.2``, ``3.11``) or
-the MADO section (``6.X.2.x``); see ../shared/reference/mcwg-checklist.md and standards.md §5.
-With a resolver, every referenced instance is looked up where the manifest says it is.
+Each check names the MCWG adoption checklist item it follows (``3.4``, ``3.5``, ``3.6.4``, ``3.9.2``,
+``3.11``) or the section of IHE RAD MADO Rev 1.1 Vol 3 it enforces (``6.X.2.x``; Table 4.3-1 for the
+KOS <-> FHIR mapping). With a resolver, every referenced instance is looked up where the manifest says it is.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ Resolver = Callable[[str, str, str], bool]  # (study, series, sop) -> the instan
 
 _MADO_TITLES = {"MADOTEMP001"}
 _KIN_TITLES = {TITLE_OF_INTEREST.code}
-# CID 7010 rejection titles (IHE IOCM; standards.md §5.3b)
+# CID 7010 titles of rejection notes (113001 Rejected for Quality Reasons, ...; IHE IOCM)
 _REJECTION_TITLES = {"113001", "113037", "113038", "113039"}
 _SHOWN = 3  # how many offending UIDs a detail names
 
@@ -366,30 +366,44 @@ def _concept(item: Dataset) -> str:
 
 
 def _group_check(items: list[Dataset], manifest: Manifest) -> Check:
-    """One Image Library Group (126200) per referenced series, carrying its Series Instance UID and
-    an entry with Instance Number for each instance (TID 1601/1602)."""
-    title = "Image Library Group per series, entries with Instance Number"
-    groups: dict[str, set[str]] = {}
-    for group in items:
-        if _concept(group) != "126200":
-            continue
-        children = list(group.get("ContentSequence") or [])
-        uid = next((str(c.get("UID", "")) for c in children if _concept(c) == "112002"), "")
-        groups[uid] = set(_content_refs(children))
+    """One Image Library Group (126200) per referenced series, carrying its Series Instance UID and an
+    entry for each instance; IMAGE entries carry an Instance Number. MADO maps Instance Number from IMAGE
+    entries only (MADO Table 4.3-1): a COMPOSITE entry (a key object note) has none, as in MADO_KOS_B."""
+    title = "Image Library Group per series, IMAGE entries with Instance Number"
+    groups = {_group_uid(g): _entry_types(g) for g in items if _concept(g) == "126200"}
     problems = []
     for s in manifest.series:
-        refs = groups.get(s.series_instance_uid)
-        if refs is None:
+        entries = groups.get(s.series_instance_uid)
+        if entries is None:
             problems.append(f"no group for series {s.series_instance_uid}")
             continue
-        missing = [i.sop_instance_uid for i in s.instances if i.sop_instance_uid not in refs]
-        unnumbered = [i.sop_instance_uid for i in s.instances if i.instance_number is None]
+        missing = [i.sop_instance_uid for i in s.instances if i.sop_instance_uid not in entries]
+        unnumbered = [
+            i.sop_instance_uid
+            for i in s.instances
+            if entries.get(i.sop_instance_uid) == "IMAGE" and i.instance_number is None
+        ]
         if missing:
             problems.append(f"series {s.series_instance_uid} lacks entries for {_names(missing)}")
         if unnumbered:
-            problems.append(f"no Instance Number for {_names(unnumbered)}")
+            problems.append(f"no Instance Number for IMAGE entries {_names(unnumbered)}")
     status: CheckStatus = "fail" if problems else "pass"
     return Check("MADO-groups", title, status, "; ".join(problems) or f"{len(groups)} groups")
+
+
+def _group_uid(group: Dataset) -> str:
+    children = group.get("ContentSequence") or []
+    return next((str(c.get("UID", "")) for c in children if _concept(c) == "112002"), "")
+
+
+def _entry_types(group: Dataset) -> dict[str, str]:
+    """SOP Instance UID -> value type (IMAGE, COMPOSITE, WAVEFORM) of each library entry of a group."""
+    return {
+        str(ref.get("ReferencedSOPInstanceUID", "")): str(item.get("ValueType"))
+        for item in group.get("ContentSequence") or []
+        if item.get("ValueType") in ("IMAGE", "COMPOSITE", "WAVEFORM")
+        for ref in item.get("ReferencedSOPSequence") or []
+    }
 
 
 def _resolve_check(manifest: Manifest, resolve: Resolver) -> Check:

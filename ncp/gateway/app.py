@@ -1,4 +1,4 @@
-"""The NCP gateway's two listeners (ARCHITECTURE §4).
+"""The NCP gateway's two listeners (docs/architecture.md, "Roles and listeners").
 
 * ``gateway``: for this country's consumers (initiating side): ITI-78/67/68 facade and the
   Initiating Imaging Gateway ``/wado/...``.

@@ -1,4 +1,4 @@
-"""Patient identification across communities, PDQm ITI-78 style (ARCHITECTURE §2 step 0).
+"""Patient identification across communities, PDQm ITI-78 style (docs/architecture.md, step 0).
 
 NCP-B routes ``Patient?identifier=urn:oid:{issuer}|{id}`` to the community that issues the
 identifier; NCP-A searches its registries (all regions in architecture B) and returns one

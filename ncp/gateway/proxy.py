@@ -1,6 +1,6 @@
 """The streaming data plane: forward one request to the next hop and stream its answer back.
 
-Rules (ARCHITECTURE §5, after Go's ``httputil.ReverseProxy``): bodies pass through untouched
+Rules (docs/architecture.md "Data plane", after Go's ``httputil.ReverseProxy``): bodies pass through untouched
 (never decompressed, never buffered), hop-by-hop headers are dropped both ways, status and
 ``Warning`` are kept. A failure before the first byte becomes 502/504; after it, the client
 connection is aborted so a truncated study can never look complete.

@@ -1,4 +1,4 @@
-"""User-space WAN link emulation and fault injection (this kernel has no netem, ARCHITECTURE.md §6).
+"""User-space WAN link emulation and fault injection (this kernel has no netem: docs/architecture.md).
 
 The relay module is imported on first use, so ``python -m ncp.link.relay`` runs without runpy's
 "found in sys.modules" warning.

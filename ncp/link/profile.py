@@ -1,13 +1,13 @@
 """What a cross-border link does to bytes: delay, rate and injected faults.
 
-The fault modes follow Toxiproxy's toxics (reliability.md §4.3), counted on the
+The fault modes follow Toxiproxy's toxics (github.com/Shopify/toxiproxy), counted on the
 server->client direction because that is where a retrieve's body travels:
 
 - ``stall``: forward the first ``after_bytes`` then nothing more, holding the connection open (a hung
   upstream, Toxiproxy ``timeout`` 0);
 - ``reset``: forward the first ``after_bytes`` then abort both sides with a TCP RST (``reset_peer``);
 - ``truncate``: forward the first ``after_bytes`` then close both sides cleanly with FIN (``limit_data``: the
-  partial body that must never pass for a complete one, reliability.md §5.3);
+  partial body that must never pass for a complete one, RFC 9112 §8);
 - ``refuse``: new connections are refused (the port stays bound but does not listen: ECONNREFUSED).
 """
 

@@ -1,6 +1,6 @@
 """A user-space WAN link: an asyncio TCP relay that delays, paces and breaks bytes.
 
-This kernel has no netem (ARCHITECTURE.md §6), so a cross-border link is a relay between NCP-B and NCP-A.
+This kernel has no netem (docs/architecture.md), so a cross-border link is a relay between NCP-B and NCP-A.
 Per connection and direction a *pump* reads chunks from one socket, has them serialised by the link's
 shared pacer (one pacer per direction per link: a link is one pipe, its connections share it) and queues
 them with their arrival time (serialisation end + rtt/2 + jitter) in a byte-bounded pipe; a *deliverer*
@@ -9,7 +9,7 @@ bandwidth-delay product: a reader slower than the link fills it and the pump sto
 back-pressure reaches the sender instead of the relay's memory growing.
 
 Failures keep their meaning across the link: an RST from one side becomes an RST on the other (a relay
-that turned it into a clean FIN would make truncation silent, reliability.md §5.3), an EOF becomes a
+that turned it into a clean FIN would make truncation silent: RFC 9112 §8), an EOF becomes a
 half-close.
 """
 

@@ -91,11 +91,63 @@ def parse_provide_bundle(bundle: dict[str, Any], home_community_id: str) -> Pars
     """Everything ITI-65 checks without the store; raises InvalidRequest naming the offending entry."""
     if bundle.get("resourceType") != "Bundle" or bundle.get("type") != "transaction":
         raise InvalidRequest("ITI-65 needs a Bundle of type transaction (MHD 2:3.65.4.1.2)")
-    validate_resource(bundle)
+    _check_json(bundle)
+    _validate(bundle)
     entries = bundle.get("entry") or []
     if not entries:
         raise InvalidRequest("the transaction Bundle has no entries")
     return _Parser(entries, home_community_id).parse()
+
+
+def _check_json(bundle: dict[str, Any]) -> None:
+    """What the R4B models let through but the code below cannot take (both were 500s), checked
+    iteratively (no recursion on hostile input):
+
+    * every ``resourceType`` names a FHIR R4 type: the models look a nested resource's class up by that
+      name and fail with KeyError or TypeError, not a ValidationError, on a name they do not know;
+    * no ``null``: FHIR JSON has none (R4 JSON 2.6.2), bar array items that a ``_name`` sibling
+      array extends, yet the models accept ``"related": null`` and the like.
+    """
+    known: set[str] = set()
+    stack: list[Any] = [bundle]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, dict):
+            if "resourceType" in node:
+                name = node["resourceType"]
+                if not (isinstance(name, str) and (name in known or _is_type(name))):
+                    raise InvalidRequest(f"unknown FHIR R4 resourceType {str(name)[:64]!r}")
+                known.add(name)
+            for key, value in node.items():
+                _check_not_null(node, key, value)
+                stack.append(value)
+
+
+def _validate(bundle: dict[str, Any]) -> None:
+    """:func:`ncp.mhd.validate_resource`, where the R4B models' own failures on hostile values are the
+    input's fault too: a dict where a ``url`` belongs raises TypeError inside their validators, not a
+    ValidationError (it was a 500)."""
+    try:
+        validate_resource(bundle)
+    except (TypeError, AttributeError, KeyError) as exc:
+        raise InvalidRequest(f"the Bundle is not valid FHIR R4 ({type(exc).__name__}: {exc})"[:300]) from None
+
+
+def _check_not_null(node: dict[str, Any], key: str, value: Any) -> None:
+    if value is None or (isinstance(value, list) and None in value and f"_{key}" not in node):
+        raise InvalidRequest(f"{str(key)[:64]!r} is null: FHIR JSON has no null values (R4 JSON 2.6.2)")
+
+
+def _is_type(name: str) -> bool:
+    from fhir.resources.R4B import get_fhir_model_class  # heavy import, as in ncp.mhd.validate_resource
+
+    try:
+        get_fhir_model_class(name)
+    except (KeyError, ValueError):
+        return False
+    return True
 
 
 class _Parser:
@@ -207,7 +259,7 @@ class _Parser:
                 resource,
                 identifiers,
                 str(name.get("family", "")),
-                " ".join(name.get("given", [])),
+                " ".join(g for g in name.get("given", []) if isinstance(g, str)),  # null: see _check_json
                 str(resource.get("gender", "")),
                 birth,
             )
@@ -299,15 +351,16 @@ class _Parser:
             attachment["hash"] = base64.b64encode(hashlib.sha1(data).digest()).decode()
             contents.append({**content, "attachment": attachment})
             out.append((content_type, data, hashlib.sha1(data).hexdigest()))
-            self._use_binary(url)
+            self._use_binary(url, doc_id)
         doc["content"] = contents
         return out
 
-    def _use_binary(self, url: str) -> None:
+    def _use_binary(self, url: str, doc_id: str) -> None:
         index = self.binaries[url]
         if index in self.used_binaries:
             raise InvalidRequest(f"Binary entry[{index}] is referenced by more than one content")
         self.used_binaries.add(index)
+        self.plan[index].doc_id = doc_id  # the Binary is retrieved as Binary/{its document's id} (ITI-68)
 
     def _check_binaries_used(self) -> None:
         orphans = sorted(set(self.binaries.values()) - self.used_binaries)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, ExitStack, contextmanager
@@ -20,6 +19,7 @@ from ncp.link import FaultSpec
 from ncp.model import PatientRecord, StudyRecord
 from ncp.pacs import InstanceStore
 from ncp.scenario.model import Check, Exchange, ScenarioFailed, ScenarioSkipped, Step
+from ncp.state import FederationState
 from ncp.synth import CountryData, synthesize
 from ncp.topology import Endpoints, Topology
 
@@ -29,7 +29,7 @@ __all__ = ["ScenarioContext", "Seeded", "Target"]
 @dataclass(frozen=True)
 class Target:
     """What the scenarios run against: a federation this run started, or running systems described by
-    a state file (ARCHITECTURE §8) that hold the synthetic catalogue of the state's topology."""
+    a state file (docs/state-file.md) that hold the synthetic catalogue of the state's topology."""
 
     source: str
     topology: Topology
@@ -57,24 +57,18 @@ class Target:
 
     @classmethod
     def from_state(cls, path: Path) -> Target:
-        """A state file as ``xcwado up`` writes it; errors name what is missing."""
+        """A state file as ``xcwado up`` writes it (docs/state-file.md); errors name the key at fault."""
         if not path.is_file():
             raise InvalidTopology(f"target {path}: no such file (a state file, as xcwado up writes it)")
-        try:
-            state = json.loads(path.read_text())
-            security = state.get("security", {})
-            return cls(
-                source=state["topology"],
-                topology=load_source(state["topology"]),
-                endpoints=Endpoints.from_json(state["countries"]),
-                secure=bool(security.get("enabled")),
-                pki_dir=_existing(security.get("pki_dir")),
-                run_dir=_existing(state.get("run_dir")),
-            )
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise InvalidTopology(
-                f"target {path}: not a usable state file ({type(exc).__name__}: {exc})"
-            ) from None
+        state = FederationState.from_path(path)
+        return cls(
+            source=state.topology,
+            topology=load_source(state.topology),
+            endpoints=state.endpoints(),
+            secure=state.security.enabled,
+            pki_dir=_existing(state.security.pki_dir),
+            run_dir=_existing(state.run_dir),
+        )
 
     def synthetic_data(self) -> dict[str, CountryData]:
         """The catalogue the target holds: synthesis is deterministic from the topology's seed."""

@@ -1,4 +1,4 @@
-"""The MCWG adoption checklist, assessed from scenario checks (reference/mcwg-checklist.md).
+"""The MCWG adoption checklist, assessed from scenario checks (MCWG adoption checklist, items 1.1 to 3.11).
 
 An item is *supported* when at least one check exercising it held and none failed, *not
 supported* when a check exercising it failed, *not tested* when no check of the run exercised it.

@@ -1,4 +1,4 @@
-"""Security building blocks (ARCHITECTURE §4).
+"""Security building blocks (docs/architecture.md, "Security").
 
 - :mod:`ncp.security.pki`: federation test PKI, mutual-TLS contexts for border listeners, peer certificate
   in the ASGI scope, peer -> country by registered fingerprint, token signing keys.

@@ -3,10 +3,10 @@
 Records live in SQLite (WAL, ``synchronous=FULL``), written by one thread per store with group commit.
 Hops are correlated by ``X-Request-Id`` (BALP ``entity[transaction]`` of type ``XrequestId``). Tokens and
 assertions are never stored: query strings and free text are scrubbed of bearer values and JWT-shaped
-strings before they reach the database (reliability.md goal 23, SMART Imaging "without exposing
+strings before they reach the database (RFC 6750 §5.3, SMART Imaging "without exposing
 credentials in logs").
 
-:func:`to_fhir` follows BALP (standards.md §7.5): ``type`` = ``audit-event-type#rest``, subtype = the
+:func:`to_fhir` follows IHE ITI Basic Audit Log Patterns: ``type`` = ``audit-event-type#rest``, subtype = the
 FHIR restful interaction plus ``urn:ihe:event-type-code#<transaction>``; queries (action E) carry the
 client as Source Role ID (DCM 110153) and the server as Destination (110152) with the request base64 in
 ``entity[query].query``; reads (action R) swap the two roles (BALP ``PatientRead``). The user agent is

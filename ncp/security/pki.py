@@ -1,4 +1,4 @@
-"""A test PKI per federation and the mutual-TLS contexts of the ``border`` listeners (ARCHITECTURE §4).
+"""A test PKI per federation and the mutual-TLS contexts of the ``border`` listeners (docs/architecture.md).
 
 Layout of the PKI directory (keys are unencrypted PEM, mode 0600: this is a test PKI)::
 
@@ -9,7 +9,7 @@ Layout of the PKI directory (keys are unencrypted PEM, mode 0600: this is a test
     <cc>/idp.key  ncp.key      token signing keys (EC P-256) of the country's IdP and NCP
     bad/<case>-<cc>/...        deliberately bad credentials for the refusal matrix (made on demand)
 
-The registry plays SMP's role (reliability.md §1.1): a peer is recognised by the exact fingerprint of the
+The registry plays SMP's role (eHDSI): a peer is recognised by the exact fingerprint of the
 certificate registered for its country, never by its CN alone.
 
 Peer certificate in ASGI: uvicorn does not expose the ASGI TLS extension, so

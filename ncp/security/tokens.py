@@ -1,6 +1,6 @@
 """Signed JWT tokens: HCP identity, treatment context and NCP-to-NCP assertions.
 
-The flow mirrors the eHDSI HCP + TRC assertions (standards.md §7.4) carried as JWTs shaped like IHE IUA
+The flow mirrors the eHDSI HCP + TRC assertions (eHDSI SAML Profiles 2.0) carried as JWTs shaped like IHE IUA
 access tokens (IUA 3.71.4.2.2.1: ``iss sub aud jti exp iat scope client_id`` and the ``ihe_iua`` extension):
 
 1. a country's :class:`IdentityProvider` issues an HCP token (role ISCO-08, organisation, facility, scopes);
@@ -9,7 +9,7 @@ access tokens (IUA 3.71.4.2.2.1: ``iss sub aud jti exp iat scope client_id`` and
 3. the initiating NCP re-signs that context with its own key for the responding NCP
    (:class:`NcpAssertionSigner`, audience = the responding country);
 4. every receiver checks with :class:`TokenVerifier`: one pinned asymmetric algorithm per issuer
-   (reliability.md §2.5: never let the token's ``alg`` choose, reject ``none`` and HMAC), audience,
+   (RFC 8725 §3.1: never let the token's ``alg`` choose, reject ``none`` and HMAC), audience,
    ±60 s skew (eHDSI ``CONDITIONS_SECOND_RANGE``), lifetime caps, scopes, exact patient equality.
 
 Errors are :class:`~ncp.errors.Unauthorized` (401, RFC 6750 ``invalid_token``) when the token is missing,
@@ -64,7 +64,7 @@ PublicKey = ec.EllipticCurvePublicKey | rsa.RSAPublicKey | ed25519.Ed25519Public
 
 ISCO08_SYSTEM = "urn:oid:2.16.840.1.113883.2.9.6.2.7"  # hl7:Role ISCO-08 (eHDSI HCP assertion)
 PURPOSE_OF_USE_SYSTEM = "urn:uuid:3bc18518-d305-46c2-a8d6-94bd59856e9e"  # eHDSI XSPA PurposeOfUse
-PURPOSES_OF_USE = ("TREATMENT", "EMERGENCY")  # OpenNCP PurposeOfUse enum (reliability.md §1.3)
+PURPOSES_OF_USE = ("TREATMENT", "EMERGENCY")  # OpenNCP's PurposeOfUse enum (eHDSI)
 FACILITY_TYPES = ("Hospital", "Resident Physician", "Pharmacy", "Other")  # urn:ehdsi:names:subject:...
 DEFAULT_LIFETIME = timedelta(minutes=5)  # IUA: access tokens <= 1 h, <= 5 min recommended
 MAX_HCP_LIFETIME = timedelta(hours=4)  # eHDSI HCP assertion span

@@ -1,4 +1,4 @@
-"""Deterministic synthetic data: patients, orders, studies, instances, reports (ARCHITECTURE §3).
+"""Deterministic synthetic data: patients, orders, studies, instances, reports (docs/architecture.md).
 
 ``synthesize(topology, country, retrieve_urls=...)`` gives a country's :class:`CountryData`; its
 ``instances(study)`` are pydicom datasets built one at a time. Reports render as PDF and as a FHIR

@@ -7,7 +7,7 @@ gives the same records, UIDs and instance bytes on every machine.
 Layout of a country's studies (``g`` = study index across the country, patient-major):
 
 * modality cycles CT, MR, CR, US, MG (``g % 5``); a patient with a mammogram is female;
-* m-n links (MADO 6.X.2.8.1 worked examples, standards.md §6.4), among the studies of one patient:
+* m-n links (MADO Rev 1.1 Vol 3 6.X.2.8.1 worked examples), among the studies of one patient:
   one order with two accessions (two studies), one accession shared by two studies, and one CT
   study with two requests (two placer orders, one accession);
 * study ``g`` goes to region ``g % regions`` (architecture B: the PACS of one regional registry);
@@ -336,7 +336,7 @@ def _iso(day: str, time: str) -> str:
 
 
 def catalogue_json(data: CountryData) -> list[dict[str, Any]]:
-    """The state file's catalogue entries of one country (ARCHITECTURE §8, contract), plus extras."""
+    """The state file's catalogue entries of one country (docs/state-file.md, contract), plus extras."""
     return [
         {
             "country": patient.country,

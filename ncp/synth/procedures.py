@@ -1,7 +1,7 @@
 """The imaging procedures the generator performs, as data: codes, regions, series, report texts.
 
 Procedure codes are LOINC radiology codes (LOINC/RSNA Radiology Playbook names). Each procedure
-maps to one MCWG coarse anatomical region (standards.md §6.1, ``ncp.codes.ANATOMICAL_REGIONS``)
+maps to one MCWG coarse anatomical region (MADO CID IHE-MADO1, ``ncp.codes.ANATOMICAL_REGIONS``)
 and lists the series a real acquisition of it would produce.
 """
 

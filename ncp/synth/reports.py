@@ -1,6 +1,6 @@
 """Imaging reports rendered as a small PDF 1.4 (written by hand) and as a FHIR R4 document Bundle.
 
-Reports and manifests are separate documents (HL7 EU / MCWG, standards.md §5.4): the report names
+Reports and manifests are separate documents (HL7 Europe imaging-manifest IG, MCWG): the report names
 the study by its Study Instance UID, accession(s) and placer order(s), never by image locations.
 """
 
@@ -175,7 +175,7 @@ def _practitioner(pid: str, author: str) -> dict[str, Any]:
 
 
 def _service_requests(study: StudyRecord) -> list[dict[str, Any]]:
-    """basedOn: the placer orders and accessions, by identifier (MCWG targeted queries, standards §6.3)."""
+    """basedOn: the placer orders and accessions, by identifier (MCWG targeted queries)."""
     refs: list[dict[str, Any]] = []
     for value, issuer, kind, display in [
         *((r.placer_order_number, r.placer_issuer, "PLAC", "Placer Identifier") for r in study.requests),

@@ -28,7 +28,9 @@ from ncp.model import StudyRecord
 
 CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
 ENHANCED_CT = "1.2.840.10008.5.1.4.1.1.2.1"
-SAMPLE = Path("/work/shared/fixtures/mado/MADO_KOS_A.dcm")
+IHE = Path(__file__).resolve().parents[1] / "data" / "ihe"  # IHE's own MADO samples (CC BY 4.0)
+SAMPLE = IHE / "MADO_KOS_A.dcm"
+SAMPLE_B = IHE / "MADO_KOS_B.dcm"
 needs_dciodvfy = pytest.mark.skipif(not dciodvfy_available(), reason="dicom3tools (dciodvfy) not installed")
 
 
@@ -208,6 +210,87 @@ def test_ihe_sample_parses() -> None:
     assert [s.description for s in manifest.series] == ["Series A1", "Series A2"]
     assert [i.instance_number for i in manifest.series[0].instances] == list(range(1, 51))
     assert manifest.modalities == ("CT",)
+
+
+def test_ihe_sample_with_a_key_object_note_parses() -> None:
+    """MADO_KOS_B: the key object note is a COMPOSITE library entry with a Document Title, no number."""
+    manifest = read_manifest(SAMPLE_B.read_bytes())
+    kin = "1.2.250.1.59.40211.22756022.2.3.102.202.31"
+    assert manifest.study_instance_uid == "1.2.250.1.59.40211.22756022.2.1.102"
+    assert [len(s.instances) for s in manifest.series] == [20, 1]
+    assert manifest.kin_sop_instance_uids == (kin,)
+    assert manifest.extras["kin_descriptions"] == {kin: "Significant DICOM Instances"}
+    (note,) = manifest.series[1].instances
+    assert (note.sop_class_uid, note.instance_number) == (KOS_SOP_CLASS, None)
+
+
+# --------------------------------------------------------------------------- TID 1600 as IHE lays it out
+
+
+def _groups(ds: Dataset) -> list[Dataset]:
+    library = next(i for i in ds.ContentSequence if _code(i) == "111028")
+    return [g for g in library.ContentSequence if _code(g) == "126200"]
+
+
+def _code(item: Dataset) -> str:
+    names = item.get("ConceptNameCodeSequence") or []
+    return str(names[0].CodeValue) if names else str(item.ValueType)
+
+
+def _layout(group: Dataset) -> tuple[list[str], set[tuple[str, ...]]]:
+    """A group as (its series descriptors in order, the distinct shapes of its entries): an entry's shape
+    is its descriptors' concept codes followed by the value type of the reference they precede."""
+    codes = [_code(i) for i in group.ContentSequence]
+    first = next(n for n, c in enumerate(codes) if c in {"113609", "121140", "121144", "113012", "IMAGE"})
+    entries: set[tuple[str, ...]] = set()
+    pending: list[str] = []
+    for c in codes[first:]:
+        pending.append(c)
+        if c in {"IMAGE", "COMPOSITE"}:
+            entries.add(tuple(pending))
+            pending = []
+    return codes[:first], entries
+
+
+def test_library_groups_are_laid_out_as_in_the_ihe_samples(study: StudyRecord) -> None:
+    """Series descriptors in IHE's order, Target Region (123014) included; entry descriptors precede
+    their reference; the key object note has Document Title and description, no Instance Number."""
+    sample_images, sample_note = (_layout(g) for g in _groups(read_dataset(SAMPLE_B.read_bytes())))
+    images, multiframe, note = (_layout(g) for g in _groups(build_manifest(study, encoding="MADO")))
+    # Modality, Series Date, Time, Description, Number, Target Region, Series Instance UID, instance count
+    series_descriptors = ["121139", "MADOTEMP003", "MADOTEMP004", "MADOTEMP002", "113607", "123014"]
+    series_descriptors += ["112002", "MADOTEMP007"]
+    assert images == sample_images == (series_descriptors, {("113609", "IMAGE")})
+    assert multiframe[1] == {("113609", "121140", "IMAGE")}, "Number of Frames precedes the image too"
+    assert note[0] == sample_note[0]
+    assert note[1] == sample_note[1] == {("121144", "113012", "COMPOSITE")}
+
+
+def test_each_group_names_its_series_target_region(study: StudyRecord) -> None:
+    """MADO maps the group's Target Region to ImagingStudy.series.bodySite (MADO Table 4.3-1)."""
+    for group in _groups(build_manifest(study, encoding="MADO")):
+        (region,) = [i for i in group.ContentSequence if _code(i) == "123014"]
+        coded = region.ConceptCodeSequence[0]
+        assert (coded.CodeValue, coded.CodingSchemeDesignator) == ("67734004", "SCT")  # UPPERTRUNK
+
+
+def test_descriptors_nested_below_the_entry_are_read_too(study: StudyRecord) -> None:
+    """PS3.16 TID 1601 nests the entry descriptors under the reference: a reader must take both forms."""
+    ds = build_manifest(study, encoding="MADO")
+    for group in _groups(ds):
+        items, pending, kept = list(group.ContentSequence), [], []
+        for item in items:
+            if _code(item) in {"113609", "121140", "121144", "113012"}:
+                pending.append(item)
+            elif item.ValueType in ("IMAGE", "COMPOSITE"):
+                item.ContentSequence, pending = pending, []
+                kept.append(item)
+            else:
+                kept.append(item)
+        group.ContentSequence = kept
+    manifest = read_manifest(ds)
+    assert [i.instance_number for i in manifest.series[0].instances] == [1, 2, 3]
+    assert manifest.kin_sop_instance_uids == (study.kin_sop_instance_uid,)
 
 
 def _strip_extensions(ds: Dataset) -> Dataset:

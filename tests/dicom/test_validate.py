@@ -19,7 +19,7 @@ from ncp.dicom.validate import ValidationReport, http_resolver, validate_manifes
 from ncp.errors import InvalidRequest
 from ncp.model import StudyRecord
 
-SAMPLE = Path("/work/shared/fixtures/mado/MADO_KOS_A.dcm")
+IHE = Path(__file__).resolve().parents[1] / "data" / "ihe"  # IHE's own MADO samples (CC BY 4.0)
 
 
 def _series_items(ds: Dataset) -> list[Dataset]:
@@ -48,11 +48,14 @@ def test_mado_structure_is_checked_only_for_mado(study: StudyRecord) -> None:
     assert not any(c.item.startswith("MADO-") for c in mcwg.checks)
 
 
-def test_ihe_sample_validates() -> None:
-    report = validate_manifest(SAMPLE.read_bytes())
+@pytest.mark.parametrize(("sample", "key_images"), [("MADO_KOS_A.dcm", "n/a"), ("MADO_KOS_B.dcm", "pass")])
+def test_both_ihe_samples_validate(sample: str, key_images: str) -> None:
+    """IHE's own manifests pass every check: A references no key object note, B references one."""
+    report = validate_manifest((IHE / sample).read_bytes())
     assert report.ok, report.render()
     assert report.manifest is not None and report.manifest.patient_id == "UV59569735"
-    assert report.check("3.11").status == "n/a", "the sample references no KIN"
+    assert report.check("MADO-groups").status == "pass"
+    assert report.check("3.11").status == key_images
 
 
 def test_a_kin_is_not_held_to_manifest_only_items(study: StudyRecord) -> None:
@@ -144,6 +147,31 @@ def test_mado_group_missing_an_instance_fails(study: StudyRecord) -> None:
     group.ContentSequence = list(group.ContentSequence)[:-1]
     report = validate_manifest(ds)
     assert _failed(report) == ["MADO-groups"]
+
+
+def _strip_instance_numbers(ds: Dataset, value_type: str) -> None:
+    """Remove the Instance Number that precedes each library entry of ``value_type``."""
+    library = next(c for c in ds.ContentSequence if c.ValueType == "CONTAINER")
+    for group in (c for c in library.ContentSequence if c.ValueType == "CONTAINER"):
+        items = list(group.ContentSequence)
+        group.ContentSequence = [
+            item
+            for item, following in zip(items, [*items[1:], None], strict=True)
+            if not (_is_instance_number(item) and following is not None and following.ValueType == value_type)
+        ]
+
+
+def _is_instance_number(item: Dataset) -> bool:
+    names = item.get("ConceptNameCodeSequence") or []
+    return bool(names) and names[0].CodeValue == "113609"
+
+
+def test_image_entry_without_instance_number_fails(study: StudyRecord) -> None:
+    ds = build_manifest(study, encoding="MADO")
+    _strip_instance_numbers(ds, "IMAGE")
+    report = validate_manifest(ds)
+    assert _failed(report) == ["MADO-groups"]
+    assert "no Instance Number for IMAGE entries" in report.check("MADO-groups").detail
 
 
 def test_evidence_instance_missing_from_content_fails_tid2010(study: StudyRecord) -> None:

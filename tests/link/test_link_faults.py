@@ -1,4 +1,4 @@
-"""Injected faults (reliability.md §4.3) and failures that must keep their meaning across the link (§5.3)."""
+"""Injected faults (Toxiproxy's toxics); failures keep their meaning across the link (RFC 9112 §8)."""
 
 from __future__ import annotations
 
@@ -85,7 +85,7 @@ async def test_faults_can_be_switched_on_and_off_on_a_running_link(blob_server: 
 
 
 async def test_an_upstream_reset_reaches_the_client_as_a_reset(blob_server: Peer) -> None:
-    """Turning an RST into a FIN would make a partial body look complete (reliability.md §5.3)."""
+    """Turning an RST into a FIN would make a partial body look complete (RFC 9112 §8)."""
     async with LinkRelay("127.0.0.1", 0, "127.0.0.1", blob_server.port, LinkProfile(rtt_ms=10)) as relay:
         body, end = await fetch(relay.port, N, rst=True)
     assert end == "reset"

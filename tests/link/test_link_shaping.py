@@ -1,4 +1,4 @@
-"""Delay and rate: what the benchmark's "link floor" relies on (ARCHITECTURE.md §5, §6)."""
+"""Delay and rate: what the benchmark's "link floor" relies on (docs/benchmarks.md)."""
 
 from __future__ import annotations
 

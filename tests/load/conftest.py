@@ -27,7 +27,7 @@ if str(LOADTESTS) not in sys.path:
 
 @pytest.fixture(scope="package")
 def state_file(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """The default topology (FR, AT) as processes, seeded, with its state file (ARCHITECTURE §8)."""
+    """The default topology (FR, AT) as processes, seeded, with its state file (docs/state-file.md)."""
     run_dir = tmp_path_factory.mktemp("load-federation")
     with Federation("builtin:default", run_dir, mode="process") as fed:
         published = asyncio.run(seed_federation(fed.topology, fed.plan.endpoints))

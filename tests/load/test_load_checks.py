@@ -145,6 +145,7 @@ def test_profiles_schedule_users_over_the_run_and_end_it() -> None:
 
 def test_a_state_file_with_an_invalid_uid_is_refused_before_any_request(tmp_path: Path) -> None:
     state = {
+        "topology": "builtin:default",
         "countries": {
             "FR": {"home_community_id": "2.999.1", "patient_id_issuer": "2.999.2",
                    "gateway": "http://127.0.0.1:1", "pacs": {"2.25.1": "http://127.0.0.1:2/dicom-web"}},

@@ -1,4 +1,4 @@
-"""Serving a 200 MB study does not grow the server's memory with the study's size (ARCHITECTURE 5).
+"""Serving a 200 MB study does not grow the server's memory with the study's size (docs/architecture.md).
 
 The PACS runs in its own process (uvicorn, as a role runs) so its RSS is measured alone.
 """

@@ -235,7 +235,7 @@ def test_a_file_lost_from_disk_is_reported_like_a_withheld_one(loaded: Pacs, stu
 
 
 def test_a_file_vanishing_mid_stream_truncates_the_message(pacs: Pacs) -> None:
-    """ARCHITECTURE 5: after the first byte, a failure aborts: the client never sees a clean short study."""
+    """After the first byte a failure aborts: the client never sees a clean short study (Data plane)."""
     big = sample_study("vanish", series=1, per_series=5, size=1024)  # 2 MB each: 8 MB before the last
     pacs.load(big)
     last = big[-1]

@@ -118,18 +118,16 @@ def manifest_doc(
 
 
 def report_doc(report: ReportRecord) -> tuple[dict[str, Any], list[tuple[str, bytes]]]:
+    """A report as its PDF: one content per DocumentReference (MHD Minimal)."""
     pdf = b"%PDF-1.4 report " + report.id.encode()
-    fhir = b'{"resourceType":"Bundle","type":"document"}'
-    contents = [("application/pdf", pdf), ("application/fhir+json", fhir)]
-    described = [(ct, len(b), sha1_b64(b), "urn:placeholder") for ct, b in contents]
     doc = report_document_reference(
         report,
         doc_id=f"r-{report.id}",
-        contents=described,
+        content=("application/pdf", len(pdf), sha1_b64(pdf), "urn:placeholder"),
         home_community_id=HCID,
         creation=creation(report.study),
     )
-    return doc, contents
+    return doc, [("application/pdf", pdf)]
 
 
 def bundle_for(patient: PatientRecord, studies: tuple[StudyRecord, ...] = STUDIES) -> dict[str, Any]:

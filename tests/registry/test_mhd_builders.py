@@ -6,8 +6,10 @@ import base64
 import dataclasses
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import pytest
 from registry_catalogue import (
     ACCESSION_ISSUER,
@@ -22,10 +24,12 @@ from registry_catalogue import (
     assert_r4,
     codings,
     manifest_doc,
+    post_bundle,
     report_doc,
 )
 
 from ncp.codes import DCM, SCT
+from ncp.dicom.uids import deterministic_uid
 from ncp.errors import InvalidRequest
 from ncp.mhd import (
     BODYSITE_EXTENSION,
@@ -33,6 +37,7 @@ from ncp.mhd import (
     HCID_EXTENSION,
     MHD_LIST_TYPES,
     MODALITY_EXTENSION,
+    RFC3986,
     fhir_datetime,
     patient_reference_id,
     patient_resource,
@@ -41,7 +46,7 @@ from ncp.mhd import (
 )
 from ncp.registry.index import document_tokens
 
-FIXTURES = Path("/work/shared/fixtures/mado")
+IHE = Path(__file__).resolve().parents[1] / "data" / "ihe"  # IHE's own MADO samples (CC BY 4.0)
 
 
 def _related(doc: dict, type_code: str) -> list[dict]:
@@ -55,9 +60,7 @@ def _related(doc: dict, type_code: str) -> list[dict]:
 def test_manifest_document_reference_is_valid_r4_and_follows_the_mado_envelope() -> None:
     doc, _ = manifest_doc(CT)
     assert_r4(doc)
-    uid = {"system": DICOM_UID_SYSTEM, "value": f"urn:oid:{CT.manifest_sop_instance_uid}"}
-    assert doc["masterIdentifier"] == uid
-    assert any(i["value"] == uid["value"] for i in doc["identifier"])  # mado-docref-1
+    assert len(doc["content"]) == 1  # MHD Minimal: content 1..1
     assert doc["status"] == "current"
     assert ("http://loinc.org", "18748-4") in codings([doc["type"]])
     content = doc["content"][0]
@@ -69,6 +72,24 @@ def test_manifest_document_reference_is_valid_r4_and_follows_the_mado_envelope()
     )
     assert doc["context"]["period"]["start"] == "2024-01-15T10:15:00Z"
     assert doc["context"]["facilityType"] and doc["context"]["practiceSetting"]
+
+
+@pytest.mark.parametrize(
+    ("doc", "uid"),
+    [
+        (manifest_doc(CT)[0], CT.manifest_sop_instance_uid),  # MADO: the KOS SOP Instance UID
+        (report_doc(CT_REPORT)[0], deterministic_uid("imaging-report", CT_REPORT.id)),
+    ],
+    ids=["manifest", "report"],
+)
+def test_unique_id_is_an_mhd_unique_id_repeated_in_identifier(doc: dict, uid: str) -> None:
+    """MHD IHE.MHD.UniqueIdIdentifier: use usual, system urn:ietf:rfc:3986, value urn:oid:...; MADO's
+    invariant mado-docref-1 repeats it in ``identifier``, where ``official`` is MHD's entryUUID slice."""
+    master = doc["masterIdentifier"]
+    assert (master["use"], master["system"]) == ("usual", RFC3986)
+    assert master["value"] == f"urn:oid:{uid}"
+    assert master in doc["identifier"]
+    assert all(i.get("use") != "official" for i in doc["identifier"])
 
 
 def test_manifest_carries_study_accession_and_placer_identifiers_with_issuers() -> None:
@@ -110,12 +131,14 @@ def test_manifest_needs_the_kos_sop_instance_uid() -> None:
         manifest_doc(dataclasses.replace(CT, manifest_sop_instance_uid=""))
 
 
-def test_report_document_reference_offers_each_representation() -> None:
+def test_report_document_reference_carries_one_content_the_pdf() -> None:
+    """MHD Minimal: content 1..1 and no docStatus (0..0); the FHIR rendering is not published."""
     doc, contents = report_doc(CT_REPORT)
     assert_r4(doc)
     assert ("http://loinc.org", "85430-7") in codings([doc["type"]])
-    assert doc["docStatus"] == "final"
-    assert [c["attachment"]["contentType"] for c in doc["content"]] == [ct for ct, _ in contents]
+    assert "docStatus" not in doc
+    assert [c["attachment"]["contentType"] for c in doc["content"]] == ["application/pdf"]
+    assert [ct for ct, _ in contents] == ["application/pdf"]
     assert _related(doc, "110180")[0]["value"] == f"urn:oid:{CT.study_instance_uid}"
     assert doc["context"]["period"] == manifest_doc(CT)[0]["context"]["period"]
 
@@ -150,7 +173,7 @@ def test_provide_document_bundle_is_a_valid_iti65_transaction() -> None:
         "url": f"Patient/{patient_reference_id(ALICE)}",
     }
     binaries = {e["fullUrl"]: e["resource"] for e in by_type["Binary"]}
-    assert len(binaries) == 3  # KOS + PDF + FHIR report
+    assert len(binaries) == 2  # the KOS and the report's PDF
     for entry in by_type["DocumentReference"]:
         for content in entry["resource"]["content"]:
             attachment = content["attachment"]
@@ -186,11 +209,31 @@ def test_fhir_datetime_from_dicom_date_and_time() -> None:
 
 
 def test_ihe_mado_sample_document_reference_validates_and_indexes() -> None:
-    """The IHE MADO sample (fixtures/mado) is R4-valid and its modality/study UID are search keys."""
-    sample = json.loads((FIXTURES / "mado-kos-1.2.250.1.59.40211.22756022.2.1.101-docref.json").read_text())
+    """IHE's MADO sample DocumentReference (tests/data/ihe) is R4-valid and its keys are search keys."""
+    sample = json.loads((IHE / "mado-kos-1.2.250.1.59.40211.22756022.2.1.101-docref.json").read_text())
     validate_resource(sample)
-    validate_resource(json.loads((FIXTURES / "mado-pat-mrn--1097192655-patient.json").read_text()))
+    validate_resource(json.loads((IHE / "mado-pat-mrn--1097192655-patient.json").read_text()))
     tokens = document_tokens(sample)
     assert ("modality", DCM, "CT") in tokens
     assert ("study-instance-uid", "urn:ietf:rfc:3986", "1.2.250.1.59.40211.22756022.2.1.101") in tokens
     assert ("accession-number", "http://example.org/fhir/ris-ids", "1731954284869428") in tokens
+
+
+def test_iti65_response_locates_each_binary_at_its_document(
+    start_registry: Callable[[], str], http: httpx.Client
+) -> None:
+    """The transaction-response names a created Binary by the ITI-68 URL of its document, never
+    ``Binary/`` with an empty id (MHD 2:3.65.4.2.2: one entry per request entry, each with a location)."""
+    base = start_registry()
+    bundle = provide_document_bundle(ALICE, [manifest_doc(CT), report_doc(CT_REPORT)], source_oid=HCID)
+    answer = post_bundle(http, base, bundle).json()
+    pairs = zip(bundle["entry"], answer["entry"], strict=True)
+    located = {request["fullUrl"]: response["response"]["location"] for request, response in pairs}
+    for entry in bundle["entry"]:
+        if entry["resource"]["resourceType"] != "DocumentReference":
+            continue
+        doc_id = located[entry["fullUrl"]].split("/DocumentReference/")[1].split("/")[0]
+        (content,) = entry["resource"]["content"]
+        assert located[content["attachment"]["url"]] == f"{base}/Binary/{doc_id}"
+        retrieved = http.get(located[content["attachment"]["url"]], headers={"Accept": "*/*"})
+        assert retrieved.status_code == 200 and len(retrieved.content) == content["attachment"]["size"]

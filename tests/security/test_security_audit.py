@@ -1,5 +1,5 @@
 """Audit: records round-trip through SQLite, render as BALP AuditEvents valid in FHIR R4, are searchable
-over HTTP, and never hold a token (reliability.md goal 23)."""
+over HTTP, and never hold a token (RFC 6750 §5.3)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Mutual TLS between NCPs over real loopback uvicorn: the refusal matrix (reliability.md goals 1-2).
+"""Mutual TLS between NCPs over real loopback uvicorn: the refusal matrix (eHDSI mutual TLS).
 
 FR's border listener requires a client certificate from the federation CA; the app behind it reads the
 verified peer certificate from the ASGI scope and maps it to the country registered for it.

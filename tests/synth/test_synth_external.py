@@ -16,15 +16,13 @@ from ncp.model import Manifest, ManifestInstance, ManifestSeries
 from ncp.synth import instances_for_manifest, to_part10
 from ncp.synth.images import CT_IMAGE, MR_IMAGE
 
-SAMPLE = Path("/work/shared/fixtures/mado/MADO_KOS_A.dcm")
+IHE = Path(__file__).resolve().parents[1] / "data" / "ihe"  # IHE's own MADO samples (CC BY 4.0)
 SAMPLE_STUDY = "1.2.250.1.59.40211.22756022.2.1.101"
 
 
 @pytest.fixture(scope="module")
 def sample() -> Manifest:
-    if not SAMPLE.exists():
-        pytest.skip(f"IHE sample {SAMPLE} not available")
-    return read_manifest(SAMPLE.read_bytes())
+    return read_manifest((IHE / "MADO_KOS_A.dcm").read_bytes())
 
 
 def hand_built(*series: ManifestSeries) -> Manifest:
@@ -62,6 +60,14 @@ def test_the_ihe_sample_gets_one_instance_per_reference_with_its_uids(sample: Ma
     assert {str(ds.PatientName) for ds in made} == {"DOE^John"}
     per_series = Counter(ds.SeriesInstanceUID for ds in made)
     assert [per_series[s.series_instance_uid] for s in sample.series] == [50, 36]
+
+
+def test_the_second_ihe_sample_gets_its_images_but_not_its_key_object_note() -> None:
+    """MADO_KOS_B references a KOS (a key object note) beside 20 CT images: only images are synthesised."""
+    sample = read_manifest((IHE / "MADO_KOS_B.dcm").read_bytes())
+    made = list(instances_for_manifest(sample))
+    assert [ds.SOPInstanceUID for ds in made] == [i.sop_instance_uid for i in sample.series[0].instances]
+    assert {ds.SOPClassUID for ds in made} == {CT_IMAGE}
 
 
 def test_the_sample_keeps_its_dates_and_instance_numbers(sample: Manifest) -> None:
