@@ -4,14 +4,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo up test lint typecheck unit bench clean
+.PHONY: demo up test lint typecheck unit bench clean docker-engine
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[test,load]'
+	$(BIN)/pip install -q -e '.[test,load,docker]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -32,11 +32,39 @@ lint: $(STAMP)
 	$(BIN)/ruff check ncp tests $(wildcard scenarios loadtests)
 	$(BIN)/mypy
 
-test: $(STAMP) system-deps lint
+# The Docker engine for the `docker` tests: installs docker.io, docker-compose, debootstrap; starts dockerd
+# (no bridge, no iptables) unless an engine answers.
+docker-engine:
+	bash .ci/docker-setup
+
+test: $(STAMP) system-deps docker-engine lint
 	$(BIN)/pytest -q
 
 bench: $(STAMP)
 	$(BIN)/python -m ncp.bench
+
+fuzz: $(STAMP)
+	$(BIN)/python -m ncp.fuzz --requests 10000
+
+# Bounded soak test (docs/soak.md): exits non-zero unless every role's RSS is flat and no request failed.
+SOAK_MINUTES ?= 30
+SOAK_CLIENTS ?= 16
+.PHONY: soak
+soak: $(STAMP)
+	$(BIN)/python -m ncp.soak --minutes $(SOAK_MINUTES) --clients $(SOAK_CLIENTS)
+
+# Images (README "Docker"). `make docker-base`: xcwado-base:bookworm made by debootstrap from the mirror the
+# host's apt uses (root; for hosts without registry access). `make docker`: the wheelhouse built on the host,
+# then xcwado-testbed:latest and xcwado-orthanc:latest, reused when nothing changed. DOCKER_BASE=auto takes
+# xcwado-base:bookworm, else python:3.11-slim-bookworm, whichever is here (nothing is pulled).
+DOCKER_BASE ?= auto
+.PHONY: docker-base docker
+docker-base: $(STAMP)
+	@$(BIN)/python -c 'import docker' 2>/dev/null || $(BIN)/pip install -q -e '.[docker]'
+	$(BIN)/python -m ncp.containers base
+docker: $(STAMP)
+	@$(BIN)/python -c 'import docker' 2>/dev/null || $(BIN)/pip install -q -e '.[docker]'
+	$(BIN)/python -m ncp.containers build --base $(DOCKER_BASE)
 
 clean:
 	rm -rf $(VENV) run .pytest_cache .mypy_cache

@@ -117,7 +117,8 @@ def _check_countries(topology: Topology, args: argparse.Namespace) -> None:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from ncp.federation import Federation, hold_run
+    from ncp.containers import make_federation
+    from ncp.federation import hold_run
 
     _topology(args.topology)
     state = _writable(Path(args.state), "--state")
@@ -126,7 +127,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     with hold_run(run_dir, state):
         state.unlink(missing_ok=True)  # left by a run that was killed: it names ports nobody serves
         try:
-            fed = Federation(_source(args.topology), run_dir, mode="process", base_port=args.base_port)
+            fed = make_federation(
+                _source(args.topology), run_dir, runtime=args.runtime, base_port=args.base_port
+            )
             with fed:
                 _seed_and_announce(fed, state, args.no_seed, console)
                 _wait_for_stop()
@@ -409,6 +412,13 @@ def _up_parser(up: argparse.ArgumentParser) -> None:
         "them (default: any free ports)",
     )
     up.add_argument("--no-seed", action="store_true", help="start empty: publish no synthetic catalogue")
+    up.add_argument(
+        "--runtime",
+        choices=["process", "docker"],
+        default="process",
+        help="each role a process, or a container of xcwado-testbed:latest on the host's network "
+        "(make docker; pip install -e '.[docker]') (default: process)",
+    )
 
 
 def _validate_parser(validate: argparse.ArgumentParser) -> None:

@@ -1,25 +1,56 @@
-"""Container deployment: a plan whose roles are compose services, and the compose file for it.
+"""Container deployment: the compose files, and what each role's container runs.
 
 Each role runs in its own container with the image's entrypoint ``xcwado serve-role``, the code
-path ``xcwado up`` uses for its processes. The plan is mounted read-only; so is the topology.
+path ``xcwado up`` uses for its processes. Two deployments:
+
+* **bridge** (``docker/compose.yaml``, :func:`compose_plan`, :func:`compose_document`): one network
+  namespace per container, services reach each other by name on fixed container ports; the plan and the
+  topology are mounted read-only, the PKI and the state file live in the ``state`` volume.
+* **host** (:func:`host_plan`, :func:`role_containers`, :func:`host_compose_document`): every container
+  shares the host's network and binds 127.0.0.1 on the plan's ports (no bridge, no traffic off loopback);
+  the run directory and the topology file are mounted at their host paths, so the state file, the PKI
+  and the logs it names are valid on the host too. ``xcwado up --runtime docker`` (``ncp.containers``)
+  starts the same containers through the Docker SDK.
 """
 
 from __future__ import annotations
 
+import json
+import socket
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ncp.app import Plan, Role, load_source
+from ncp.app import Plan, Role, build_relay, load_source, make_plan
 from ncp.errors import InvalidTopology
 from ncp.link import LinkProfile
 from ncp.topology import CountryEndpoints, Endpoints
 
-__all__ = ["PORTS", "compose_document", "compose_plan", "to_yaml"]
+__all__ = [
+    "IMAGE",
+    "ORTHANC_IMAGE",
+    "PORTS",
+    "ContainerSpec",
+    "absolute_source",
+    "compose_document",
+    "compose_plan",
+    "host_compose_document",
+    "host_mounts",
+    "host_plan",
+    "load_plan",
+    "ports_taken",
+    "role_containers",
+    "to_yaml",
+    "write_host_compose",
+]
 
 PORTS = {"gateway": 8080, "border": 8443, "registry": 8081, "pacs": 8042}
-_IMAGE = "xcwado-testbed:latest"
+IMAGE = "xcwado-testbed:latest"
+ORTHANC_IMAGE = "xcwado-orthanc:latest"  # Debian's Orthanc + DICOMweb plugin (docker/orthanc.Dockerfile)
 TOPOLOGY_IN_CONTAINER = "/etc/xcwado/topology.toml"
-_ORTHANC_IMAGE = "orthancteam/orthanc:24.1.2"
+# The image's own user (docker/Dockerfile): containers run as it when the host user is root.
+CONTAINER_UID = 10001
+_ENV = {"HOME": "/tmp", "PYTHONUNBUFFERED": "1"}  # HOME: the host's uid may have no home in the image
 
 
 def _service(role_id: str) -> str:
@@ -29,6 +60,7 @@ def _service(role_id: str) -> str:
 def compose_plan(source: str) -> Plan:
     """Like :func:`ncp.app.make_plan`, with service names for hosts and fixed container ports."""
     topology = load_source(source)
+    scheme = "https" if topology.security else "http"
     shaped = [link for link in topology.links if LinkProfile.from_topology(link).shaped]
     if shaped:
         raise InvalidTopology(
@@ -56,18 +88,25 @@ def compose_plan(source: str) -> Plan:
             country.home_community_id,
             country.patient_id_issuer,
             gateway=f"http://{gw}:{PORTS['gateway']}",
-            border=f"http://{gw}:{PORTS['border']}",
+            border=f"{scheme}://{gw}:{PORTS['border']}",
             registries=registries,
             pacs=pacs,
         )
     # In the containers the topology is the mounted file, so editing it needs no rebuild.
     return Plan(
-        TOPOLOGY_IN_CONTAINER, Path("/var/lib/xcwado"), Endpoints(endpoints), tuple(roles), host="0.0.0.0"
+        TOPOLOGY_IN_CONTAINER,
+        Path("/var/lib/xcwado"),
+        Endpoints(endpoints),
+        tuple(roles),
+        host="0.0.0.0",
+        secure=topology.security,
     )
 
 
 def compose_document(plan: Plan, source: str, topology_file: str) -> dict[str, Any]:
-    """The compose file: one service per role, Orthanc for ``orthanc`` PACS, Locust under ``load``."""
+    """The bridge compose file: one service per role, Orthanc for ``orthanc`` PACS, Locust under ``load``.
+
+    The images come from ``make docker`` (its build context is staged, not the checkout)."""
     topology = load_source(source)
     services: dict[str, Any] = {}
     volumes = [
@@ -76,60 +115,49 @@ def compose_document(plan: Plan, source: str, topology_file: str) -> dict[str, A
         "state:/var/lib/xcwado",
     ]
     for role in plan.roles:
-        port = role.ports[0]
         services[_service(role.id)] = {
-            "image": _IMAGE,
-            "build": {"context": "..", "dockerfile": "docker/Dockerfile"},
+            "image": IMAGE,
+            "init": True,
             "command": ["serve-role", "--plan", "/etc/xcwado/plan.json", "--role", role.id],
             "volumes": volumes,
-            "environment": {"XCWADO_LOG_LEVEL": "${XCWADO_LOG_LEVEL:-WARNING}"},
-            "depends_on": {"pki": {"condition": "service_completed_successfully"}},
-            "healthcheck": {
-                "test": [
-                    "CMD",
-                    "python",
-                    "-c",
-                    f"import urllib.request; urllib.request.urlopen('http://127.0.0.1:{port}/health')",
-                ],
-                "interval": "5s",
-                "timeout": "3s",
-                "retries": 12,
+            "environment": {
+                "XCWADO_LOG_LEVEL": "${XCWADO_LOG_LEVEL:-WARNING}",
+                "XCWADO_HEALTH_URL": f"http://127.0.0.1:{role.ports[0]}/health",
             },
+            "depends_on": {"pki": {"condition": "service_completed_successfully"}},
         }
     for code, country in topology.countries.items():
         for p in country.pacs:
             if p.backend != "embedded":
-                services[_service(f"{code}/orthanc/{p.id}")] = {
-                    "image": _ORTHANC_IMAGE,
+                name = _service(f"{code}/orthanc/{p.id}")
+                services[name] = {
+                    "image": ORTHANC_IMAGE,
+                    "init": True,
+                    "volumes": ["state:/var/lib/xcwado"],
                     "environment": {
-                        "ORTHANC__HTTP_PORT": str(PORTS["pacs"]),
-                        "ORTHANC__HTTP_COMPRESSION_ENABLED": "false",
-                        "ORTHANC__DICOM_SERVER_ENABLED": "false",
-                        "ORTHANC__AUTHENTICATION_ENABLED": "false",
-                        "DICOM_WEB_PLUGIN_ENABLED": "true",
+                        "XCWADO_ORTHANC_PORT": str(PORTS["pacs"]),
+                        "XCWADO_ORTHANC_STORAGE": f"/var/lib/xcwado/{code}/orthanc-{p.id}",
+                        "XCWADO_ORTHANC_HOST": f"{name}:{PORTS['pacs']}",
+                        "XCWADO_ORTHANC_REMOTE": "true",
+                        "XCWADO_HEALTH_URL": f"http://127.0.0.1:{PORTS['pacs']}/system",
                     },
                 }
         services[_service(f"{code}/gateway")]["ports"] = [
             f"127.0.0.1:{_host_port(code, plan)}:{PORTS['gateway']}"
         ]
     services["pki"] = {
-        "image": _IMAGE,
-        "build": {"context": "..", "dockerfile": "docker/Dockerfile"},
+        "image": IMAGE,
         "command": ["pki", "--plan", "/etc/xcwado/plan.json"],
         "volumes": volumes,
     }
     services["seed"] = {
-        "image": _IMAGE,
+        "image": IMAGE,
         "command": ["seed", "--plan", "/etc/xcwado/plan.json", "--state", "/var/lib/xcwado/state.json"],
         "volumes": volumes,
-        "depends_on": {
-            name: {"condition": "service_healthy"}
-            for name in services
-            if name != "seed" and "orthanc" not in name
-        },
+        "depends_on": {name: {"condition": "service_healthy"} for name in services if name != "pki"},
     }
     services["locust-master"] = {
-        "image": _IMAGE,
+        "image": IMAGE,
         "profiles": ["load"],
         "entrypoint": ["locust"],
         "command": [
@@ -153,7 +181,7 @@ def compose_document(plan: Plan, source: str, topology_file: str) -> dict[str, A
         "depends_on": {"seed": {"condition": "service_completed_successfully"}},
     }
     services["locust-worker"] = {
-        "image": _IMAGE,
+        "image": IMAGE,
         "profiles": ["load"],
         "entrypoint": ["locust"],
         "command": ["-f", "/app/loadtests/locustfile.py", "--worker", "--master-host", "locust-master"],
@@ -163,6 +191,212 @@ def compose_document(plan: Plan, source: str, topology_file: str) -> dict[str, A
         "depends_on": ["locust-master"],
     }
     return {"services": services, "volumes": {"state": {}}}
+
+
+# -- host networking ------------------------------------------------------------------------------------
+
+
+def host_plan(source: str, run_dir: Path, *, base_port: int | None = None) -> Plan:
+    """A plan for containers on the host's network: :func:`ncp.app.make_plan`'s free loopback ports, with the
+    run directory and a topology file at absolute paths (the containers mount them at the same paths)."""
+    return make_plan(absolute_source(source), run_dir.resolve(), base_port=base_port)
+
+
+def absolute_source(source: str) -> str:
+    """A topology file as an absolute path (containers mount it at that path); a builtin name unchanged."""
+    if source.startswith("builtin:"):
+        return source
+    path = Path(source).resolve()
+    if not path.is_file():
+        raise InvalidTopology(f"topology file {source} does not exist")
+    return str(path)
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """One container of a host-network deployment, as compose and the Docker SDK both start it."""
+
+    name: str  # the compose service; the SDK prefixes it with the run's name
+    role: str  # the plan's role id, or "pki" / "seed" for the one-shots
+    image: str
+    command: list[str]
+    entrypoint: list[str] | None = None
+    environment: dict[str, str] = field(default_factory=dict)
+    mounts: dict[str, str] = field(default_factory=dict)  # host path -> "rw" | "ro", mounted at that path
+    health_url: str | None = None
+    ports: tuple[int, ...] = ()
+
+
+def role_containers(
+    plan: Plan,
+    *,
+    image: str = IMAGE,
+    orthanc_image: str = ORTHANC_IMAGE,
+    shim: Path | None = None,
+) -> list[ContainerSpec]:
+    """Every role of ``plan`` as a container on the host's network (links and Orthanc included).
+
+    ``shim`` is the loopback ``bind()`` shim for Orthanc (:func:`ncp.orthanc.build_loopback_shim`), required
+    when the plan has an Orthanc role: Orthanc 1.10 binds every address otherwise."""
+    run_dir = plan.run_dir
+    plan_file = str(run_dir / "plan.json")
+    mounts = host_mounts(plan)
+    env = dict(_ENV)
+    specs = []
+    for role in plan.roles:
+        name = _service(role.id)
+        if role.kind == "link":
+            relay = build_relay(plan, role.id)
+            entrypoint = ["python3", "-m", "ncp.link.relay"]
+            specs.append(
+                ContainerSpec(name, role.id, image, relay.argv(), entrypoint, env, mounts, ports=role.ports)
+            )
+        elif role.kind == "orthanc":
+            if shim is None:
+                raise InvalidTopology(f"{role.id}: Orthanc on the host's network needs the loopback shim")
+            port = role.ports[0]
+            orthanc_env = {
+                **env,
+                "XCWADO_ORTHANC_PORT": str(port),
+                "XCWADO_ORTHANC_STORAGE": str(run_dir / role.country / f"orthanc-{role.name}"),
+                "XCWADO_ORTHANC_HOST": f"{plan.host}:{port}",
+                "XCWADO_ORTHANC_NAME": f"xcwado-{role.country.lower()}-{role.name}",
+                "LD_PRELOAD": str(shim),
+            }
+            health = f"http://{plan.host}:{port}/system"
+            specs.append(
+                ContainerSpec(
+                    name,
+                    role.id,
+                    orthanc_image,
+                    [],
+                    environment={**orthanc_env, "XCWADO_HEALTH_URL": health},
+                    mounts={**mounts, str(shim): "ro"},
+                    health_url=health,
+                    ports=role.ports,
+                )
+            )
+        else:
+            health = f"http://{plan.host}:{role.ports[0]}/health"
+            command = ["serve-role", "--plan", plan_file, "--role", role.id]
+            specs.append(
+                ContainerSpec(
+                    name,
+                    role.id,
+                    image,
+                    command,
+                    environment={**env, "XCWADO_HEALTH_URL": health},
+                    mounts=mounts,
+                    health_url=health,
+                    ports=role.ports,
+                )
+            )
+    return specs
+
+
+def host_mounts(plan: Plan) -> dict[str, str]:
+    """Host paths a container of the plan mounts at the same path: the run directory, the topology file and a
+    PKI folder the topology keeps elsewhere."""
+    mounts = {str(plan.run_dir): "rw"}
+    if not plan.source.startswith("builtin:"):
+        mounts[plan.source] = "ro"
+    if plan.pki_dir is not None and not plan.pki_dir.resolve().is_relative_to(plan.run_dir):
+        mounts[str(plan.pki_dir.resolve())] = "rw"
+    return mounts
+
+
+def _one_shots(plan: Plan, image: str) -> tuple[ContainerSpec, ContainerSpec]:
+    plan_file = str(plan.run_dir / "plan.json")
+    state = str(plan.run_dir / "state.json")
+    mounts = host_mounts(plan)
+    env = dict(_ENV)
+    seed = ["seed", "--plan", plan_file, "--state", state]
+    return (
+        ContainerSpec("pki", "pki", image, ["pki", "--plan", plan_file], None, env, mounts),
+        ContainerSpec("seed", "seed", image, seed, None, env, mounts),
+    )
+
+
+def _volumes(mounts: dict[str, str]) -> list[str]:
+    return [f"{path}:{path}:{mode}" for path, mode in mounts.items()]
+
+
+def host_compose_document(
+    plan: Plan,
+    *,
+    user: str,
+    image: str = IMAGE,
+    orthanc_image: str = ORTHANC_IMAGE,
+    shim: Path | None = None,
+) -> dict[str, Any]:
+    """The host-network compose file: the ``pki`` one-shot, every role, then ``seed``, which writes
+    ``<run_dir>/state.json`` once every role is healthy. No network, no volume, no published port."""
+    pki, seed = _one_shots(plan, image)
+    services: dict[str, Any] = {}
+
+    def service(spec: ContainerSpec) -> dict[str, Any]:
+        body: dict[str, Any] = {"image": spec.image, "network_mode": "host", "init": True, "user": user}
+        body["labels"] = {"org.xcwado.run": str(plan.run_dir), "org.xcwado.role": spec.role}
+        if spec.entrypoint:
+            body["entrypoint"] = spec.entrypoint
+        if spec.command:
+            body["command"] = spec.command
+        body["volumes"] = _volumes(spec.mounts)
+        body["environment"] = spec.environment
+        return body
+
+    services["pki"] = service(pki)
+    for spec in role_containers(plan, image=image, orthanc_image=orthanc_image, shim=shim):
+        services[spec.name] = {
+            **service(spec),
+            "depends_on": {"pki": {"condition": "service_completed_successfully"}},
+        }
+    services["seed"] = {
+        **service(seed),
+        "depends_on": {
+            name: {"condition": "service_healthy" if name != "pki" else "service_completed_successfully"}
+            for name in services
+        },
+    }
+    return {"services": services}
+
+
+def write_host_compose(
+    plan: Plan,
+    *,
+    user: str,
+    image: str = IMAGE,
+    orthanc_image: str = ORTHANC_IMAGE,
+    shim: Path | None = None,
+) -> Path:
+    """Write ``compose.yaml`` and ``plan.json`` of a host-network deployment into the plan's run directory;
+    returns the compose file (``ncp.containers.write_compose`` picks the user and builds the shim)."""
+    plan.run_dir.mkdir(parents=True, exist_ok=True)
+    plan.write(plan.run_dir / "plan.json")
+    document = host_compose_document(plan, user=user, image=image, orthanc_image=orthanc_image, shim=shim)
+    compose = plan.run_dir / "compose.yaml"
+    header = "# Generated for this run directory (host networking, 127.0.0.1 only); regenerate, don't edit.\n"
+    compose.write_text(header + to_yaml(document) + "\n")
+    return compose
+
+
+def ports_taken(plan: Plan) -> list[tuple[str, int]]:
+    """The plan's (role, port) pairs that something on the host already listens on."""
+    taken = []
+    for role in plan.roles:
+        for port in role.ports:
+            with socket.socket() as s:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    s.bind((plan.host, port))
+                except OSError:
+                    taken.append((role.id, port))
+    return taken
+
+
+def load_plan(run_dir: Path) -> Plan:
+    """The plan written into a run directory."""
+    return Plan.from_json(json.loads((run_dir / "plan.json").read_text()))
 
 
 def _host_port(code: str, plan: Plan) -> int:
