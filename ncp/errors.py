@@ -8,7 +8,9 @@
     ├── Unauthorized (401)           missing or unverifiable credentials
     ├── Forbidden (403)              valid credentials, request not allowed
     ├── NotFound (404)               unknown resource, community or Retrieve Location UID
+    ├── MethodNotAllowed (405)       a route that does not take this method
     ├── NotAcceptable (406)          no acceptable media type (PS3.18 8.7, MHD ITI-68)
+    ├── RequestTimeout (408)         the request body stopped arriving (ncp.bodytimeout)
     ├── Gone (410)                   deprecated document or deleted instance
     ├── Conflict (409)               a store refuses a write that contradicts what it holds
     ├── PayloadTooLarge (413)        body or DICOM element beyond the configured bound
@@ -26,6 +28,7 @@ from __future__ import annotations
 import json
 from typing import Any, ClassVar
 
+from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 __all__ = [
@@ -34,10 +37,12 @@ __all__ = [
     "Gone",
     "InvalidRequest",
     "InvalidTopology",
+    "MethodNotAllowed",
     "NcpError",
     "NotAcceptable",
     "NotFound",
     "PayloadTooLarge",
+    "RequestTimeout",
     "Unauthorized",
     "Unavailable",
     "UnsupportedMediaType",
@@ -45,6 +50,7 @@ __all__ = [
     "UpstreamTimeout",
     "dicomweb_error_response",
     "fhir_error_response",
+    "from_http_exception",
     "operation_outcome",
     "warning_header",
 ]
@@ -86,9 +92,19 @@ class NotFound(NcpError):
     fhir_code = "not-found"
 
 
+class MethodNotAllowed(NcpError):
+    status = 405
+    fhir_code = "not-supported"
+
+
 class NotAcceptable(NcpError):
     status = 406
     fhir_code = "not-supported"
+
+
+class RequestTimeout(NcpError):
+    status = 408
+    fhir_code = "timeout"
 
 
 class Conflict(NcpError):
@@ -127,6 +143,21 @@ class Unavailable(UpstreamError):
 
     def __init__(self, message: str, *, retry_after: int = 5, headers: dict[str, str] | None = None) -> None:
         super().__init__(message, headers={"Retry-After": str(retry_after), **(headers or {})})
+
+
+_BY_STATUS: dict[int, type[NcpError]] = {
+    400: InvalidRequest,
+    404: NotFound,
+    405: MethodNotAllowed,
+    413: PayloadTooLarge,
+    415: UnsupportedMediaType,
+}
+
+
+def from_http_exception(exc: HTTPException) -> NcpError:
+    """Starlette's own refusals (no route 404, method 405, unreadable form 400) as the NcpError of that
+    status, so that an app's NcpError handler gives them its shape (OperationOutcome or Warning)."""
+    return _BY_STATUS.get(exc.status_code, InvalidRequest)(str(exc.detail), headers=dict(exc.headers or {}))
 
 
 def operation_outcome(

@@ -15,12 +15,14 @@ from typing import Any, Literal
 
 import httpx
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ncp.errors import NcpError, dicomweb_error_response, fhir_error_response
+from ncp.bodytimeout import BodyTimeout
+from ncp.errors import NcpError, dicomweb_error_response, fhir_error_response, from_http_exception
 from ncp.gateway import iti67, iti68, iti78, rad160
 from ncp.gateway.context import Clients
 from ncp.gateway.guard import AuditMiddleware, Guard, idp_routes_handlers
@@ -106,11 +108,12 @@ def _app(settings: GatewaySettings, routes: list[Route], listener: Literal["gate
         if audit
         else []
     )
+    handler = _error_handler(hop_name)
     app = Starlette(
         routes=[*routes, *extra, Route("/health", _health)],
         lifespan=lifespan,
-        middleware=middleware,
-        exception_handlers={NcpError: _error_handler(hop_name)},
+        middleware=[Middleware(BodyTimeout), *middleware],  # outermost: the audit records a 408
+        exception_handlers={NcpError: handler, HTTPException: handler},
     )
     app.state.settings = settings
     app.state.hop_name = hop_name
@@ -132,6 +135,8 @@ def _audit_routes(
 
 def _error_handler(agent: str) -> Callable[[Request, Exception], Any]:
     def handle(request: Request, exc: Exception) -> Response:
+        if isinstance(exc, HTTPException):  # Starlette's own 404 (no route), 405, 400: the same shapes
+            exc = from_http_exception(exc)
         assert isinstance(exc, NcpError)
         is_fhir = request.url.path.startswith(("/fhir", "/idp"))
         note_failure(request, exc.message)  # every refusal and failure is audited with its reason

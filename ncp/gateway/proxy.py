@@ -137,11 +137,14 @@ class AiohttpUpstream:
             async for chunk in resp.content.iter_chunked(_CHUNK):
                 yield chunk
 
+        async def release() -> None:  # on the event loop: a sync task would run in a worker thread
+            resp.release()
+
         return UpstreamResponse(
             status=resp.status,
             headers=[(k, v) for k, v in resp.headers.items()],
             body=body(),
-            close=BackgroundTask(resp.release),
+            close=BackgroundTask(release),
             elapsed_to_headers=elapsed,
         )
 

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from ncp.bodytimeout import BodyTimeout
 from ncp.errors import NcpError, dicomweb_error_response, warning_header
 from ncp.pacs.context import PacsContext, header_safe
 from ncp.pacs.rad107 import retrieve_routes
@@ -50,4 +52,8 @@ def create_pacs_app(settings: PacsSettings) -> Starlette:
         *rendered_routes(ctx),
         *retrieve_routes(ctx),
     ]
-    return Starlette(routes=routes, exception_handlers={NcpError: on_error, HTTPException: on_http_error})
+    return Starlette(
+        routes=routes,
+        middleware=[Middleware(BodyTimeout)],
+        exception_handlers={NcpError: on_error, HTTPException: on_http_error},
+    )

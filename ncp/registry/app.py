@@ -22,11 +22,14 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ncp.errors import NcpError, fhir_error_response
+from ncp.bodytimeout import BodyTimeout
+from ncp.errors import NcpError, fhir_error_response, from_http_exception
 from ncp.registry import iti65, iti67, iti68, pdqm
 from ncp.registry.fhirhttp import Registry, check_format, fhir_response
 from ncp.registry.settings import RegistrySettings
@@ -50,7 +53,11 @@ def create_registry_app(settings: RegistrySettings) -> Starlette:
         Route("/fhir/Patient/{id}", pdqm.read_patient, methods=["GET"]),
         Route("/health", _health, methods=["GET"]),
     ]
-    app = Starlette(routes=routes, exception_handlers={NcpError: _error_handler})
+    app = Starlette(
+        routes=routes,
+        middleware=[Middleware(BodyTimeout)],
+        exception_handlers={NcpError: _error_handler, HTTPException: _http_error_handler},
+    )
     app.state.registry = Registry(settings, Store(settings.db_path))
     return app
 
@@ -61,6 +68,12 @@ def _error_handler(request: Request, exc: Exception) -> Response:
     if rid := request.headers.get("x-request-id"):
         response.headers["x-request-id"] = rid
     return response
+
+
+def _http_error_handler(request: Request, exc: Exception) -> Response:
+    """Starlette's own 404 (no route) and 405 (method) as an OperationOutcome, like every other error."""
+    assert isinstance(exc, HTTPException)
+    return _error_handler(request, from_http_exception(exc))
 
 
 async def _metadata(request: Request) -> Response:

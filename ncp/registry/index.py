@@ -2,7 +2,7 @@
 
 Token keys are ``(param, system, code)`` rows, date keys ``(param, lo, hi)`` rows (a half-open
 UTC range, FHIR R4 search 3.1.1.5.6: every date value is an implicit range at its precision).
-The parameter names are those of ITI-67 (MHD 2:3.67.4.1.3.1) and MADO (standards §3.4).
+The parameter names are those of ITI-67 (MHD 2:3.67.4.1.3.1) and the MADO IG's SearchParameters.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ Token = tuple[str, str, str]  # (param, system or "", code)
 
 def normalize_identifier(system: str, value: str) -> tuple[str, str]:
     """One form for OID/UID identifiers, so ``UID``, ``urn:oid:UID``, ``urn:dicom:uid|UID`` and
-    ``urn:ietf:rfc:3986|urn:oid:UID`` all match (standards §3.4: "match both")."""
+    ``urn:ietf:rfc:3986|urn:oid:UID`` all match (the MADO IG writes both forms)."""
     if value.startswith("urn:oid:"):
         value = value.removeprefix("urn:oid:")
         return (RFC3986 if system in _UID_SYSTEMS else system), value
@@ -52,7 +52,8 @@ def _codings(concept: Any) -> Iterator[dict[str, Any]]:
 
 
 def _coding_tokens(param: str, codings: Iterable[dict[str, Any]]) -> list[Token]:
-    return [(param, str(c.get("system", "")), str(c["code"])) for c in codings]
+    """A coding without a code is no search key (content.format is a bare Coding: nothing filtered it)."""
+    return [(param, str(c.get("system", "")), str(c["code"])) for c in codings if c.get("code")]
 
 
 def _identifier_token(param: str, identifier: Any) -> list[Token]:

@@ -5,7 +5,7 @@ modifier is a 400 naming it, never silently ignored (an ignored filter would ret
 the consumer did not ask for). Comma separates alternatives (OR) inside one parameter; a repeated
 parameter is another condition (AND). Tokens: ``system|code``, ``|code``, ``code``, ``system|``.
 Identifier-like parameters (``identifier``, ``related``, ``study-instance-uid``, ``accession-number``)
-match UIDs with and without ``urn:oid:`` (standards §3.4).
+match UIDs with and without ``urn:oid:`` (the MADO IG writes both forms).
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ SEARCH_PARAMS: dict[str, str] = {
     **{p: "date" for p in DATE_PARAMS},
 }
 DOCUMENT_STATUSES = frozenset({"current", "superseded", "entered-in-error"})
-_ALIASES = {"bodysite": "anatomical-region"}  # the MADO CapabilityStatement's name (standards §3.4)
+_ALIASES = {"bodysite": "anatomical-region"}  # the name in MADO's CapabilityStatement
 _MODIFIERS = {("related", "identifier")}  # related:identifier (MHD 2:3.67.4.1.3.1)
 _IDENTIFIER_PARAMS = frozenset({"identifier", "related", "study-instance-uid", "accession-number"})
 _CONTROL = frozenset({"_count", "_offset", "_format"})

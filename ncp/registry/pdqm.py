@@ -1,4 +1,4 @@
-"""Patient search and read, PDQm ITI-78 style (ARCHITECTURE §2 step 0).
+"""Patient search and read, PDQm ITI-78 style (docs/architecture.md, step 0).
 
 ``GET /fhir/Patient?identifier=urn:oid:{issuer}|{id}`` answers from the Patients received with
 ITI-65. Strict parameter handling as for ITI-67: unknown parameters are a 400.
