@@ -48,9 +48,6 @@ __all__ = ["Sample", "SoakConfig", "SoakReport", "main", "rss_growth", "run_soak
 FLAT_WINDOW_S = 20 * 60.0  # the issue's window; a shorter run uses its last 2/3
 _TOKEN_RENEW_S = 120.0  # viewers keep a treatment token this long (tokens live 5 min)
 _TIMEOUT = httpx.Timeout(60.0, connect=5.0)
-# Idle connections are dropped well before the gateway's keep-alive (uvicorn: 5 s) closes them: reusing one
-# the server is closing loses the request (a reset), an artefact of the client, not of the NCP.
-_LIMITS = httpx.Limits(keepalive_expiry=2.0)
 _JOIN_S = 90.0  # a client finishes its request in flight: at most one timeout
 
 
@@ -199,8 +196,9 @@ class SoakClient:
         self.errors = errors
         self.stop = stop
         self.rng = random.Random(f"{config.seed}/{index}")
-        hooks = {"response": [self._on_response]}
-        self.http = httpx.Client(timeout=_TIMEOUT, limits=_LIMITS, event_hooks=hooks)
+        # httpx's default pool (idle connections kept 5 s), as ImagingConsumer's: the gateways must keep
+        # theirs longer (ncp.app.KEEP_ALIVE_S), else a request sent on one they are closing is lost
+        self.http = httpx.Client(timeout=_TIMEOUT, event_hooks={"response": [self._on_response]})
         self._http_errors = 0  # non-2xx answers seen: an exception they cause is not counted again
         self._tokens: dict[tuple[str, str, str], tuple[dict[str, str], float]] = {}
 
@@ -362,15 +360,6 @@ def visits_of(
     return out
 
 
-def by_treatment_country(visits: Sequence[Visit]) -> list[list[Visit]]:
-    """The visits per country of treatment: a health professional works at one NCP, so each client keeps
-    one gateway busy (a pool idle past the server's keep-alive would race its close, a client artefact)."""
-    desks: dict[str, list[Visit]] = {}
-    for visit in visits:
-        desks.setdefault(visit.gateway, []).append(visit)
-    return list(desks.values())
-
-
 @contextmanager
 def seeded_federation(config: SoakConfig) -> Iterator[tuple[Federation, list[Visit]]]:
     with Federation(config.topology, config.run_dir, mode="process", secure=True) as fed:
@@ -414,10 +403,8 @@ def _drive(
     samples = [sample(0.0, tally, pids)]
     print(render_header(pids), file=out)
     print(render_line(samples[0]), file=out, flush=True)
-    desks = by_treatment_country(visits)
-    clients = [
-        SoakClient(i, desks[i % len(desks)], config, tally, errors, stop) for i in range(config.clients)
-    ]
+    # every client consults both ways, so its pool to each gateway idles at times (keep-alive is exercised)
+    clients = [SoakClient(i, visits, config, tally, errors, stop) for i in range(config.clients)]
     threads = [threading.Thread(target=c.run, name=f"soak-{i}", daemon=True) for i, c in enumerate(clients)]
     started = time.monotonic()
     for t in threads:
