@@ -19,6 +19,7 @@ from rich.console import Console
 from ncp.errors import NcpError
 
 if TYPE_CHECKING:
+    from ncp.app import Plan
     from ncp.dicom.validate import Resolver
     from ncp.federation import Federation
     from ncp.topology import Topology
@@ -294,9 +295,28 @@ def cmd_load(args: argparse.Namespace) -> int:
     return subprocess.run(command, check=False, env=env).returncode
 
 
+def _plan(path: str, role: str | None = None) -> Plan:
+    """The plan file a deployment command is given, checked: a missing or foreign file, or a role it
+    does not have, is one line naming the file (it was a traceback)."""
+    import json
+
+    from ncp.app import Plan
+
+    try:
+        plan = Plan.from_json(json.loads(Path(path).read_text()))
+    except OSError as exc:
+        raise UsageError(f"--plan {path}: {exc.strerror or exc}") from None
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise UsageError(f"--plan {path}: not a plan as `xcwado compose` writes it ({exc})") from None
+    if role is not None and role not in {r.id for r in plan.roles}:
+        raise UsageError(f"--role {role} is not in {path}; its roles: {', '.join(r.id for r in plan.roles)}")
+    return plan
+
+
 def cmd_serve_role(args: argparse.Namespace) -> int:
     from ncp.federation import run_role
 
+    _plan(args.plan, args.role)
     run_role(Path(args.plan), args.role)
     return 0
 
@@ -305,26 +325,27 @@ def cmd_seed(args: argparse.Namespace) -> int:
     """Seed a federation that runs elsewhere (e.g. compose services) from its plan."""
     import json
 
-    from ncp.app import Plan
     from ncp.federation import state_document
     from ncp.publish import seed_federation
     from ncp.synth import catalogue_json
+    from ncp.topology import nothing_listens, unreachable
 
-    plan = Plan.from_json(json.loads(Path(args.plan).read_text()))
+    plan = _plan(args.plan)
+    state = _writable(Path(args.state), "--state")
+    down = unreachable(plan.endpoints.entry_points())
+    if down:
+        raise UsageError(f"the federation of {args.plan} is not running: {nothing_listens(down)}")
     published = asyncio.run(seed_federation(plan.topology, plan.endpoints))
     catalogue = {"patients": [p for pub in published.values() for p in catalogue_json(pub.data)]}
-    Path(args.state).write_text(json.dumps(state_document(plan, catalogue), indent=2))
+    state.write_text(json.dumps(state_document(plan, catalogue), indent=2))
     return 0
 
 
 def cmd_pki(args: argparse.Namespace) -> int:
     """Create the federation's test PKI for a plan (once; an existing one is kept)."""
-    import json
-
-    from ncp.app import Plan
     from ncp.security.pki import FederationPki
 
-    plan = Plan.from_json(json.loads(Path(args.plan).read_text()))
+    plan = _plan(args.plan)
     if plan.pki_dir is not None and not (plan.pki_dir / "registry.json").exists():
         FederationPki.create(plan.pki_dir, list(plan.endpoints.countries))
     return 0

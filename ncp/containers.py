@@ -57,7 +57,7 @@ from ncp.deploy import (
     write_host_compose,
 )
 from ncp.errors import NcpError
-from ncp.federation import Federation
+from ncp.federation import Federation, NotHealthy
 
 # The `docker` package has no type information (and mypy would take the checkout's docker/ folder for it).
 DockerClient = Any
@@ -615,7 +615,7 @@ class DockerFederation(Federation):
             try:
                 super().wait_healthy(min(2.0, max(0.1, deadline - time.monotonic())))
                 return
-            except RuntimeError:
+            except NotHealthy:
                 if time.monotonic() > deadline:
                     raise
 

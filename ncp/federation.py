@@ -30,10 +30,10 @@ from ncp.errors import NcpError
 from ncp.link import FaultSpec, RelayThread
 from ncp.orthanc import OrthancConfig, run_orthanc
 from ncp.security.pki import FederationPki
-from ncp.server import serve_in_thread
+from ncp.server import run_forever, serve_in_thread
 from ncp.topology import Topology
 
-__all__ = ["Federation", "InUse", "hold_run", "run_role", "state_document"]
+__all__ = ["Federation", "InUse", "NotHealthy", "hold_run", "run_role", "state_document"]
 
 log = logging.getLogger(__name__)
 Mode = Literal["process", "thread"]
@@ -65,6 +65,7 @@ class Federation:
         if self.plan.pki_dir is not None and not (self.plan.pki_dir / "registry.json").exists():
             FederationPki.create(self.plan.pki_dir, list(self.plan.endpoints.countries), host=self.plan.host)
         self.pids: dict[str, int] = {}
+        self._procs: dict[str, subprocess.Popen[bytes]] = {}  # process mode: to see a role that died
         self.relays: dict[str, RelayThread] = {}  # thread mode: link relays by role id, for their counters
         self.mode = mode
         self._roles: dict[str, ExitStack] = {}
@@ -105,6 +106,7 @@ class Federation:
                 plan_file = self.plan.run_dir / "plan.json"
                 proc = stack.enter_context(_process(plan_file, role.id, self.plan.run_dir))
                 self.pids[role.id] = proc.pid
+                self._procs[role.id] = proc
             else:
                 # log_config=None: uvicorn would otherwise point its loggers at this process's stderr on
                 # every start; left alone they reach the root logger, which the caller directs (the
@@ -124,6 +126,7 @@ class Federation:
         if self.mode == "process":
             with _child(["ncp.link.relay", *spec.argv()], role.id, self.plan.run_dir) as proc:
                 self.pids[role.id] = proc.pid
+                self._procs[role.id] = proc
                 yield
             return
         with RelayThread(*spec.listen, *spec.target, spec.profile) as relay:
@@ -140,6 +143,7 @@ class Federation:
         if role_id not in self._roles:
             raise KeyError(f"role {role_id!r} is not running; running: {sorted(self._roles)}")
         self._roles.pop(role_id).close()
+        self._procs.pop(role_id, None)
         try:
             yield
         finally:
@@ -166,41 +170,54 @@ class Federation:
 
     def health_urls(self) -> list[str]:
         """Every listener but secure borders (they take only NCP client certificates)."""
-        borders = {
-            url
-            for ep in self.plan.endpoints.countries.values()
-            for url in [ep.border]
-            if url.startswith("https")
-        }
-        urls = [
-            f"http://{self.plan.host}:{port}"
-            for role in self.plan.roles
-            if role.kind not in ("orthanc", "link")  # a link relays TCP to a border: see relay_addresses
-            for port in role.ports
-        ]
-        return [f"{u}/health" for u in urls if u.replace("http://", "https://") not in borders]
+        return [url for url, _ in self._health_checks() if not url.startswith("tcp://")]
 
     def relay_addresses(self) -> list[str]:
         """Link relays, probed by a TCP connect; a link set to refuse is working when it refuses."""
+        return [url for url, _ in self._health_checks() if url.startswith("tcp://")]
+
+    def _health_checks(self) -> list[tuple[str, str]]:
+        """(probe URL, role id) for every role that can be probed."""
+        secure_borders = {
+            ep.border for ep in self.plan.endpoints.countries.values() if ep.border.startswith("https")
+        }
         refusing = {rid for rid, fault in self.plan.link_faults.items() if fault.mode == "refuse"}
-        return [
-            f"tcp://{self.plan.host}:{role.ports[0]}"
-            for role in self.plan.roles
-            if role.kind == "link" and role.id not in refusing
-        ]
+        checks = []
+        for role in self.plan.roles:
+            if role.kind == "link":  # relays TCP to a border: a connect is all it answers
+                if role.id not in refusing:
+                    checks.append((f"tcp://{self.plan.host}:{role.ports[0]}", role.id))
+            elif role.kind != "orthanc":
+                for port in role.ports:
+                    base = f"http://{self.plan.host}:{port}"
+                    if base.replace("http://", "https://") not in secure_borders:
+                        checks.append((f"{base}/health", role.id))
+        return checks
 
     def wait_healthy(self, timeout: float) -> None:
+        """Return once every role answers; a role process that exits, or ``timeout``, is a
+        :class:`NotHealthy` naming the roles and their logs."""
         deadline = time.monotonic() + timeout
-        pending = set(self.health_urls()) | set(self.relay_addresses())
+        pending = dict(self._health_checks())
         with httpx.Client(timeout=2.0) as client:
             while pending:
                 for url in sorted(pending):
                     if _healthy(client, url):
-                        pending.discard(url)
+                        del pending[url]
+                dead = {r: p.returncode for r, p in self._procs.items() if p.poll() is not None}
+                if dead:
+                    raise NotHealthy(self._why(dead, "exited with status"))
                 if pending and time.monotonic() > deadline:
-                    raise RuntimeError(f"roles not healthy after {timeout:g} s: {sorted(pending)}")
+                    roles = {role: f"not answering after {timeout:g} s" for role in pending.values()}
+                    raise NotHealthy(self._why(roles, ""))
                 if pending:
                     time.sleep(0.1)
+
+    def _why(self, roles: Mapping[str, object], what: str) -> str:
+        logs = self.plan.run_dir / "logs"
+        told = [f"{role} {what} {detail}".replace("  ", " ") for role, detail in sorted(roles.items())]
+        where = f"; their logs are in {logs}" if self.mode == "process" else ""
+        return f"the federation did not start: {', '.join(told)}{where}"
 
     def state(self) -> dict[str, Any]:
         return state_document(self.plan, self.catalogue)
@@ -215,6 +232,10 @@ class Federation:
 
 class InUse(NcpError):
     """The run folder or state file belongs to a federation that is running."""
+
+
+class NotHealthy(NcpError):
+    """A role of the federation never answered, or its process exited, while starting."""
 
 
 @contextmanager
@@ -394,4 +415,4 @@ def run_role(plan_file: Path, role_id: str) -> None:
     async def main() -> None:
         await asyncio.gather(*(s.serve() for s in servers))
 
-    asyncio.run(main())
+    run_forever(main())

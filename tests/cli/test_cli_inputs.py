@@ -156,3 +156,40 @@ def test_load_against_a_stopped_federation_fails_at_once_naming_it(tmp_path: Pat
     assert "gateway" in line
     assert time.monotonic() - started < 30
     assert not (tmp_path / "out").exists()  # Locust never started
+
+
+def _written_plan(tmp_path: Path) -> Path:
+    from ncp.app import make_plan
+
+    plan = make_plan("builtin:default", tmp_path / "run")  # ports chosen, nothing started
+    path = tmp_path / "plan.json"
+    plan.write(path)
+    return path
+
+
+@pytest.mark.parametrize("command", ["serve-role --role FR/gateway", "seed --state s.json", "pki"])
+def test_deployment_commands_refuse_a_missing_plan(tmp_path: Path, command: str) -> None:
+    done = xcwado(*command.split(), "--plan", str(tmp_path / "nope.json"), cwd=tmp_path)
+    refused(done, f"--plan {tmp_path / 'nope.json'}", "No such file")
+
+
+@pytest.mark.parametrize("content", ['{"roles": 3}', "not json at all"])
+def test_deployment_commands_refuse_a_file_that_is_not_a_plan(tmp_path: Path, content: str) -> None:
+    path = tmp_path / "other.json"
+    path.write_text(content)
+    refused(xcwado("pki", "--plan", str(path)), "not a plan as `xcwado compose` writes it")
+
+
+def test_serve_role_refuses_a_role_the_plan_does_not_have(tmp_path: Path) -> None:
+    plan = _written_plan(tmp_path)
+    line = refused(xcwado("serve-role", "--plan", str(plan), "--role", "XX/gateway"), "--role XX/gateway")
+    assert "FR/gateway" in line  # the roles it does have
+
+
+def test_seed_refuses_a_federation_that_is_not_running(tmp_path: Path) -> None:
+    plan = _written_plan(tmp_path)
+    started = time.monotonic()
+    done = xcwado("seed", "--plan", str(plan), "--state", str(tmp_path / "state.json"))
+    refused(done, "is not running", "FR gateway")
+    assert time.monotonic() - started < 30
+    assert not (tmp_path / "state.json").exists()

@@ -1,0 +1,61 @@
+"""A role that never comes up stops ``xcwado up`` at once, in one line naming the role and where its log is
+(it used to wait 60 s, then printed a ``RuntimeError`` traceback);
+nothing keeps running, no state file stays."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from cli_support import refused
+
+DYING_ROLE = "AT/registry/national"
+
+# Fault injection: every Python process of the run imports this; the one serving DYING_ROLE exits at once,
+# as a role whose port, storage or configuration fails would.
+_SITECUSTOMIZE = f"""
+import os
+import sys
+if "serve-role" in sys.argv and {DYING_ROLE!r} in sys.argv:
+    print("injected fault: this role cannot start", flush=True)
+    os._exit(3)  # SystemExit would be reported by site as an error
+"""
+
+
+def test_a_role_that_exits_while_starting_is_named_in_one_line(tmp_path: Path) -> None:
+    inject = tmp_path / "inject"
+    inject.mkdir()
+    (inject / "sitecustomize.py").write_text(_SITECUSTOMIZE)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(inject), os.environ.get("PYTHONPATH")])),
+    }
+    state, run_dir = tmp_path / "state.json", tmp_path / "run"
+    started = time.monotonic()
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ncp.cli",
+            "up",
+            "--state",
+            str(state),
+            "--run-dir",
+            str(run_dir),
+            "--no-seed",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    elapsed = time.monotonic() - started
+    line = refused(done, DYING_ROLE, "exited with status 3", str(run_dir / "logs"))
+    assert "did not start" in line
+    assert elapsed < 45, f"waited {elapsed:.0f} s for a role that had already exited"
+    assert not state.exists()
+    log = run_dir / "logs" / (DYING_ROLE.replace("/", "-") + ".log")
+    assert "injected fault" in log.read_text()
