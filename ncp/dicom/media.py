@@ -5,9 +5,11 @@
 what a WADO-RS / QIDO-RS origin server answers or raise :class:`~ncp.errors.NotAcceptable` (406):
 
 - retrieve (PS3.18 8.7.3-8.7.5): ``multipart/related; type="application/dicom"`` with an optional
-  ``transfer-syntax`` parameter; no parameter means Explicit VR Little Endian (Table 8.7.3-2),
-  ``*`` means "as the server has it". This server never transcodes: a stored file is served as
-  is, so a transfer syntax other than the stored one is not acceptable.
+  ``transfer-syntax`` parameter; no parameter (and no ``Accept`` at all) means Explicit VR Little
+  Endian (Table 8.7.3-2), ``*`` means "as the server has it". Whether a syntax can be produced
+  from what is stored (transcoding) is the caller's ``produce`` predicate.
+- frames (PS3.18 8.7.3.3, 10.4.1.1.3): ``multipart/related; type="application/octet-stream"``
+  (uncompressed, the default) or a compressed pixel media type (``image/jpeg``, ``image/jls``...).
 - metadata and search: ``application/dicom+json`` (``application/json`` accepted as an alias).
 - rendered (PS3.18 8.3.5.1.3): ``image/jpeg`` (default) or ``image/png``, single part or wrapped
   in ``multipart/related`` as MADO's examples ask.
@@ -15,7 +17,7 @@ what a WADO-RS / QIDO-RS origin server answers or raise :class:`~ncp.errors.NotA
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -24,16 +26,22 @@ from ncp.errors import InvalidRequest, NotAcceptable
 
 __all__ = [
     "DEFAULT_TRANSFER_SYNTAX",
+    "MAX_ACCEPT_LENGTH",
+    "MAX_ACCEPT_RANGES",
+    "PIXEL_MEDIA_TYPES",
     "DicomRepresentation",
+    "FrameRepresentation",
     "MediaRange",
     "MediaType",
     "RenderedRepresentation",
     "TransferSyntax",
     "negotiate",
     "negotiate_dicom",
+    "negotiate_frames",
     "negotiate_rendered",
     "parse_accept",
     "parse_media_type",
+    "pixel_media_type",
     "split_header_list",
 ]
 
@@ -50,7 +58,7 @@ class MediaType(StrEnum):
     JSON = "application/json"
     """Plain JSON, accepted as an alias of application/dicom+json."""
     OCTET_STREAM = "application/octet-stream"
-    """Uncompressed bulk data and frames; not served here."""
+    """Uncompressed bulk data and frames (PS3.18 8.7.3.3)."""
     MULTIPART_RELATED = "multipart/related"
     """RFC 2387 container of several parts, each of the ``type`` parameter's media type."""
     JPEG = "image/jpeg"
@@ -84,9 +92,42 @@ class TransferSyntax(StrEnum):
     """JPEG 2000, possibly irreversible."""
     RLE_LOSSLESS = "1.2.840.10008.1.2.5"
     """DICOM RLE."""
+    JPEG_EXTENDED = "1.2.840.10008.1.2.4.51"
+    """JPEG Extended (Process 2 and 4), lossy, up to 12 bits."""
+    JPEG_LOSSLESS = "1.2.840.10008.1.2.4.57"
+    """JPEG Lossless (Process 14)."""
+    JPEG_LS_NEAR_LOSSLESS = "1.2.840.10008.1.2.4.81"
+    """JPEG-LS near-lossless."""
+    JPEG_2000_PART2_LOSSLESS = "1.2.840.10008.1.2.4.92"
+    """JPEG 2000 Part 2 multi-component, reversible."""
+    JPEG_2000_PART2 = "1.2.840.10008.1.2.4.93"
+    """JPEG 2000 Part 2 multi-component."""
+    HTJ2K_LOSSLESS = "1.2.840.10008.1.2.4.201"
+    """High-Throughput JPEG 2000, reversible."""
+    HTJ2K_LOSSLESS_RPCL = "1.2.840.10008.1.2.4.202"
+    """High-Throughput JPEG 2000 with RPCL options, reversible."""
+    HTJ2K = "1.2.840.10008.1.2.4.203"
+    """High-Throughput JPEG 2000."""
 
 
 DEFAULT_TRANSFER_SYNTAX = TransferSyntax.EXPLICIT_VR_LITTLE_ENDIAN
+
+# PS3.18 Table 8.7.3-5 (pixel data media types): each compressed media type and the transfer
+# syntaxes it carries, its default first. image/x-dicom-rle is the pre-2019 name of image/dicom-rle.
+_T = TransferSyntax
+PIXEL_MEDIA_TYPES: Mapping[str, tuple[str, ...]] = {
+    "image/jpeg": (_T.JPEG_LOSSLESS_SV1, _T.JPEG_BASELINE_8BIT, _T.JPEG_EXTENDED, _T.JPEG_LOSSLESS),
+    "image/jls": (_T.JPEG_LS_LOSSLESS, _T.JPEG_LS_NEAR_LOSSLESS),
+    "image/jp2": (_T.JPEG_2000_LOSSLESS, _T.JPEG_2000),
+    "image/jpx": (_T.JPEG_2000_PART2_LOSSLESS, _T.JPEG_2000_PART2),
+    "image/jphc": (_T.HTJ2K_LOSSLESS, _T.HTJ2K_LOSSLESS_RPCL, _T.HTJ2K),
+    "image/dicom-rle": (_T.RLE_LOSSLESS,),
+    "image/x-dicom-rle": (_T.RLE_LOSSLESS,),
+}
+MAX_ACCEPT_LENGTH = 8192
+"""An Accept header longer than this is refused (400): browsers send a few hundred bytes."""
+MAX_ACCEPT_RANGES = 64
+"""At most this many media ranges; more is a refused request, not a longer search."""
 
 
 @dataclass(frozen=True)
@@ -188,12 +229,32 @@ def _parse_range(item: str) -> MediaRange:
     return MediaRange(media_type, params, q)
 
 
+def _all_ranges(value: str) -> list[MediaRange]:
+    """Every well-formed range, q=0 included. A malformed element is skipped (RFC 9110 12.5.1 lets
+    a server ignore what it cannot use), unless nothing else is left: then the request is bad.
+    Bounded so that a hostile header costs no more than a normal one."""
+    if len(value) > MAX_ACCEPT_LENGTH:
+        raise InvalidRequest(f"Accept header longer than {MAX_ACCEPT_LENGTH} characters")
+    items = split_header_list(value)
+    if len(items) > MAX_ACCEPT_RANGES:
+        raise InvalidRequest(f"Accept header with {len(items)} media ranges (at most {MAX_ACCEPT_RANGES})")
+    ranges: list[MediaRange] = []
+    first_error: InvalidRequest | None = None
+    for item in items:
+        try:
+            ranges.append(_parse_range(item))
+        except InvalidRequest as exc:
+            first_error = first_error or exc
+    if first_error is not None and not ranges:
+        raise first_error
+    return ranges
+
+
 def parse_accept(value: str | None) -> list[MediaRange]:
     """Media ranges with q > 0, best first; a missing or empty header means ``*/*``."""
     if value is None or not value.strip():
         return [MediaRange("*/*")]
-    ranges = [_parse_range(item) for item in split_header_list(value)]
-    indexed = sorted(enumerate(ranges), key=lambda p: (-p[1].q, -p[1].specificity, p[0]))
+    indexed = sorted(enumerate(_all_ranges(value)), key=lambda p: (-p[1].q, -p[1].specificity, p[0]))
     return [r for _, r in indexed if r.q > 0]
 
 
@@ -201,8 +262,7 @@ def _refused(value: str | None) -> set[str]:
     """Concrete media types the client explicitly refused with ``q=0``."""
     if value is None or not value.strip():
         return set()
-    ranges = (_parse_range(item) for item in split_header_list(value))
-    return {r.media_type for r in ranges if r.q == 0 and r.specificity >= 2}
+    return {r.media_type for r in _all_ranges(value) if r.q == 0 and r.specificity >= 2}
 
 
 def negotiate(accept: str | None, offers: Sequence[str]) -> str:
@@ -217,6 +277,14 @@ def negotiate(accept: str | None, offers: Sequence[str]) -> str:
     )
 
 
+def _transfer_syntax_param(media_range: MediaRange) -> str | None:
+    """The range's ``transfer-syntax`` parameter: None, ``*`` or a checked UID (400 if malformed)."""
+    ts = media_range.params.get("transfer-syntax")
+    if ts is None or ts.strip() == "*":
+        return None if ts is None else "*"
+    return validate_uid(ts.strip(), "transfer-syntax parameter")
+
+
 @dataclass(frozen=True)
 class DicomRepresentation:
     """How to answer a WADO-RS instance retrieval."""
@@ -227,48 +295,119 @@ class DicomRepresentation:
     """The transfer syntax all parts share, or None for ``*``: each part as stored."""
 
 
-def _dicom_candidate(media_range: MediaRange, single_part: bool) -> tuple[bool, str | None] | None:
-    """(multipart, transfer-syntax parameter) this range asks for, or None if it is not DICOM."""
-    ts = media_range.params.get("transfer-syntax")
+def _dicom_candidate(media_range: MediaRange, single_part: bool) -> tuple[bool, str | None, bool] | None:
+    """(multipart, transfer-syntax parameter, named a DICOM type) this range asks for, or None."""
+    ts = _transfer_syntax_param(media_range)
     if media_range.media_type in ("*/*", "multipart/*"):
-        return True, ts or "*"  # no DICOM type named, so no default transfer syntax applies
+        return True, ts, False
     if media_range.media_type == MediaType.MULTIPART_RELATED:
         # PS3.18 8.7.3.2: "type" is required; a missing one is read as application/dicom.
         part_type = media_range.params.get("type", MediaType.DICOM).strip().lower()
-        return (True, ts) if part_type in (MediaType.DICOM, "application/*", "*/*") else None
+        named = part_type == MediaType.DICOM
+        return (True, ts, named) if named or part_type in ("application/*", "*/*") else None
     if media_range.media_type in (MediaType.DICOM, "application/*") and single_part:
-        return False, ts
+        return False, ts, media_range.media_type == MediaType.DICOM
     return None
 
 
 def negotiate_dicom(
-    accept: str | None, stored: Collection[str], *, single_part: bool = False
+    accept: str | None,
+    stored: Collection[str],
+    *,
+    single_part: bool = False,
+    produce: Callable[[str], bool] | None = None,
 ) -> DicomRepresentation:
     """Choose the representation of instances stored in the transfer syntaxes ``stored``.
 
-    PS3.18 8.7.3.5: without a ``transfer-syntax`` parameter the default, Explicit VR Little
-    Endian, is due; ``*`` lets the server choose (here: as stored). Since nothing is transcoded,
-    a range is acceptable only if every stored syntax equals the one it names.
+    ``produce(ts)`` says whether every instance can be served in ``ts`` (default: only if stored
+    so). PS3.18 8.7.3.5: without a ``transfer-syntax`` parameter Explicit VR Little Endian is due;
+    ``*`` lets the server choose (as stored). A wildcard range that names no DICOM type falls back
+    to ``*`` when the default cannot be produced.
     """
     kinds = set(stored)
+    can = produce or (lambda ts: kinds <= {ts})
+    wanted: list[str] = []
     for media_range in parse_accept(accept):
         candidate = _dicom_candidate(media_range, single_part)
         if candidate is None:
             continue
-        multipart, ts = candidate
-        if ts is not None and ts != "*":
-            validate_uid(ts.strip(), "transfer-syntax parameter")
-        wanted = DEFAULT_TRANSFER_SYNTAX.value if ts is None else ts.strip()
-        if wanted == "*":
-            only = next(iter(kinds)) if len(kinds) == 1 else None
-            return DicomRepresentation(multipart, only)
-        if kinds <= {wanted}:
-            return DicomRepresentation(multipart, wanted)
+        multipart, ts, named = candidate
+        if ts == "*":
+            return DicomRepresentation(multipart, next(iter(kinds)) if len(kinds) == 1 else None)
+        target = ts or DEFAULT_TRANSFER_SYNTAX.value
+        if can(target):
+            return DicomRepresentation(multipart, target)
+        if ts is None and not named:
+            return DicomRepresentation(multipart, next(iter(kinds)) if len(kinds) == 1 else None)
+        wanted.append(target)
     shown = ", ".join(sorted(kinds)) or "none"
+    names = ", ".join(dict.fromkeys(wanted))
+    refused = f"transfer syntax {names} cannot be produced (no codec); " if wanted else ""
     raise NotAcceptable(
-        "no acceptable representation: instances are available as multipart/related; "
-        f'type="application/dicom" in transfer syntax {shown} (or transfer-syntax=*); no transcoding'
+        f"no acceptable representation: {refused}instances are stored in transfer syntax {shown}; "
+        'ask for multipart/related; type="application/dicom" with transfer-syntax=* to have them as stored'
     )
+
+
+def pixel_media_type(transfer_syntax: str) -> str | None:
+    """The compressed media type that carries frames in ``transfer_syntax``; None if uncompressed."""
+    return next((t for t, syntaxes in PIXEL_MEDIA_TYPES.items() if transfer_syntax in syntaxes), None)
+
+
+@dataclass(frozen=True)
+class FrameRepresentation:
+    """How to answer a frames retrieval (PS3.18 10.4.1.1.3, 8.7.3.3)."""
+
+    media_type: str
+    """application/octet-stream (decoded, native) or the compressed media type of the frames."""
+    transfer_syntax: str
+    """Explicit VR Little Endian for octet-stream, else the compressed syntax the frames are in."""
+    multipart: bool
+    """``multipart/related`` (True) or one frame as a single body."""
+
+
+def _frame_candidate(
+    media_range: MediaRange, stored: str, *, decodable: bool, single_part: bool
+) -> FrameRepresentation | None:
+    multipart = media_range.media_type in (MediaType.MULTIPART_RELATED, "multipart/*", "*/*")
+    if not multipart and not single_part:
+        return None
+    inner = media_range.params.get("type", "*/*").strip().lower() if multipart else media_range.media_type
+    ts = _transfer_syntax_param(media_range)
+    evle = DEFAULT_TRANSFER_SYNTAX.value
+    stored_type = pixel_media_type(stored)
+    octet = FrameRepresentation(MediaType.OCTET_STREAM, evle, multipart)
+    as_stored = octet if stored_type is None else FrameRepresentation(stored_type, stored, multipart)
+    if inner in (MediaType.OCTET_STREAM, "application/*", "*/*"):
+        if ts == "*":
+            return as_stored
+        # PS3.18 8.7.3.3: uncompressed frames are the default; decoding needs a codec.
+        return octet if ts in (None, evle) and (decodable or stored_type is None) else None
+    # A compressed media type: served as stored when the stored syntax is one it carries.
+    if stored in PIXEL_MEDIA_TYPES.get(inner, ()) and ts in (None, "*", stored):
+        return FrameRepresentation(inner, stored, multipart)
+    if inner == "image/*" and stored_type is not None and ts in (None, "*", stored):
+        return as_stored
+    return None
+
+
+def negotiate_frames(
+    accept: str | None, stored: str, *, decodable: bool, single_part: bool
+) -> FrameRepresentation:
+    """Choose how to send frames of an instance stored in ``stored``.
+
+    ``decodable``: a codec for ``stored`` is installed, so frames can be decoded to octet-stream.
+    ``single_part``: one frame was asked for, so a bare (non-multipart) body is allowed.
+    """
+    for media_range in parse_accept(accept):
+        chosen = _frame_candidate(media_range, stored, decodable=decodable, single_part=single_part)
+        if chosen is not None:
+            return chosen
+    stored_type = pixel_media_type(stored)
+    offers = [MediaType.OCTET_STREAM.value] if decodable or stored_type is None else []
+    offers += [f"{stored_type}; transfer-syntax={stored}"] if stored_type else []
+    shown = " or ".join(f'multipart/related; type="{o}"' for o in offers) or "nothing (no codec)"
+    raise NotAcceptable(f"frames stored in transfer syntax {stored} are available as {shown}")
 
 
 @dataclass(frozen=True)

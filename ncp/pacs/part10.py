@@ -2,9 +2,10 @@
 
 pydicom silently accepts a value whose declared length runs past the end of the file (it keeps
 the short read) and recurses once per nested undefined-length sequence. This scanner walks
-the encoding (PS3.5 7.1, 7.5; little endian only) iteratively, without building values, and
-refuses: an element, item or fragment whose declared length exceeds its container, sequences
-nested deeper than ``max_depth``, unbalanced delimiters, and more than ``max_elements`` elements.
+the encoding (PS3.5 7.1, 7.5; file meta little endian, the dataset little or big endian, 7.3)
+iteratively, without building values, and refuses: an element, item or fragment whose declared
+length exceeds its container, sequences nested deeper than ``max_depth``, unbalanced delimiters,
+and more than ``max_elements`` elements.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ _LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR
 _TAG = struct.Struct("<HH")
 _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
+_BIG = (struct.Struct(">HH"), struct.Struct(">H"), struct.Struct(">I"))
 
 
 class StructureError(ValueError):
@@ -44,8 +46,11 @@ def _is_sequence(tag: int) -> bool:
 
 
 class _Scanner:
-    def __init__(self, data: bytes, explicit: bool, max_depth: int, max_elements: int) -> None:
+    def __init__(
+        self, data: bytes, explicit: bool, max_depth: int, max_elements: int, little_endian: bool = True
+    ) -> None:
         self.data = data
+        self.big_endian = not little_endian
         self.explicit_dataset = explicit
         self.max_depth = max_depth
         self.max_elements = max_elements
@@ -84,6 +89,8 @@ class _Scanner:
         if self.elements > self.max_elements:
             raise self.fail(pos, f"more than {self.max_elements} data elements")
         group, elem = _TAG.unpack_from(self.data, pos)
+        if self.big_endian and not (self.in_meta and group == 0x0002) and not (top and top.implicit):
+            return self.step_big(pos, top)
         if group == 0xFFFE:
             return self.delimiter(pos, elem, top)
         if top is not None and top.kind != "item":
@@ -101,6 +108,24 @@ class _Scanner:
         else:
             vr = b"SQ" if _is_sequence((group << 16) | elem) else b""
             (length,), start = _U32.unpack_from(self.data, pos + 4), pos + 8
+        return self.value(pos, start, length, vr, (group, elem))
+
+    def step_big(self, pos: int, top: _Container | None) -> int:
+        """One element of an Explicit VR Big Endian dataset (PS3.5 7.3): same layout, other byte order."""
+        self.in_meta = False
+        tag, u16, u32 = _BIG
+        group, elem = tag.unpack_from(self.data, pos)
+        if group == 0xFFFE:
+            return self.delimiter(pos, elem, top, u32)
+        if top is not None and top.kind != "item":
+            raise self.fail(pos, "data element directly inside a sequence (item expected)")
+        vr = bytes(self.data[pos + 4 : pos + 6])
+        if vr in _LONG_VRS:
+            if pos + 12 > self.limit():
+                raise self.fail(pos, "truncated element header")
+            (length,), start = u32.unpack_from(self.data, pos + 8), pos + 12
+        else:
+            (length,), start = u16.unpack_from(self.data, pos + 6), pos + 8
         return self.value(pos, start, length, vr, (group, elem))
 
     def value(self, pos: int, start: int, length: int, vr: bytes, tag: tuple[int, int]) -> int:
@@ -125,8 +150,8 @@ class _Scanner:
             raise self.fail(pos, f"sequences nested deeper than {self.max_depth} levels")
         return start
 
-    def delimiter(self, pos: int, elem: int, top: _Container | None) -> int:
-        length: int = _U32.unpack_from(self.data, pos + 4)[0]
+    def delimiter(self, pos: int, elem: int, top: _Container | None, u32: struct.Struct = _U32) -> int:
+        length: int = u32.unpack_from(self.data, pos + 4)[0]
         start = pos + 8
         if elem == _ITEM and top is not None and top.kind == "frags":
             if length == _UNDEFINED or start + length > self.limit():
@@ -146,9 +171,14 @@ class _Scanner:
 
 
 def check_structure(
-    data: bytes, *, explicit_vr: bool, max_depth: int = 12, max_elements: int = 1_000_000
+    data: bytes,
+    *,
+    explicit_vr: bool,
+    max_depth: int = 12,
+    max_elements: int = 1_000_000,
+    little_endian: bool = True,
 ) -> None:
     """Raise StructureError unless ``data`` (a whole PS3.10 file) is structurally sound."""
     if len(data) < 132 or data[128:132] != b"DICM":
         raise StructureError("no PS3.10 preamble and DICM prefix")
-    _Scanner(data, explicit_vr, max_depth, max_elements).run(132)
+    _Scanner(data, explicit_vr, max_depth, max_elements, little_endian).run(132)

@@ -1,10 +1,12 @@
 """Rendered resources (PS3.18 10.4.1.1.3, 8.3.5.1.3): a consumer-ready JPEG or PNG of an image.
 
 At series and study level the first instance with pixel data is rendered; a multi-frame image
-gives its first frame. Grey-scale images go through the Modality LUT, then a VOI window: the
-``window=center,width[,linear|linear-exact|sigmoid]`` parameter, else the instance's first
-Window Center/Width, else its min-max range (PS3.3 C.11.2.1.2), to 8 bits. ``quality`` (1-100)
-sets JPEG quality; ``viewport=vw,vh`` scales the image to fit (aspect kept).
+gives its first frame, the only one decoded. Any transfer syntax an installed codec decodes is
+rendered (:mod:`ncp.pacs.transcode`). Grey-scale images go through the Modality LUT, then a VOI
+window: the ``window=center,width[,linear|linear-exact|sigmoid]`` parameter, else the instance's
+first Window Center/Width, else its min-max range (PS3.3 C.11.2.1.2), to 8 bits. PALETTE COLOR
+goes through its lookup tables to RGB (PS3.3 C.7.6.3.1.5); YCbCr is converted to RGB as decoded.
+``quality`` (1-100) sets JPEG quality; ``viewport=vw,vh`` scales the image to fit (aspect kept).
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from typing import Any
 import numpy as np
 import pydicom
 from PIL import Image
-from pydicom.pixels.processing import apply_modality_lut
+from pydicom.pixels.processing import apply_color_lut, apply_modality_lut
+from pydicom.pixels.utils import pixel_array
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -131,24 +134,39 @@ def _grey(
     return Image.fromarray(np.round(scaled * 255).astype(np.uint8), mode="L")
 
 
-def _colour(frame: np.ndarray[Any, Any]) -> Image.Image:
-    if frame.dtype != np.uint8:
-        top = float(frame.max()) or 1.0
-        frame = np.round(frame.astype(np.float64) * 255 / top).astype(np.uint8)
+def _colour(frame: np.ndarray[Any, Any], bits: int) -> Image.Image:
+    """RGB samples of ``bits`` bits each, scaled to 8."""
+    if frame.dtype != np.uint8 or bits != 8:
+        top = float(2**bits - 1)
+        frame = np.round(np.clip(frame.astype(np.float64), 0, top) * 255 / top).astype(np.uint8)
     return Image.fromarray(frame, mode="RGB")
+
+
+def _palette(ds: pydicom.Dataset, frame: np.ndarray[Any, Any]) -> Image.Image:
+    """PS3.3 C.7.6.3.1.5: each index through the red, green and blue tables; 16-bit entries keep
+    their high byte, as 8-bit displays show them."""
+    rgb = apply_color_lut(frame, ds)
+    bits = int(ds.RedPaletteColorLookupTableDescriptor[2])
+    if bits > 8:
+        rgb = rgb >> (bits - 8)
+    return Image.fromarray(rgb.astype(np.uint8), mode="RGB")
+
+
+def _to_image(ds: pydicom.Dataset, frame: np.ndarray[Any, Any], options: RenderOptions) -> Image.Image:
+    if ds.get("PhotometricInterpretation") == "PALETTE COLOR":
+        return _palette(ds, frame)
+    if int(ds.get("SamplesPerPixel", 1)) == 3:
+        return _colour(frame, int(ds.get("BitsStored", 8)))
+    return _grey(ds, frame, options.window)
 
 
 def render_image(path: Path, options: RenderOptions) -> bytes:
     """Render the first frame of the PS3.10 file at ``path``; NotAcceptable if it is not an image."""
-    ds = pydicom.dcmread(path)
-    if "PixelData" not in ds:
-        raise NotAcceptable("the instance has no pixel data to render")
+    ds = pydicom.dcmread(path, stop_before_pixels=True)
     try:
-        pixels = ds.pixel_array
-        frame = pixels[0] if int(ds.get("NumberOfFrames", 1) or 1) > 1 else pixels
-        image = _colour(frame) if int(ds.get("SamplesPerPixel", 1)) == 3 else _grey(ds, frame, options.window)
-    except (ValueError, TypeError, NotImplementedError, RuntimeError, AttributeError, KeyError) as exc:
-        raise NotAcceptable(f"the instance cannot be rendered: {exc}") from None
+        image = _to_image(ds, pixel_array(path, index=0), options)  # decodes the first frame alone
+    except Exception as exc:  # codecs raise many types on data they cannot handle; never a 500
+        raise NotAcceptable(f"the instance cannot be rendered: {type(exc).__name__}: {exc}") from None
     if options.viewport is not None:
         vw, vh = options.viewport
         scale = min(vw / image.width, vh / image.height)

@@ -9,31 +9,42 @@ checks one instance and writes it under ``.incoming/`` (random name), :meth:`com
 staged files into place (``os.replace``, so a retrieval already streaming the old file keeps
 reading it) and updates the index in one transaction; :meth:`discard` drops them.
 
-What ``stage`` refuses (a :class:`StoreFailure` carrying the PS3.18 10.5 failure reason):
-non-Part-10 bytes, Deflated Explicit VR (inflation unbounded) and Big Endian transfer syntaxes,
-structurally unsound encodings (:mod:`ncp.pacs.part10`: lengths beyond the file, sequences
-nested deeper than ``max_depth``), missing or malformed UIDs, and a
-Study Instance UID other than the one in the request URL. Implicit VR Little Endian files are
-converted to Explicit VR Little Endian, since Implicit VR shall not be used on the Web (PS3.18
-8.7.3); every other accepted file is stored byte for byte.
+What ``stage`` accepts (:func:`_normalise` brings it to a little-endian PS3.10 file first): a
+PS3.10 file, a file meta group without the preamble, a bare dataset (PS3.10 7.1 aside, Orthanc and
+DICOMweb clients send them), Deflated (inflated within ``max_inflated`` bytes) and Big Endian files
+(stored converted to Explicit VR Little Endian, since neither shall be used on the Web, PS3.18 8.7.3),
+Implicit VR Little Endian (converted likewise), and a Media Storage SOP Instance UID other than the
+SOP Instance UID (the dataset wins: the file meta is rewritten, the dataset bytes kept).
+What it refuses (a :class:`StoreFailure` carrying the PS3.18 Table 10.5.3-2 failure reason): bytes
+that are not DICOM, structurally unsound encodings (:mod:`ncp.pacs.part10`: lengths beyond the file,
+sequences nested deeper than ``max_depth``), missing or malformed identifying UIDs, unknown transfer
+syntaxes, and a Study Instance UID other than the one in the request URL.
+
+Metadata is kept with the index as DICOM JSON (PS3.18 F.2) of every attribute, character sets
+decoded; bulk data (:func:`is_bulk`) is a ``BulkDataURI`` relative to the instance's URL
+(``bulkdata/{tag}[/{item}/{tag}...]``, items numbered from 1) that :func:`resolve_bulk` completes.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import sqlite3
+import struct
 import uuid
-from collections.abc import Collection, Iterator, Sequence
+import zlib
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import pydicom
-from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
-from pydicom.filereader import read_file_meta_info
+from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import UID
 
 from ncp.dicom.media import TransferSyntax
@@ -42,7 +53,6 @@ from ncp.pacs.part10 import StructureError, check_structure
 
 __all__ = [
     "FAILURE_CANNOT_UNDERSTAND",
-    "FAILURE_DOES_NOT_MATCH_SOP_CLASS",
     "FAILURE_OUT_OF_RESOURCES",
     "FAILURE_PROCESSING",
     "FAILURE_TRANSFER_SYNTAX",
@@ -52,12 +62,15 @@ __all__ = [
     "StagedInstance",
     "StoreFailure",
     "StoredInstance",
+    "is_bulk",
+    "resolve_bulk",
+    "without_bulk",
 ]
 
 # PS3.18 Table 10.5.3-2 Store Instances Response Failure Reasons (US values of (0008,1197)).
+# 0xA900 (Data Set does not match SOP Class) is not used: the store does not validate IODs.
 FAILURE_PROCESSING = 0x0110
 FAILURE_OUT_OF_RESOURCES = 0xA700
-FAILURE_DOES_NOT_MATCH_SOP_CLASS = 0xA900
 FAILURE_CANNOT_UNDERSTAND = 0xC000
 FAILURE_TRANSFER_SYNTAX = 0xC122
 
@@ -65,11 +78,23 @@ Level = Literal["study", "series", "instance"]
 
 _INDEX = "index.sqlite"
 _INCOMING = ".incoming"
-_BULK = "\x00bulk"  # marker for bulk data left out of stored metadata
-_REFUSED_SYNTAXES = {
-    TransferSyntax.DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN.value: "Deflated syntax refused (inflation bomb)",
-    TransferSyntax.EXPLICIT_VR_BIG_ENDIAN.value: "Explicit VR Big Endian is retired and not accepted",
-}
+_EVLE = TransferSyntax.EXPLICIT_VR_LITTLE_ENDIAN.value
+_IVLE = TransferSyntax.IMPLICIT_VR_LITTLE_ENDIAN.value
+_DEFLATED = TransferSyntax.DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN.value
+_BIG_ENDIAN = TransferSyntax.EXPLICIT_VR_BIG_ENDIAN.value
+_PREAMBLE = b"\0" * 128 + b"DICM"
+_META_LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR", b"UT", b"SV", b"UV"}
+_VRS = {
+    b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FD", b"FL", b"IS", b"LO", b"LT", b"PN", b"SH",
+    b"SL", b"SS", b"ST", b"TM", b"UI", b"UL", b"US",
+} | _META_LONG_VRS  # fmt: skip
+_WORD_SIZE = {"OW": 2, "OF": 4, "OL": 4, "OD": 8, "OV": 8}  # byte-swapped from Big Endian (PS3.5 7.3)
+
+BULK_THRESHOLD = 1024  # binary values longer than this are bulk data (the issue's 1 KiB)
+_BINARY_VRS = {"OB", "OD", "OF", "OL", "OV", "OW", "UN"}
+# Always bulk, whatever their size: Float/Double/Pixel Data, Waveform Data, Encapsulated Document.
+_BULK_TAGS = {0x7FE00008, 0x7FE00009, 0x7FE00010, 0x54001010, 0x00420011}
+_BULK = "bulkdata/"
 
 _COLUMNS = (
     "sop_uid", "sop_class_uid", "study_uid", "series_uid", "transfer_syntax", "size",
@@ -142,19 +167,25 @@ class StagedInstance:
 
 @dataclass(frozen=True)
 class Condition:
-    """One QIDO matching condition on an index column (PS3.4 C.2.2.2).
+    """One QIDO matching condition (PS3.4 C.2.2.2) on an index column or, with ``tag``, on an
+    attribute of the stored DICOM JSON (``column`` is then ``"meta"``; any of its values may match,
+    a person name by any component group when ``person_name``).
 
-    Exactly one form is used: ``values`` (single value or UID list matching), ``pattern``
-    (wildcard ``*``/``?``), or ``low``/``high`` (inclusive range; either may be None).
-    ``in_study`` matches studies where any instance matches (ModalitiesInStudy).
+    Exactly one form is used: ``values`` (single value, value list or UID list matching; numbers for
+    numeric VRs), ``pattern`` (wildcard ``*``/``?``), or ``low``/``high`` (inclusive range; either
+    may be None). ``in_study`` / ``in_series`` match the studies / series where any instance matches
+    (ModalitiesInStudy, and keys of a lower level than the one searched: relational matching).
     """
 
     column: str
-    values: tuple[str, ...] = ()
+    values: tuple[str | float, ...] = ()
     pattern: str | None = None
     low: str | None = None
     high: str | None = None
     in_study: bool = False
+    in_series: bool = False
+    tag: str = ""
+    person_name: bool = False
 
 
 def _text(ds: Dataset, keyword: str) -> str:
@@ -172,31 +203,180 @@ def _int(ds: Dataset, keyword: str) -> int | None:
         return None
 
 
-def _strip_bulk(node: Any) -> Any:
-    """Drop elements whose value was replaced by the bulk-data marker, at any depth."""
-    if isinstance(node, dict):
-        return {
-            k: _strip_bulk(v)
-            for k, v in node.items()
-            if not (isinstance(v, dict) and v.get("BulkDataURI") == _BULK)
-        }
+def is_bulk(elem: DataElement) -> bool:
+    """Bulk data (a BulkDataURI, PS3.18 F.2.6): pixel, waveform and overlay data, an encapsulated
+    document, and any other binary value longer than :data:`BULK_THRESHOLD` bytes."""
+    if elem.VR not in _BINARY_VRS or elem.is_empty:
+        return False
+    tag = int(elem.tag)
+    overlay = tag & 0xFF01FFFF == 0x60003000  # Overlay Data (60xx,3000), even groups 6000-601E
+    return tag in _BULK_TAGS or overlay or len(elem.value) > BULK_THRESHOLD
+
+
+def _json(ds: Dataset, path: str = _BULK) -> dict[str, Any]:
+    """DICOM JSON (PS3.18 F.2) of every attribute but group lengths; bulk data as a relative URI."""
+    out: dict[str, Any] = {}
+    for elem in ds:
+        if elem.tag.element == 0:
+            continue
+        tag = f"{int(elem.tag):08X}"
+        if elem.VR == "SQ":
+            items = [_json(item, f"{path}{tag}/{n}/") for n, item in enumerate(elem.value, 1)]
+            out[tag] = {"vr": "SQ", "Value": items} if items else {"vr": "SQ"}
+        elif is_bulk(elem):
+            out[tag] = {"vr": elem.VR, "BulkDataURI": path + tag}
+        else:
+            out[tag] = _element_json(elem)
+    return out
+
+
+def _element_json(elem: DataElement) -> dict[str, Any]:
+    """One attribute in DICOM JSON; a value JSON cannot carry (IS "x") is left out, not the instance:
+    archives store such files, and the file keeps the value for retrieval."""
+    try:
+        return dict(elem.to_json_dict(None, BULK_THRESHOLD))
+    except (ValueError, TypeError, OverflowError):
+        return {"vr": elem.VR}
+
+
+def _walk_bulk(node: Any, replace: Callable[[dict[str, Any]], dict[str, Any] | None]) -> Any:
     if isinstance(node, list):
-        return [_strip_bulk(v) for v in node]
-    return node
+        return [_walk_bulk(v, replace) for v in node]
+    if not isinstance(node, dict):
+        return node
+    if isinstance(node.get("BulkDataURI"), str) and node["BulkDataURI"].startswith(_BULK):
+        return replace(node)
+    out = {}
+    for key, value in node.items():
+        walked = _walk_bulk(value, replace)
+        if walked is not None:
+            out[key] = walked
+    return out
 
 
-def _metadata(ds: Dataset) -> dict[str, Any]:
-    """DICOM JSON (PS3.18 F.2) without bulk data: binary values over 1 KiB are omitted."""
-    raw = ds.to_json_dict(bulk_data_threshold=1024, bulk_data_element_handler=lambda _: _BULK)
-    return dict(_strip_bulk(raw))
+def resolve_bulk(meta: dict[str, Any], instance_url: str) -> dict[str, Any]:
+    """Stored metadata with each BulkDataURI made absolute under ``instance_url``."""
+    return dict(
+        _walk_bulk(meta, lambda attr: {**attr, "BulkDataURI": f"{instance_url}/{attr['BulkDataURI']}"})
+    )
+
+
+def without_bulk(meta: dict[str, Any]) -> dict[str, Any]:
+    """Stored metadata without its bulk data attributes (search results carry none)."""
+    return dict(_walk_bulk(meta, lambda _: None))
+
+
+# -- bringing a stored part to a little-endian PS3.10 file -------------------------------------------
+def _cannot(message: str) -> StoreFailure:
+    return StoreFailure(FAILURE_CANNOT_UNDERSTAND, message)
+
+
+def _meta_bytes(meta: FileMetaDataset, *, complete: bool = True) -> bytes:
+    out = io.BytesIO()
+    write_file_meta_info(out, meta, enforce_standard=complete)  # type: ignore[arg-type]
+    return out.getvalue()
+
+
+def _bare_dataset_meta(data: bytes) -> FileMetaDataset:
+    """File meta for a dataset sent without one, its encoding guessed from its first element.
+
+    A composite instance starts with group 0008 (SOP Common: SOP Class UID is Type 1, PS3.3 C.12.1),
+    so anything else is not taken for a dataset.
+    """
+    if len(data) < 8 or data[:2] not in (b"\x08\x00", b"\x00\x08"):
+        raise _cannot("not a DICOM PS3.10 file nor a DICOM dataset")
+    explicit, little = data[4:6] in _VRS, data[:2] == b"\x08\x00"
+    if not (explicit or little):
+        raise _cannot("an Implicit VR Big Endian dataset is not a DICOM encoding")
+    meta = FileMetaDataset()
+    meta.TransferSyntaxUID = UID(_EVLE if explicit and little else _BIG_ENDIAN if explicit else _IVLE)
+    return meta
+
+
+def _with_meta(data: bytes) -> bytes:
+    """A PS3.10 file: as is, with the preamble added (meta without one) or with a meta group made."""
+    if data[128:132] == b"DICM":
+        return data
+    if data[:2] == b"\x02\x00":
+        return _PREAMBLE + data
+    return _PREAMBLE + _meta_bytes(_bare_dataset_meta(data), complete=False) + data
+
+
+def _read_meta(data: bytes) -> tuple[FileMetaDataset, int]:
+    """The file meta group (PS3.10 7.1, Explicit VR Little Endian) and the offset of the dataset."""
+    pos = 132
+    while pos + 8 <= len(data) and data[pos : pos + 2] == b"\x02\x00":
+        if data[pos + 4 : pos + 6] in _META_LONG_VRS:
+            pos += 12 + struct.unpack_from("<I", data, pos + 8)[0]
+        else:
+            pos += 8 + struct.unpack_from("<H", data, pos + 6)[0]
+    if pos > len(data):
+        raise _cannot("truncated file meta information")
+    return pydicom.dcmread(io.BytesIO(data[:pos]), force=True).file_meta, pos
+
+
+def _inflate(body: bytes, limit: int) -> bytes:
+    """A Deflated dataset (PS3.5 A.5, raw RFC 1951) inflated, refused beyond ``limit`` bytes."""
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    out = inflater.decompress(body, limit + 1)
+    if len(out) > limit:
+        raise StoreFailure(FAILURE_OUT_OF_RESOURCES, f"Deflated dataset inflates beyond {limit} bytes")
+    if not inflater.eof:
+        raise _cannot("Deflated dataset truncated")
+    return out  # bytes after the stream's end (padding, a gzip trailer some writers leave) are dropped
+
+
+def _to_little_endian(data: bytes, max_depth: int) -> bytes:
+    """An Explicit VR Big Endian file as Explicit VR Little Endian: pydicom re-encodes numbers and
+    text; words of OW/OF/OL/OD/OV values it keeps as bytes are swapped here (PS3.5 7.3)."""
+    try:
+        check_structure(data, explicit_vr=True, max_depth=max_depth, little_endian=False)
+    except StructureError as exc:
+        raise _cannot(f"malformed encoding: {exc}") from None
+    ds = pydicom.dcmread(io.BytesIO(data))
+    bits = _int(ds, "BitsAllocated") or 0
+    for elem in ds.iterall():
+        size = _WORD_SIZE.get(elem.VR)
+        if elem.tag == 0x7FE00010 and elem.VR == "OW" and bits in (32, 64):
+            size = bits // 8  # 32/64-bit pixels in OW are swapped whole, not per 16-bit word
+        if size and isinstance(elem.value, bytes) and len(elem.value) % size == 0:
+            elem.value = np.frombuffer(elem.value, f">u{size}").astype(f"<u{size}").tobytes()
+    ds.file_meta.TransferSyntaxUID = UID(_EVLE)
+    out = io.BytesIO()
+    pydicom.dcmwrite(out, ds, enforce_file_format=True)
+    return out.getvalue()
+
+
+def _normalise(data: bytes, max_inflated: int, max_depth: int) -> bytes:
+    """A PS3.10 file in a little-endian transfer syntax: Deflated inflated, Big Endian converted."""
+    data = _with_meta(data)
+    meta, start = _read_meta(data)
+    ts = str(meta.get("TransferSyntaxUID", ""))
+    if ts == _DEFLATED:
+        meta.TransferSyntaxUID = UID(_EVLE)
+        return _PREAMBLE + _meta_bytes(meta, complete=False) + _inflate(data[start:], max_inflated)
+    if ts == _BIG_ENDIAN:
+        return _to_little_endian(data, max_depth)
+    return data
+
+
+def _check_syntax(meta: FileMetaDataset) -> str:
+    ts = str(meta.get("TransferSyntaxUID", ""))
+    if not ts:
+        raise _cannot("no Transfer Syntax UID in the file meta information")
+    uid = UID(ts)
+    if not uid.is_transfer_syntax or not uid.is_little_endian or uid.is_deflated:
+        raise StoreFailure(FAILURE_TRANSFER_SYNTAX, f"unsupported transfer syntax {ts[:64]!r}")
+    return ts
 
 
 class InstanceStore:
     """PS3.10 files and their index under one directory."""
 
-    def __init__(self, root: Path, *, max_depth: int = 12) -> None:
+    def __init__(self, root: Path, *, max_depth: int = 12, max_inflated: int = 1 << 30) -> None:
         self.root = root
         self.max_depth = max_depth
+        self.max_inflated = max_inflated  # a Deflated dataset is refused beyond this (inflation bomb)
         self.incoming = root / _INCOMING
         self.incoming.mkdir(parents=True, exist_ok=True)
         self._db = root / _INDEX
@@ -216,11 +396,10 @@ class InstanceStore:
 
     # -- storing -------------------------------------------------------------------------------------
     def stage(self, data: bytes, *, study_uid: str | None = None) -> StagedInstance:
-        """Check one PS3.10 file and write it under ``.incoming/``; raise StoreFailure if refused."""
+        """Check one instance and write it under ``.incoming/``; raise StoreFailure if refused."""
         tmp = self.incoming / f"{uuid.uuid4().hex}.part"
         try:
-            tmp.write_bytes(data)
-            return self._stage_file(tmp, data, study_uid)
+            return self._stage_file(tmp, _normalise(data, self.max_inflated, self.max_depth), study_uid)
         except StoreFailure:
             tmp.unlink(missing_ok=True)
             raise
@@ -229,25 +408,32 @@ class InstanceStore:
             raise StoreFailure(FAILURE_OUT_OF_RESOURCES, f"cannot write: {exc.strerror}") from None
         except Exception as exc:  # pydicom raises many types on hostile input; none may escape as a 500
             tmp.unlink(missing_ok=True)
-            raise StoreFailure(
-                FAILURE_CANNOT_UNDERSTAND, f"cannot parse: {type(exc).__name__}: {exc}"
-            ) from None
+            raise _cannot(f"cannot parse: {type(exc).__name__}: {exc}") from None
 
     def _stage_file(self, tmp: Path, data: bytes, study_uid: str | None) -> StagedInstance:
-        ts = self._check_meta(tmp)
+        meta, start = _read_meta(data)
+        ts = _check_syntax(meta)
         try:
-            check_structure(
-                data, explicit_vr=ts != TransferSyntax.IMPLICIT_VR_LITTLE_ENDIAN, max_depth=self.max_depth
-            )
+            check_structure(data, explicit_vr=ts != _IVLE, max_depth=self.max_depth)
         except StructureError as exc:
-            raise StoreFailure(FAILURE_CANNOT_UNDERSTAND, f"malformed encoding: {exc}") from None
-        ds = pydicom.dcmread(tmp, force=False)
+            raise _cannot(f"malformed encoding: {exc}") from None
+        ds = pydicom.dcmread(io.BytesIO(data), force=False)
         sop_class, sop = _text(ds, "SOPClassUID"), _text(ds, "SOPInstanceUID")
         self._check_identity(ds, sop_class, sop, study_uid)
-        if ts == TransferSyntax.IMPLICIT_VR_LITTLE_ENDIAN:
-            ds.file_meta.TransferSyntaxUID = UID(TransferSyntax.EXPLICIT_VR_LITTLE_ENDIAN.value)
+        # PS3.10 7.1: the file meta names the dataset's SOP Class and Instance; where they differ
+        # (or the meta was made here) the dataset wins and the meta is rewritten.
+        same = (_text(meta, "MediaStorageSOPClassUID"), _text(meta, "MediaStorageSOPInstanceUID")) == (
+            sop_class,
+            sop,
+        )
+        ds.file_meta.MediaStorageSOPClassUID = UID(sop_class)
+        ds.file_meta.MediaStorageSOPInstanceUID = UID(sop)
+        if ts == _IVLE:  # Implicit VR shall not be used on the Web (PS3.18 8.7.3)
+            ds.file_meta.TransferSyntaxUID = UID(_EVLE)
             ds.save_as(tmp, enforce_file_format=True)
-            ts = TransferSyntax.EXPLICIT_VR_LITTLE_ENDIAN.value
+            ts = _EVLE
+        else:
+            tmp.write_bytes(data if same else _PREAMBLE + _meta_bytes(ds.file_meta) + data[start:])
         instance = StoredInstance(
             study_uid=_text(ds, "StudyInstanceUID"),
             series_uid=_text(ds, "SeriesInstanceUID"),
@@ -260,49 +446,22 @@ class InstanceStore:
         return StagedInstance(tmp, instance, self._row(ds, instance))
 
     @staticmethod
-    def _check_meta(tmp: Path) -> str:
-        """Read only the file meta group first: the transfer syntax decides whether to parse at all."""
-        try:
-            meta = read_file_meta_info(tmp)
-        except InvalidDicomError:
-            raise StoreFailure(
-                FAILURE_CANNOT_UNDERSTAND, "not a DICOM PS3.10 file (no DICM prefix)"
-            ) from None
-        ts = str(meta.get("TransferSyntaxUID", ""))
-        if ts in _REFUSED_SYNTAXES:
-            raise StoreFailure(FAILURE_TRANSFER_SYNTAX, _REFUSED_SYNTAXES[ts])
-        uid = UID(ts)
-        if not uid.is_transfer_syntax or not uid.is_little_endian:
-            raise StoreFailure(FAILURE_TRANSFER_SYNTAX, f"unsupported transfer syntax {ts[:64]!r}")
-        return ts
-
-    @staticmethod
     def _check_identity(ds: Dataset, sop_class: str, sop: str, study_uid: str | None) -> None:
+        """The UIDs that place an instance; absent or malformed ones are Data Elements the store
+        cannot understand (0xC000, as Orthanc answers them too)."""
         uids = {
             "SOPClassUID": sop_class,
             "SOPInstanceUID": sop,
             "StudyInstanceUID": _text(ds, "StudyInstanceUID"),
             "SeriesInstanceUID": _text(ds, "SeriesInstanceUID"),
         }
-        shown_class, shown_sop = (
-            (sop_class if is_valid_uid(sop_class) else ""),
-            (sop if is_valid_uid(sop) else ""),
-        )
+        shown_class = sop_class if is_valid_uid(sop_class) else ""
+        shown_sop = sop if is_valid_uid(sop) else ""
         for keyword, value in uids.items():
             if not is_valid_uid(value):
                 raise StoreFailure(
-                    FAILURE_DOES_NOT_MATCH_SOP_CLASS,
-                    f"{keyword} missing or not a valid UID",
-                    shown_class,
-                    shown_sop,
+                    FAILURE_CANNOT_UNDERSTAND, f"{keyword} missing or not a valid UID", shown_class, shown_sop
                 )
-        if _text(ds.file_meta, "MediaStorageSOPInstanceUID") not in ("", sop):
-            raise StoreFailure(
-                FAILURE_DOES_NOT_MATCH_SOP_CLASS,
-                "MediaStorageSOPInstanceUID differs from SOPInstanceUID (PS3.10 7.1)",
-                sop_class,
-                sop,
-            )
         if study_uid is not None and uids["StudyInstanceUID"] != study_uid:
             # PS3.18 10.5.1: instances of another study than the target are not stored.
             raise StoreFailure(
@@ -337,7 +496,7 @@ class InstanceStore:
             "columns": _int(ds, "Columns"),
             "frames": _int(ds, "NumberOfFrames"),
             "has_pixels": int(inst.has_pixels),
-            "meta": json.dumps(_metadata(ds)),
+            "meta": json.dumps(_json(ds)),
         }
 
     def commit(self, staged: Sequence[StagedInstance]) -> None:
@@ -399,7 +558,7 @@ class InstanceStore:
         return [StoredInstance(**{**dict(r), "has_pixels": bool(r["has_pixels"])}) for r in rows]
 
     def metadata(self, sop_uids: Sequence[str]) -> list[dict[str, Any]]:
-        """Stored DICOM JSON of the given instances, in the given order."""
+        """Stored DICOM JSON of the given instances, in the given order (relative BulkDataURIs)."""
         if not sop_uids:
             return []
         with self._connect() as conn:
@@ -446,9 +605,11 @@ class InstanceStore:
         for cond in conditions:
             if cond.column not in _COLUMNS:
                 raise ValueError(f"not an index column: {cond.column!r}")
-            clause, values = _clause(cond)
+            clause, values = _meta_clause(cond) if cond.tag else _predicate(cond.column, cond)
             if cond.in_study:
                 clause = f"study_uid IN (SELECT study_uid FROM instances WHERE {clause})"
+            elif cond.in_series:
+                clause = f"series_uid IN (SELECT series_uid FROM instances WHERE {clause})"
             clauses.append(clause)
             params.extend(values)
         if exclude:
@@ -462,17 +623,26 @@ def _glob(pattern: str) -> str:
     return pattern.replace("[", "[[]")
 
 
-def _clause(cond: Condition) -> tuple[str, list[Any]]:
-    col = cond.column
+def _predicate(expr: str, cond: Condition) -> tuple[str, list[Any]]:
     if cond.pattern is not None:
-        return f"{col} GLOB ?", [_glob(cond.pattern)]
+        return f"{expr} GLOB ?", [_glob(cond.pattern)]
     if cond.values:
-        return f"{col} IN ({', '.join('?' * len(cond.values))})", list(cond.values)
-    parts, values = [f"{col} != ''"], []
+        return f"{expr} IN ({', '.join('?' * len(cond.values))})", list(cond.values)
+    parts, values = [f"{expr} != ''"], []
     if cond.low is not None:
-        parts.append(f"{col} >= ?")
+        parts.append(f"{expr} >= ?")
         values.append(cond.low)
     if cond.high is not None:
-        parts.append(f"{col} <= ?")
+        parts.append(f"{expr} <= ?")
         values.append(cond.high)
     return " AND ".join(parts), values
+
+
+def _meta_clause(cond: Condition) -> tuple[str, list[Any]]:
+    """Any value of the attribute ``cond.tag`` (8 hex digits) of the stored DICOM JSON matches."""
+    groups = ("Alphabetic", "Ideographic", "Phonetic") if cond.person_name else ()
+    exprs = [f"json_extract(value, '$.{g}')" for g in groups] or ["value"]
+    predicates = [_predicate(e, cond) for e in exprs]
+    where = " OR ".join(f"({sql})" for sql, _ in predicates)
+    params = [p for _, values in predicates for p in values]
+    return f"EXISTS (SELECT 1 FROM json_each(meta, ?) WHERE {where})", [f'$."{cond.tag}".Value', *params]

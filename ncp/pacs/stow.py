@@ -5,7 +5,9 @@ The body is decoded as it arrives (memory bounded by the largest part) and count
 store in a worker thread; a part it refuses becomes an item of FailedSOPSequence (0008,1198)
 with its Failure Reason, the others of ReferencedSOPSequence (0008,1199). Only a complete
 message is committed: a truncated body (400) or an oversized one (413) leaves the store
-unchanged. Status (PS3.18 Table 10.5.3-1): 200 all stored, 202 some failed, 409 none stored.
+unchanged. Status (PS3.18 Table 10.5.3-1): 200 all stored, 202 some failed; none stored is 400
+when every part was unreadable (failure reason 0xC000: "bad syntax") and 409 otherwise (a conflict
+such as another study than the target, an unsupported transfer syntax, or a mixture of reasons).
 A Warning header gives the reasons in words.
 """
 
@@ -97,6 +99,14 @@ def _response_body(outcome: _Outcome, base: str, study: str | None) -> dict[str,
     return body
 
 
+def _status(outcome: _Outcome) -> int:
+    """PS3.18 Table 10.5.3-1."""
+    if outcome.staged:
+        return 202 if outcome.failed else 200
+    unreadable = all(f.reason == FAILURE_CANNOT_UNDERSTAND for _, f in outcome.failed)
+    return 400 if unreadable else 409
+
+
 def stow_routes(ctx: PacsContext) -> list[Route]:
     limit = ctx.settings.max_stow_bytes
 
@@ -144,7 +154,7 @@ def stow_routes(ctx: PacsContext) -> list[Route]:
         finally:
             if not committed:
                 await run_in_threadpool(ctx.store.discard, outcome.staged)
-        status = 409 if not outcome.staged else 202 if outcome.failed else 200
+        status = _status(outcome)
         headers = {}
         if outcome.failed:
             reasons = "; ".join(f"part {n}: {f.message}" for n, f in outcome.failed[:_MAX_WARNED])

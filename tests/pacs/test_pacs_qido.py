@@ -1,13 +1,16 @@
-"""QIDO-RS (RAD-129): matching keys, paging, includefield, result attributes and errors."""
+"""QIDO-RS (RAD-129, PS3.18 10.6): matching keys, paging, includefield, result attributes and errors."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from pacs_harness import Pacs
 from pacs_samples import Sample, sample_study
+from pydicom import dcmread
+from pydicom.data import get_charset_files, get_testdata_file
 
 from ncp.dicom.uids import deterministic_uid
 
@@ -31,11 +34,20 @@ def catalogue() -> dict[str, list[Sample]]:
     }
 
 
+CHARSETS = ("chrH31.dcm", "chrX1.dcm", "chrI2.dcm")
+
+
 @pytest.fixture(scope="module")
 def qido(shared: Pacs, catalogue: dict[str, list[Sample]]) -> Iterator[Pacs]:
     for samples in catalogue.values():
         shared.load(samples)
+    assert shared.stow([Path(get_charset_files(n)[0]).read_bytes() for n in CHARSETS]).status_code == 200
+    assert shared.stow([Path(str(get_testdata_file("CT_small.dcm"))).read_bytes()]).status_code == 200
     yield shared
+
+
+def charset_study(name: str) -> str:
+    return str(dcmread(get_charset_files(name)[0]).StudyInstanceUID)
 
 
 def search(pacs: Pacs, path: str, **params: Any) -> list[dict[str, Any]]:
@@ -232,7 +244,13 @@ def test_fuzzy_matching_is_declined_with_a_warning(qido: Pacs) -> None:
     ("path", "params", "needle"),
     [
         ("/studies", {"PatientsShoeSize": "42"}, "PatientsShoeSize"),
-        ("/studies", {"SOPInstanceUID": "1.2.3"}, "study level"),
+        ("/studies", {"00091001": "x"}, "private"),
+        ("/instances", {"00191010": "x"}, "Private Creator"),
+        ("/studies", {"ReferencedSeriesSequence": "x"}, "sequence"),
+        ("/instances", {"PixelData": "x"}, "binary"),
+        ("/instances", {"Rows": "many"}, "number"),
+        ("/studies", {"StudyTime": "10:15"}, "TM"),
+        ("/studies", {"SOPInstanceUID": "1.2.x"}, "SOPInstanceUID"),
         ("/studies", {"StudyDate": "2024-01-01"}, "StudyDate"),
         ("/studies", {"StudyDate": "20241301"}, "calendar"),
         ("/studies", {"StudyInstanceUID": "1.2.x"}, "StudyInstanceUID"),
@@ -279,3 +297,149 @@ def test_default_accept_is_dicom_json(qido: Pacs) -> None:
     assert response.status_code == 200
     assert response.headers["content-type"] == JSON
     assert isinstance(response.json(), list)
+
+
+# -- person names, required attributes, matching on any attribute -------------------------------------
+@pytest.mark.parametrize(
+    ("name", "groups"),
+    [
+        (
+            "chrH31.dcm",
+            {"Alphabetic": "Yamada^Tarou", "Ideographic": "山田^太郎", "Phonetic": "やまだ^たろう"},
+        ),
+        ("chrX1.dcm", {"Alphabetic": "Wang^XiaoDong", "Ideographic": "王^小東"}),
+        ("chrI2.dcm", {"Alphabetic": "Hong^Gildong", "Ideographic": "洪^吉洞", "Phonetic": "홍^길동"}),
+    ],
+)
+def test_person_names_keep_their_component_groups(qido: Pacs, name: str, groups: dict[str, str]) -> None:
+    (study,) = search(qido, "/studies", StudyInstanceUID=charset_study(name))
+    (series,) = search(qido, "/series", StudyInstanceUID=charset_study(name))
+
+    assert study["00100010"] == {"vr": "PN", "Value": [groups]}
+    assert series["00100010"] == {"vr": "PN", "Value": [groups]}
+
+
+@pytest.mark.parametrize("patient_name", ["Yamada^Tarou", "山田^太郎", "やまだ^たろう", "Yamada*", "山田*"])
+def test_person_names_match_on_any_component_group(qido: Pacs, patient_name: str) -> None:
+    assert study_uids(search(qido, "/studies", PatientName=patient_name)) == {charset_study("chrH31.dcm")}
+
+
+def test_instance_results_carry_the_attributes_ps3_18_requires(
+    qido: Pacs, catalogue: dict[str, list[Sample]]
+) -> None:
+    first = catalogue["ct"][0]
+
+    (result,) = search(
+        qido, f"/studies/{first.study}/series/{first.series}/instances", SOPInstanceUID=first.sop
+    )
+
+    # PS3.18 Table 10.6.3-5 (and the series attributes of Table 10.6.3-4)
+    assert value(result, "00080016") == "1.2.840.10008.5.1.4.1.1.2"
+    assert value(result, "00080018") == first.sop
+    assert value(result, "00080056") == "ONLINE"
+    assert value(result, "00200013") == 1
+    assert (value(result, "00280010"), value(result, "00280011"), value(result, "00280100")) == (64, 64, 16)
+    assert result["00280008"] == {"vr": "IS"}  # single-frame: present, empty
+    assert value(result, "00081190").endswith(f"/instances/{first.sop}")
+    assert (value(result, "00080060"), value(result, "0020000E"), value(result, "00200011")) == (
+        "CT",
+        first.series,
+        1,
+    )
+
+
+def test_study_and_series_results_carry_the_attributes_ps3_18_requires(
+    qido: Pacs, catalogue: dict[str, list[Sample]]
+) -> None:
+    ct = catalogue["ct"]
+
+    (study,) = search(qido, "/studies", StudyInstanceUID=ct[0].study)
+    (series,) = search(qido, f"/studies/{ct[0].study}/series", SeriesInstanceUID=ct[0].series)
+
+    study_tags = {"00080020", "00080030", "00080050", "00080056", "00080061", "00080090", "00081190"}
+    study_tags |= {
+        "00100010",
+        "00100020",
+        "00100030",
+        "00100040",
+        "0020000D",
+        "00200010",
+        "00201206",
+        "00201208",
+    }
+    assert study_tags <= set(study)  # Table 10.6.3-3
+    assert {"00080060", "0020000E", "00200011", "00201209", "00081190"} <= set(series)  # Table 10.6.3-4
+    assert value(study, "00080090") == {"Alphabetic": "Who^Doctor"}
+
+
+def test_matching_on_rows_a_numeric_attribute_of_the_instance(
+    qido: Pacs, catalogue: dict[str, list[Sample]]
+) -> None:
+    ct = catalogue["ct"]
+
+    matching = search(qido, f"/studies/{ct[0].study}/instances", Rows="64")
+    none = search(qido, f"/studies/{ct[0].study}/instances", Rows="512")
+    listed = search(qido, f"/studies/{ct[0].study}/instances", Rows="512,64")
+
+    assert {value(r, "00080018") for r in matching} == {s.sop for s in ct}
+    assert none == []
+    assert len(listed) == len(ct)
+
+
+def test_a_lower_level_key_matches_the_studies_and_series_that_hold_it(
+    qido: Pacs, catalogue: dict[str, list[Sample]]
+) -> None:
+    mixed = catalogue["mixed"]
+    ours = {uid_of(s) for s in catalogue.values()}
+
+    studies = study_uids(search(qido, "/studies", Rows="64")) & ours
+    by_sop = search(qido, "/studies", SOPInstanceUID=mixed[1].sop)
+    series = search(qido, f"/studies/{mixed[0].study}/series", SOPInstanceUID=mixed[1].sop)
+
+    assert studies == ours and study_uids(search(qido, "/studies", Rows="512")) & ours == set()
+    (study,) = by_sop
+    assert value(study, "0020000D") == mixed[0].study
+    assert value(study, "00201208") == len(mixed)  # counts are of the whole study, not the matches
+    assert [value(r, "0020000E") for r in series] == [mixed[1].series]
+
+
+@pytest.mark.parametrize(
+    ("params", "expected"),
+    [
+        ({"ImageType": "AXIAL"}, 6),  # any value of a multi-valued attribute
+        ({"ImageType": "SECONDARY"}, 0),
+        ({"StudyTime": "100000-110000"}, 6),  # TM range
+        ({"StudyTime": "-090000"}, 0),
+        ({"SeriesDescription": "CT series ?"}, 6),  # wildcard
+        ({"WindowCenter": "40"}, 6),  # DS as a number
+        ({"WindowCenter": "40.0", "BodyPartExamined": "CHEST"}, 6),
+        ({"BodyPartExamined": "HEAD"}, 0),
+        ({"PatientSex": "F"}, 6),
+    ],
+)
+def test_matching_on_stored_attributes_by_vr(
+    qido: Pacs, catalogue: dict[str, list[Sample]], params: dict[str, str], expected: int
+) -> None:
+    ct = catalogue["ct"]
+
+    assert len(search(qido, f"/studies/{ct[0].study}/instances", **params)) == expected
+
+
+def test_includefield_may_name_an_instance_attribute_at_the_study_level(
+    qido: Pacs, catalogue: dict[str, list[Sample]]
+) -> None:
+    (study,) = search(
+        qido, "/studies", StudyInstanceUID=uid_of(catalogue["ct"]), includefield="Rows,00280100"
+    )
+
+    assert (value(study, "00280010"), value(study, "00280100")) == (64, 16)
+
+
+def test_includefield_may_name_a_private_tag_that_matching_may_not(qido: Pacs) -> None:
+    ct = dcmread(get_testdata_file("CT_small.dcm"))
+
+    (result,) = search(qido, "/instances", SOPInstanceUID=ct.SOPInstanceUID, includefield="00091001")
+    refused = qido.get("/instances", accept=JSON, **{"00091001": ct[0x00091001].value})
+
+    assert result["00091001"]["Value"] == [ct[0x00091001].value]  # as the instance holds it
+    assert refused.status_code == 400 and "Private Creator" in refused.headers["warning"]

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
 
 import numpy as np
 import pydicom
 import pytest
+from pacs_corpus import CorpusFile, corpus, corpus_pacs
 from pacs_harness import Pacs
 from pacs_samples import Sample, ct_dataset, part10
 from PIL import Image
+from pydicom.pixels import apply_color_lut
 
 from ncp.dicom.multipart import MultipartDecoder
 from ncp.dicom.uids import deterministic_uid
@@ -119,3 +122,63 @@ def test_an_instance_without_pixels_is_not_renderable(pacs: Pacs) -> None:
     assert instance.status_code == 200
     assert rendered.status_code == 406
     assert study.status_code == 404
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Pacs, list[CorpusFile]]]:
+    """pydicom's test files with pixel data, every transfer syntax family among them."""
+    with corpus_pacs(tmp_path_factory.mktemp("pacs-rendered")) as running:
+        yield running
+
+
+def one_per_syntax() -> list[CorpusFile]:
+    return list({f.transfer_syntax: f for f in corpus()}.values())
+
+
+@pytest.mark.parametrize("item", one_per_syntax(), ids=lambda f: f"{f.transfer_syntax}-{f.name}")
+def test_every_decodable_transfer_syntax_renders(
+    served: tuple[Pacs, list[CorpusFile]], item: CorpusFile
+) -> None:
+    pacs, _ = served
+    ds = pydicom.dcmread(io.BytesIO(item.data), stop_before_pixels=True)
+
+    response = pacs.get(item.path + "/rendered", accept="image/png")
+
+    assert response.status_code == 200, response.headers.get("warning")
+    assert image(response.content).size == (ds.Columns, ds.Rows)
+
+
+def test_palette_color_is_rendered_through_its_lookup_tables(served: tuple[Pacs, list[CorpusFile]]) -> None:
+    pacs, _ = served
+    palette = next(f for f in corpus() if f.name == "examples_palette.dcm")
+    ds = pydicom.dcmread(io.BytesIO(palette.data))
+    expected = (apply_color_lut(ds.pixel_array, ds) >> 8).astype(np.uint8)  # 16-bit entries: high byte
+
+    response = pacs.get(palette.path + "/rendered", accept="image/png")
+
+    img = image(response.content)
+    assert ds.PhotometricInterpretation == "PALETTE COLOR"
+    assert img.mode == "RGB"
+    assert np.array_equal(np.asarray(img), expected)
+    assert len(np.unique(expected.reshape(-1, 3), axis=0)) > 2  # a colour image, not a grey one
+
+
+def test_ycbcr_jpeg_renders_as_the_rgb_it_decodes_to(served: tuple[Pacs, list[CorpusFile]]) -> None:
+    pacs, _ = served
+    ybr = next(f for f in corpus() if f.name == "SC_rgb_dcmtk_+eb+cy+np.dcm")
+    decoded = pydicom.dcmread(io.BytesIO(ybr.data)).pixel_array
+
+    img = image(pacs.get(ybr.path + "/rendered", accept="image/png").content)
+
+    assert img.mode == "RGB"
+    assert np.array_equal(np.asarray(img), decoded)
+
+
+def test_a_multiframe_image_renders_its_first_frame(served: tuple[Pacs, list[CorpusFile]]) -> None:
+    pacs, _ = served
+    multi = next(f for f in corpus() if f.frames > 1 and f.name.startswith("SC_rgb_rle_2frame"))
+    first = pydicom.dcmread(io.BytesIO(multi.data)).pixel_array[0]
+
+    img = image(pacs.get(multi.path + "/rendered", accept="image/png").content)
+
+    assert np.array_equal(np.asarray(img), first)

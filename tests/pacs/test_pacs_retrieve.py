@@ -252,19 +252,6 @@ def test_a_file_vanishing_mid_stream_truncates_the_message(pacs: Pacs) -> None:
     assert not decoder.complete
 
 
-def test_metadata_is_dicom_json_without_bulk_data(shared: Pacs, study: list[Sample]) -> None:
-    response = shared.get(f"/studies/{study[0].study}/metadata", accept="application/dicom+json")
-
-    assert response.status_code == 200
-    assert response.headers["content-type"] == "application/dicom+json"
-    datasets = response.json()
-    assert {d["00080018"]["Value"][0] for d in datasets} == {s.sop for s in study}
-    for item in datasets:
-        assert "7FE00010" not in item
-        ds = pydicom.Dataset.from_json(item)
-        assert ds.Rows == 64 and ds.PatientID == "PAT-1" and ds.Modality == "CT"
-
-
 def test_instance_metadata_matches_the_stored_file(shared: Pacs, study: list[Sample]) -> None:
     s = study[5]
     (item,) = shared.get(instance_path(s) + "/metadata", accept=None).json()
@@ -286,12 +273,6 @@ def test_metadata_with_withheld_instances_is_206(
     assert response.status_code == 206
     assert study[0].sop in response.headers["warning"]
     assert len(response.json()) == len(study) - 1
-
-
-def test_metadata_in_xml_is_not_acceptable(shared: Pacs, study: list[Sample]) -> None:
-    response = shared.get(f"/studies/{study[0].study}/metadata", accept="application/dicom+xml")
-
-    assert response.status_code == 406
 
 
 def test_implicit_vr_stow_is_served_as_explicit_vr_little_endian(pacs: Pacs) -> None:

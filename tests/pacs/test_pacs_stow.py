@@ -1,4 +1,6 @@
-"""STOW-RS (PS3.18 10.5): 200/202/409 with Referenced/Failed SOP Sequences; hostile input never lands."""
+"""STOW-RS (PS3.18 10.5): 200/202/400/409 with Referenced/Failed SOP Sequences; what Orthanc stores is
+stored too (Big Endian, Deflated, no preamble, no file meta, a differing Media Storage SOP Instance UID);
+hostile input never lands."""
 
 from __future__ import annotations
 
@@ -7,18 +9,24 @@ import struct
 import zlib
 from collections.abc import Callable, Iterator
 
+import httpx
+import numpy as np
 import pydicom
 import pytest
 from pacs_harness import DICOM_MULTIPART, Pacs
 from pacs_samples import Sample, ct_dataset, part10, sample_study
+from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filewriter import write_file_meta_info
 
-from ncp.dicom.multipart import encode_multipart_bytes, multipart_content_type, new_boundary
+from ncp.dicom.multipart import MultipartDecoder, encode_multipart_bytes, multipart_content_type, new_boundary
 from ncp.dicom.uids import deterministic_uid
 
 CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
 DEFLATED = "1.2.840.10008.1.2.1.99"
 BIG_ENDIAN = "1.2.840.10008.1.2.2"
+EVLE = "1.2.840.10008.1.2.1"
+CANNOT_UNDERSTAND, OUT_OF_RESOURCES, PROCESSING_FAILURE = 0xC000, 0xA700, 0x0110
 
 
 def one(tag: str, **kw: object) -> Sample:
@@ -54,12 +62,13 @@ def deflate_bomb() -> bytes:
     ds.file_meta.MediaStorageSOPClassUID = CT_IMAGE
     ds.file_meta.MediaStorageSOPInstanceUID = deterministic_uid("bomb")
     head = io.BytesIO()
-    ds.save_as(head, enforce_file_format=True)
+    write_file_meta_info(head, ds.file_meta)
     packer = zlib.compressobj(9, zlib.DEFLATED, -15)
-    return head.getvalue() + packer.compress(b"\0" * (64 << 20)) + packer.flush()  # 64 MB in ~64 KB
+    body = packer.compress(b"\0" * (64 << 20)) + packer.flush()  # 64 MB in ~64 KB
+    return b"\0" * 128 + b"DICM" + head.getvalue() + body
 
 
-def big_endian() -> bytes:
+def little_endian_labelled_big() -> bytes:
     data = bytearray(one("be").data)
     marker = b"1.2.840.10008.1.2.1\0"
     at = data.index(marker)
@@ -83,8 +92,9 @@ HOSTILE: dict[str, Callable[[], bytes]] = {
         one("huge"), struct.pack("<HH2sHI", 0x7FE1, 0x1011, b"OB", 0, 0xFFFFFFF0) + b"abc"
     ),
     "truncated file": lambda: one("trunc").data[:-1000],
-    "big endian": big_endian,
+    "little endian bytes labelled Big Endian": little_endian_labelled_big,
     "missing SOP Instance UID": without_sop_instance_uid,
+    "a bare dataset of another group": lambda: b"\x10\x00\x10\x00PN\x08\x00Doe^Jane",
 }
 
 
@@ -153,22 +163,52 @@ def test_some_failed_is_202_and_only_the_good_ones_are_stored(baseline: Pacs) ->
     assert response.status_code == 202
     assert referenced(body) == [good.sop]
     (failure,) = failed(body)
-    assert failure["00081197"] == {"vr": "US", "Value": [0xC000]}
+    assert failure["00081197"] == {"vr": "US", "Value": [CANNOT_UNDERSTAND]}
     assert "part 1" in response.headers["warning"]
     assert f"{good.study}/{good.series}/{good.sop}.dcm" in baseline.files()
 
 
 @pytest.mark.parametrize("name", list(HOSTILE))
-def test_hostile_parts_fail_cleanly_and_leave_the_store_unchanged(baseline: Pacs, name: str) -> None:
+def test_unreadable_parts_are_400_cannot_understand_and_leave_the_store_unchanged(
+    baseline: Pacs, name: str
+) -> None:
     before = snapshot(baseline)
 
     response = baseline.stow([HOSTILE[name]()])
 
-    assert response.status_code == 409, response.text
+    assert response.status_code == 400, response.text  # PS3.18 Table 10.5.3-1: bad syntax
     (failure,) = failed(response.json())
-    assert failure["00081197"]["Value"][0] in (0xC000, 0xC122, 0xA900)
+    assert failure["00081197"]["Value"] == [CANNOT_UNDERSTAND]
     assert response.headers["warning"].startswith("299 pacs ")
     assert snapshot(baseline) == before
+
+
+def test_a_deflate_bomb_is_refused_out_of_resources_without_inflating_past_the_bound(
+    start_pacs: Callable[..., Pacs],
+) -> None:
+    pacs = start_pacs(max_stow_bytes=1 << 20)
+    bomb = deflate_bomb()
+    assert len(bomb) < 1 << 20
+
+    response = pacs.stow([bomb])
+
+    assert response.status_code == 409  # well-formed, refused: PS3.18 Table 10.5.3-1
+    (failure,) = failed(response.json())
+    assert failure["00081197"]["Value"] == [OUT_OF_RESOURCES]
+    assert "inflates beyond" in response.headers["warning"]
+    assert pacs.files() == {}
+    assert list((pacs.storage / ".incoming").iterdir()) == []
+
+
+def test_parts_refused_for_a_mixture_of_reasons_are_409(baseline: Pacs) -> None:
+    other_study = one("mixture")
+    response = baseline.stow([b"not dicom", other_study.data], path=f"/studies/{deterministic_uid('mix-t')}")
+
+    assert response.status_code == 409
+    assert sorted(f["00081197"]["Value"][0] for f in failed(response.json())) == [
+        PROCESSING_FAILURE,
+        CANNOT_UNDERSTAND,
+    ]
 
 
 def test_failure_items_name_the_instance_when_it_could_be_read(baseline: Pacs) -> None:
@@ -179,7 +219,7 @@ def test_failure_items_name_the_instance_when_it_could_be_read(baseline: Pacs) -
     assert response.status_code == 409
     assert failure["00081155"]["Value"] == [sample.sop]
     assert failure["00081150"]["Value"] == [CT_IMAGE]
-    assert failure["00081197"]["Value"] == [0x0110]
+    assert failure["00081197"]["Value"] == [PROCESSING_FAILURE]
     assert "target study" in response.headers["warning"]
 
 
@@ -291,3 +331,117 @@ def test_stored_instances_parse_back_identically(pacs: Pacs, study: list[Sample]
         stored = pydicom.dcmread(pacs.storage / s.study / s.series / f"{s.sop}.dcm")
         assert stored.SOPInstanceUID == s.sop
         assert (pacs.storage / s.study / s.series / f"{s.sop}.dcm").read_bytes() == s.data
+
+
+# -- what other archives store: converted or repaired, then retrievable --------------------------------
+def retrieve(pacs: Pacs, study: str, series: str, sop: str) -> bytes:
+    response = pacs.get(
+        f"/studies/{study}/series/{series}/instances/{sop}",
+        accept='multipart/related; type="application/dicom"; transfer-syntax=*',
+    )
+    assert response.status_code == 200, response.headers.get("warning")
+    decoder = MultipartDecoder(response.headers["content-type"])
+    (part,) = decoder.feed(response.content)
+    decoder.close()
+    return part.body
+
+
+def stow_and_retrieve(pacs: Pacs, data: bytes) -> pydicom.Dataset:
+    response = pacs.stow([data])
+    assert response.status_code == 200, response.headers.get("warning")
+    sent = pydicom.dcmread(io.BytesIO(data), force=True)
+    (url,) = [i["00081190"]["Value"][0] for i in response.json()["00081199"]["Value"]]
+    assert url.endswith(f"/instances/{sent.SOPInstanceUID}")
+    return pydicom.dcmread(
+        io.BytesIO(retrieve(pacs, sent.StudyInstanceUID, sent.SeriesInstanceUID, sent.SOPInstanceUID))
+    )
+
+
+def pydicom_file(name: str) -> bytes:
+    with open(str(get_testdata_file(name)), "rb") as f:
+        return f.read()
+
+
+@pytest.mark.parametrize("name", ["MR_small_bigendian.dcm", "SC_rgb_small_odd_big_endian.dcm"])
+def test_big_endian_is_stored_as_explicit_little_endian_with_the_same_pixels(pacs: Pacs, name: str) -> None:
+    original = pydicom.dcmread(io.BytesIO(pydicom_file(name)))
+
+    stored = stow_and_retrieve(pacs, pydicom_file(name))
+
+    assert stored.file_meta.TransferSyntaxUID == EVLE
+    assert stored.PatientName == original.PatientName and stored.Rows == original.Rows
+    assert np.array_equal(stored.pixel_array, original.pixel_array)
+
+
+def test_deflated_is_stored_inflated(pacs: Pacs) -> None:
+    original = pydicom.dcmread(io.BytesIO(pydicom_file("image_dfl.dcm")))
+    assert original.file_meta.TransferSyntaxUID == DEFLATED
+
+    stored = stow_and_retrieve(pacs, pydicom_file("image_dfl.dcm"))
+
+    assert stored.file_meta.TransferSyntaxUID == EVLE
+    assert stored.PixelData == original.PixelData
+
+
+def test_a_file_without_preamble_is_stored_as_a_complete_part10_file(pacs: Pacs) -> None:
+    sample = one("no-preamble")
+    headless = sample.data[132:]  # the file meta group first, as some writers send it
+    assert headless[:2] == b"\x02\x00"
+
+    response = pacs.stow([headless])
+    body = retrieve(pacs, sample.study, sample.series, sample.sop)
+
+    assert response.status_code == 200
+    assert body == sample.data
+
+
+def test_a_bare_dataset_without_file_meta_is_stored_with_one(pacs: Pacs) -> None:
+    original = pydicom.dcmread(io.BytesIO(pydicom_file("ExplVR_LitEndNoMeta.dcm")), force=True)
+
+    stored = stow_and_retrieve(pacs, pydicom_file("ExplVR_LitEndNoMeta.dcm"))
+
+    assert stored.preamble is not None and stored.file_meta.TransferSyntaxUID == EVLE
+    assert stored.file_meta.MediaStorageSOPInstanceUID == original.SOPInstanceUID
+    assert stored.file_meta.MediaStorageSOPClassUID == original.SOPClassUID
+    assert stored.PlanIntent == original.PlanIntent and stored.StudyDate == original.StudyDate
+
+
+def test_a_differing_media_storage_sop_instance_uid_is_stored_under_the_datasets_uid(pacs: Pacs) -> None:
+    study, series, sop = (deterministic_uid("mssop", n) for n in range(3))
+    ds = ct_dataset(study, series, sop)
+    ds.file_meta.MediaStorageSOPInstanceUID = deterministic_uid("mssop-other")  # as DicomBrowser writes
+
+    stored = stow_and_retrieve(pacs, part10(ds))
+
+    assert stored.SOPInstanceUID == stored.file_meta.MediaStorageSOPInstanceUID == sop
+    assert stored.PixelData == ds.PixelData
+    assert (
+        pacs.get(f"/studies/{study}/series/{series}/instances/{deterministic_uid('mssop-other')}").status_code
+        == 404
+    )
+
+
+def test_converted_instances_are_searchable_by_what_they_hold(pacs: Pacs) -> None:
+    original = pydicom.dcmread(io.BytesIO(pydicom_file("MR_small_bigendian.dcm")))
+    pacs.stow([pydicom_file("MR_small_bigendian.dcm")])
+
+    response: httpx.Response = pacs.get(
+        "/instances", accept="application/dicom+json", Rows=str(original.Rows)
+    )
+
+    assert [r["00080018"]["Value"][0] for r in response.json()] == [original.SOPInstanceUID]
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # pydicom warns about the value, as it would in production
+def test_a_malformed_value_does_not_refuse_the_instance(pacs: Pacs) -> None:
+    study, series, sop = (deterministic_uid("bad-is", n) for n in range(3))
+    data = part10(ct_dataset(study, series, sop))
+    at = data.index(b"\x20\x00\x13\x00IS\x02\x00")  # Instance Number, 2 bytes
+    malformed = data[: at + 8] + b"x " + data[at + 10 :]
+
+    response = pacs.stow([malformed])
+    (item,) = pacs.get(f"/studies/{study}/metadata", accept="application/dicom+json").json()
+
+    assert response.status_code == 200
+    assert item["00200013"] == {"vr": "IS"}  # DICOM JSON carries IS as a number: this one cannot ...
+    assert retrieve(pacs, study, series, sop) == malformed  # ... the stored file still does
