@@ -20,6 +20,7 @@ from ncp.gateway.app import create_border_app, create_gateway_app
 from ncp.gateway.settings import GatewaySettings
 from ncp.link.profile import FaultSpec, LinkProfile, parse_fault
 from ncp.pacs.app import PacsSettings, create_pacs_app
+from ncp.portal import PortalSettings, create_portal_app, with_portal
 from ncp.registry.app import RegistrySettings, create_registry_app
 from ncp.security.pki import FederationPki
 from ncp.server import free_port
@@ -329,10 +330,12 @@ def build_role(plan: Plan, role_id: str) -> list[tuple[Any, int, dict[str, Any]]
             replay_db=state_dir / "assertions-seen.sqlite",
         )
         tls = FederationPki.load(plan.pki_dir).uvicorn_options(role.country) if plan.pki_dir else {}
+        # the clinician's portal and WIA facade share the consumer-facing listener (/portal, /wia)
+        portal = PortalSettings.from_topology(topology, role.country, plan.endpoints[role.country].gateway)
         proxies = {"proxy_headers": True, "forwarded_allow_ips": list(country.trusted_proxies)}
         consumers = {"timeout_keep_alive": KEEP_ALIVE_S, **(proxies if country.trusted_proxies else {})}
         return [
-            (create_gateway_app(settings), role.ports[0], consumers),
+            (with_portal(create_gateway_app(settings), create_portal_app(portal)), role.ports[0], consumers),
             (create_border_app(settings), role.ports[1], {**tls, "timeout_keep_alive": KEEP_ALIVE_S}),
         ]
     if role.kind == "registry":

@@ -78,6 +78,7 @@ def _three_steps(console: Console, fed: Federation, pub: Published, b: str) -> D
     hcid = fed.topology.country(patient.country).home_community_id
     consumer = ImagingConsumer(fed.plan.endpoints[b].gateway)
     secure = fed.plan.pki_dir is not None
+    _portal(console, fed.plan.endpoints[b].gateway, b, patient.id, patient.country)
     try:
         console.rule("Step 0 - identify the patient (PDQm-style)")
         if secure:
@@ -147,6 +148,12 @@ def _three_steps(console: Console, fed: Federation, pub: Published, b: str) -> D
         return _finish(console, consumer, checks)
     finally:
         consumer.close()
+
+
+def _portal(console: Console, gateway: str, b: str, patient_id: str, a: str) -> None:
+    """Where a person can look while the federation runs (``xcwado up`` serves the same paths)."""
+    console.print(f"Clinician's portal at NCP-{b}: {gateway}/portal/ (patient {patient_id}, issued by {a})")
+    console.print(f"WIA facade (DICOMweb, bearer treatment token): {gateway}/wia/dicom-web")
 
 
 def _summary(r: Retrieval) -> str:

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import uvicorn
 
-__all__ = ["free_port", "serve_in_thread"]
+__all__ = ["free_port", "run_forever", "serve_in_thread"]
 
 
 # Ports are handed out below the kernel's ephemeral range (32768-60999 here): a port that
@@ -51,7 +52,15 @@ def serve_in_thread(
     # in a loop's shutdown (SIGSEGV in CI; cf. MagicStack/uvloop#706).
     # uvicorn believes X-Forwarded-For/-Proto from 127.0.0.1 by default: here that would be every client.
     # Access log lines would carry query strings (patient identifiers): the audit trail records requests.
-    options = {"loop": "asyncio", "proxy_headers": False, "access_log": False, **options}
+    # A request still in flight at stop (a stream whose peer went away) is cancelled after 2 s: without a
+    # bound, stopping a federation waited out the thread join (10 s per such listener).
+    options = {
+        "loop": "asyncio",
+        "proxy_headers": False,
+        "access_log": False,
+        "timeout_graceful_shutdown": 2,
+        **options,
+    }
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on", **options)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
@@ -67,3 +76,19 @@ def serve_in_thread(
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def run_forever(main: Coroutine[Any, Any, None]) -> None:
+    """Run a role process's servers on uvloop when it is installed (``uvicorn[standard]`` brings it).
+
+    One loop for the process's whole life, so uvloop's crash with many loops in one process (above) does
+    not arise; the stdlib loop's selector loop and TLS protocol are pure Python, paid on every request
+    (docs/benchmarks.md, "Per-request costs").
+    """
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+        return
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main)

@@ -243,6 +243,10 @@ class ScenarioContext:
         )
         return response
 
+    def cookie(self, name: str) -> str | None:
+        """A cookie the raw client holds (a portal session, for the replay scenario)."""
+        return self._http.cookies.get(name)
+
     # -- steps and checks -----------------------------------------------------------------------
     @contextmanager
     def step(self, name: str) -> Iterator[Step]:

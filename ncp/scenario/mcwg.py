@@ -28,6 +28,7 @@ ITEMS: tuple[tuple[str, str], ...] = (
     ("1.7.1", "Requester viewing: native instances copied to the requester"),
     ("1.7.2", "Server-side viewing, central hub option"),
     ("1.7.3", "Server-side viewing, source server option (rendered)"),
+    ("1.8", "WIA facade: one DICOMweb base, QIDO-RS from the manifests, WADO-RS onto XC-WADO"),
     ("2.1", "Anatomical region as level-1 key (eventCodeList)"),
     ("2.2", "Study-level modality as level-1 key (eventCodeList)"),
     ("2.5", "Procedure display name for level-2 selection"),

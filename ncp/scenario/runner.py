@@ -165,10 +165,13 @@ def run_selected(
     run_dir: Path | None = None,
     role_log: Path | None = None,
 ) -> list[Result]:
-    """One seeded federation per (topology, encoding) group, the scenarios of the group run in order."""
+    """One seeded federation per (topology, encoding) group, the scenarios of the group run in order; a
+    scenario naming the encoding its topology holds anyway shares that topology's federation."""
     groups: dict[tuple[str, str | None], list[Scenario]] = {}
     for sc in chosen:
-        groups.setdefault((sc.topology or topology, sc.encoding), []).append(sc)
+        source = sc.topology or topology
+        held = load_source(source).synth.manifest_encoding
+        groups.setdefault((source, None if sc.encoding == held else sc.encoding), []).append(sc)
     results: dict[str, Result] = {}
     with tempfile.TemporaryDirectory(prefix="xcwado-scenarios-") as tmp:
         base = run_dir or Path(tmp)

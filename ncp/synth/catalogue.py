@@ -13,7 +13,10 @@ Layout of a country's studies (``g`` = study index across the country, patient-m
 * study ``g`` goes to region ``g % regions`` (architecture B: the PACS of one regional registry);
   even studies with several series spread them over the region's PACS;
 * publication variant A for even ``g``, B for odd (MCWG 2.17 / 3.2); key images when
-  ``g % 4`` is 0 or 3 (about half the studies).
+  ``g % 4`` is 0 or 3 (about half the studies);
+* the topology's first country has one more patient, last, whose name and study description are
+  markup and script (:data:`MARKUP_FAMILY`, :data:`MARKUP_DESCRIPTION`): every page that shows data
+  must render them as text. They stay valid DICOM (PN without ``=``/``\\``, LO within 64 characters).
 """
 
 from __future__ import annotations
@@ -51,10 +54,20 @@ from ncp.synth.procedures import (
 )
 from ncp.topology import Country, Topology
 
-__all__ = ["CountryData", "catalogue_json", "synthesize"]
+__all__ = [
+    "MARKUP_DESCRIPTION",
+    "MARKUP_FAMILY",
+    "MARKUP_GIVEN",
+    "CountryData",
+    "catalogue_json",
+    "synthesize",
+]
 
 _FIRST_DAY = date(2025, 1, 6)
 _DAYS = 600  # study dates spread over about 20 months
+MARKUP_FAMILY = "<script>alert('name')</script>"
+MARKUP_GIVEN = '<b onclick="alert(1)">Eve</b>'
+MARKUP_DESCRIPTION = "<img src=x onerror=alert('study')> follow-up"
 
 
 @dataclass(frozen=True)
@@ -129,6 +142,7 @@ class _Builder:
         self.specs: dict[str, SeriesSpec] = {}
         self.accession_base = self.rng.randrange(100_000, 900_000)
         self.order_base = self.rng.randrange(100_000, 900_000)
+        self.markup = next(iter(topology.countries)) == country.code
 
     def uid(self, *parts: object) -> str:
         return deterministic_uid("ncp.synth", self.options.seed, self.country.code, *parts)
@@ -139,6 +153,9 @@ class _Builder:
         links = _plan_links(per_patient, count)
         studies = [self._study(g, patients[g // per_patient], links) for g in range(count * per_patient)]
         studies = self._link(studies, links)
+        if self.markup:  # drawn after every other record: their values do not change
+            patients = (*patients, self._markup_patient())
+            studies.append(self._markup_study(patients[-1]))
         reports = tuple(self._report(s) for s in studies)
         return CountryData(
             self.country.code, patients, tuple(studies), reports, self.options.instance_kb, dict(self.specs)
@@ -170,6 +187,25 @@ class _Builder:
                 )
             )
         return tuple(out)
+
+    def _markup_patient(self) -> PatientRecord:
+        who = people.Person(MARKUP_FAMILY, MARKUP_GIVEN, "F", "19800229")
+        return PatientRecord(
+            self.country.code,
+            people.national_id(self.rng, self.country.code, who),
+            self.country.patient_id_issuer,
+            who.family,
+            who.given,
+            who.birth_date,
+            who.sex,
+        )
+
+    def _markup_study(self, patient: PatientRecord) -> StudyRecord:
+        """One study of the markup patient, next in the modality cycle, with its own accession and order."""
+        g = self.options.patients_per_country * self.options.studies_per_patient
+        study = self._study(g, patient, _Links(None, None, None))
+        request = self._request(self._accession(g), self._order(g + 1), study.procedure)
+        return replace(study, description=MARKUP_DESCRIPTION, requests=(request,))
 
     # -- studies and series
 
