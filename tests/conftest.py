@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,3 +21,28 @@ def serve() -> Iterator[Callable[..., str]]:
             return stack.enter_context(serve_in_thread(app, **options))
 
         yield start
+
+
+# The fast tier (`make check`) leaves these out: each starts federations, subprocesses, Docker, Orthanc
+# or a browser. `make test` runs everything.
+_INTEGRATION_DIRS = frozenset(
+    {"bench", "cli", "deploy", "e2e", "load", "orthanc", "portal", "scenario", "soak", "viewer"}
+)
+_INTEGRATION_FILES = frozenset(
+    {
+        "fuzz/test_fuzz.py",
+        "gateway/test_ssrf.py",
+        "link/test_federation_links.py",
+        "security/test_audit_access.py",
+        "security/test_audit_durability.py",
+        "xds/test_xds_mutations.py",
+    }
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    root = Path(__file__).parent
+    for item in items:
+        where = item.path.relative_to(root).as_posix()
+        if where.split("/")[0] in _INTEGRATION_DIRS or where in _INTEGRATION_FILES:
+            item.add_marker(pytest.mark.integration)
