@@ -22,9 +22,19 @@ from ncp.link.profile import FaultSpec, LinkProfile, parse_fault
 from ncp.pacs.app import PacsSettings, create_pacs_app
 from ncp.portal import PortalSettings, create_portal_app, with_portal
 from ncp.registry.app import RegistrySettings, create_registry_app
+from ncp.registry.xds.mhd import BridgeSettings, create_xds_mhd_app
+from ncp.registry.xds.settings import XdsSettings, soap_endpoints
 from ncp.security.pki import FederationPki
 from ncp.server import free_port
-from ncp.topology import Country, CountryEndpoints, Endpoints, Topology, builtin_topology, load_topology
+from ncp.topology import (
+    Country,
+    CountryEndpoints,
+    Endpoints,
+    Registry,
+    Topology,
+    builtin_topology,
+    load_topology,
+)
 
 __all__ = [
     "Plan",
@@ -338,6 +348,8 @@ def build_role(plan: Plan, role_id: str) -> list[tuple[Any, int, dict[str, Any]]
             (with_portal(create_gateway_app(settings), create_portal_app(portal)), role.ports[0], consumers),
             (create_border_app(settings), role.ports[1], {**tls, "timeout_keep_alive": KEEP_ALIVE_S}),
         ]
+    if role.kind == "registry" and _registry(country, role.name).kind == "xds":
+        return [(create_xds_mhd_app(*_xds_settings(plan, country, role, state_dir)), role.ports[0], {})]
     if role.kind == "registry":
         registry = RegistrySettings(
             db_path=state_dir / f"registry-{role.name}.sqlite",
@@ -353,3 +365,24 @@ def build_role(plan: Plan, role_id: str) -> list[tuple[Any, int, dict[str, Any]]
         )
         return [(create_pacs_app(pacs), role.ports[0], {})]
     raise KeyError(f"unknown role kind {role.kind!r}")
+
+
+def _registry(country: Country, reg_id: str) -> Registry:
+    return next(r for r in country.registries if r.id == reg_id)
+
+
+def _xds_settings(
+    plan: Plan, country: Country, role: Role, state_dir: Path
+) -> tuple[XdsSettings, BridgeSettings]:
+    """An XDS affinity domain per registry: the country's patient issuer, its homeCommunityId, and a
+    repository OID under it (``<hcid>.10.<n>``, n-th registry of the country)."""
+    fhir_base = plan.endpoints[role.country].registries[role.name]
+    registry_url, repository_url = soap_endpoints(fhir_base)
+    index = [r.id for r in country.registries].index(role.name) + 1
+    xds = XdsSettings(
+        db_path=state_dir / f"xds-{role.name}.sqlite",
+        home_community_id=country.home_community_id,
+        repository_unique_id=f"{country.home_community_id}.10.{index}",
+        patient_id_domain=country.patient_id_issuer,
+    )
+    return xds, BridgeSettings(fhir_base, registry_url, repository_url)

@@ -26,9 +26,11 @@ routes render the status with a ``Warning: 299 <agent>: <text>`` header (PS3.18 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from starlette.exceptions import HTTPException
+from starlette.requests import Request
 from starlette.responses import Response
 
 __all__ = [
@@ -177,6 +179,21 @@ def fhir_error_response(exc: NcpError) -> Response:
     return Response(
         json.dumps(body), status_code=exc.status, media_type="application/fhir+json", headers=exc.headers
     )
+
+
+def fhir_exception_handlers() -> dict[Any, Callable[[Request, Exception], Response]]:
+    """A FHIR server's handlers: every :class:`NcpError`, and Starlette's own 404 (no route) and 405
+    (method), as an OperationOutcome, with the caller's ``X-Request-Id`` echoed."""
+
+    def handle(request: Request, exc: Exception) -> Response:
+        error = from_http_exception(exc) if isinstance(exc, HTTPException) else exc
+        assert isinstance(error, NcpError)
+        response = fhir_error_response(error)
+        if rid := request.headers.get("x-request-id"):
+            response.headers["x-request-id"] = rid
+        return response
+
+    return {NcpError: handle, HTTPException: handle}
 
 
 def warning_header(agent: str, text: str, code: int = 299) -> str:

@@ -1,17 +1,20 @@
 """Load a country's synthetic catalogue into its roles through the real transactions.
 
-Images go to the PACS with STOW-RS (grouped per Retrieve Location UID), documents to the
-registry with ITI-65. Publication variants (MCWG 2.17 / 3.2): variant A publishes the manifest
-together with the validated report; variant B publishes the manifest at acquisition, before the
-report exists, so only the manifest is found.
+Images go to the PACS with STOW-RS (grouped per Retrieve Location UID), documents to an MHD
+registry with ITI-65 and to an XDS registry with ITI-41 Provide and Register (MTOM). Publication
+variants (MCWG 2.17 / 3.2): variant A publishes the manifest together with the validated report;
+variant B publishes the manifest at acquisition, before the report exists, so only the manifest is
+found.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import uuid
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import httpx
@@ -19,9 +22,15 @@ import pydicom
 
 from ncp.dicom.kos import build_kin, build_manifest, to_part10
 from ncp.dicom.multipart import Part, encode_multipart, multipart_content_type, new_boundary
+from ncp.dicom.uids import deterministic_uid
 from ncp.errors import UpstreamError
 from ncp.mhd import manifest_document_reference, provide_document_bundle, report_document_reference
-from ncp.model import StudyRecord
+from ncp.model import PatientRecord, ReportRecord, StudyRecord
+from ncp.registry.xds import iti41
+from ncp.registry.xds.ebrim import SUCCESS
+from ncp.registry.xds.imaging import manifest_entry, report_entry, submission_set
+from ncp.registry.xds.settings import soap_endpoints
+from ncp.registry.xds.soap import SoapFault, mtom_message, parse_message
 from ncp.synth import CountryData, render_pdf, synthesize
 from ncp.topology import Country, Endpoints, Topology
 
@@ -69,18 +78,88 @@ async def publish_country(
         await _stow_study(client, data, study)
         manifests[study.study_instance_uid] = to_part10(build_manifest(study, encoding=encoding))
     for patient in data.patients:
-        by_registry: dict[str, list[tuple[dict[str, Any], list[tuple[str, bytes]]]]] = {}
+        by_registry: dict[str, list[tuple[StudyRecord, ReportRecord | None]]] = {}
         for study in (s for s in data.studies if s.patient == patient):
-            docs = by_registry.setdefault(country.registry_of(study.series[0].retrieve_location_uid), [])
-            docs.append(manifest_document(country, study, manifests[study.study_instance_uid]))
-            report = data.report(study)
-            if report is not None and study.publication == "A":
-                docs.append(_report_doc(country, report))
+            report = data.report(study) if study.publication == "A" else None
+            by_registry.setdefault(country.registry_of(study.series[0].retrieve_location_uid), []).append(
+                (study, report)
+            )
+            if report is not None:
                 reports.add(study.study_instance_uid)
-        for reg_id, docs in by_registry.items():
+        for reg_id, studies in by_registry.items():
+            if next(r for r in country.registries if r.id == reg_id).kind == "xds":
+                await _provide_and_register(
+                    client, ep.registries[reg_id], country, patient, studies, manifests
+                )
+                continue
+            docs = [
+                manifest_document(country, study, manifests[study.study_instance_uid]) for study, _ in studies
+            ]
+            docs += [_report_doc(country, report) for _, report in studies if report is not None]
             bundle = provide_document_bundle(patient, docs, source_oid=country.home_community_id)
             await _post(client, ep.registries[reg_id], bundle)
     return Published(data, encoding, manifests, frozenset(reports))
+
+
+async def _provide_and_register(
+    client: httpx.AsyncClient,
+    fhir_base: str,
+    country: Country,
+    patient: PatientRecord,
+    studies: list[tuple[StudyRecord, ReportRecord | None]],
+    manifests: dict[str, bytes],
+) -> None:
+    """An XDS registry: one ITI-41 Provide and Register (MTOM) per patient, each manifest as an XDS-I.b
+    DocumentEntry with the MCWG keys (``ncp.registry.xds.imaging``) and, variant A, its report as PDF."""
+    documents = []
+    for study, report in studies:
+        kos = manifests[study.study_instance_uid]
+        documents.append(
+            (
+                manifest_entry(
+                    study,
+                    entry_uuid=_entry_uuid(study.manifest_sop_instance_uid),
+                    creation_time=study.date + study.time[:6],
+                ),
+                kos,
+            )
+        )
+        if report is not None:
+            uid = deterministic_uid("imaging-report", report.id)
+            entry = report_entry(
+                report,
+                entry_uuid=_entry_uuid(uid),
+                unique_id=uid,
+                creation_time="".join(ch for ch in report.issued if ch.isdigit())[:14],
+            )
+            documents.append((entry, render_pdf(report)))
+    key = "|".join(entry.unique_id for entry, _ in documents)
+    ss = submission_set(
+        patient,
+        entry_uuid=_entry_uuid(f"ss|{key}"),
+        unique_id=deterministic_uid("ss", key),
+        source_id=country.home_community_id,
+        submission_time=datetime.now(UTC).strftime("%Y%m%d%H%M%S"),
+    )
+    body, parts = iti41.provide_and_register_request(ss, documents)
+    _, repository = soap_endpoints(fhir_base)
+    message = mtom_message(body, action=iti41.ACTION, attachments=parts, to=repository)
+    response = await client.post(
+        repository, content=message.body, headers={"Content-Type": message.content_type}
+    )
+    try:
+        answer = parse_message(
+            response.headers.get("content-type", ""), response.content, max_part_bytes=len(response.content)
+        )
+    except SoapFault as fault:
+        raise UpstreamError(f"ITI-41 to {repository} answered {response.status_code}: {fault}") from None
+    if answer.body.get("status") != SUCCESS:
+        raise UpstreamError(f"ITI-41 to {repository} was refused: {response.text[:300]}")
+
+
+def _entry_uuid(unique_id: str) -> str:
+    """A stable entryUUID per document (ITI TF-3 4.2.3.2.8), so a seeded federation's ids are reproducible."""
+    return f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_OID, unique_id)}"
 
 
 def manifest_document(

@@ -45,11 +45,16 @@ ManifestEncoding = Literal["MADO", "MCWG"]
 _OID_CHARS = set("0123456789.")
 
 
+RegistryKind = Literal["mhd", "xds"]
+
+
 @dataclass(frozen=True)
 class Registry:
-    """A national (architecture A, C) or regional (architecture B) MHD document registry."""
+    """A national (architecture A, C) or regional (architecture B) document registry: ``mhd`` (FHIR,
+    ITI-65/67/68) or ``xds`` (XDS.b registry + repository behind an MHD Document Responder facade)."""
 
     id: str
+    kind: RegistryKind = "mhd"
 
 
 @dataclass(frozen=True)
@@ -97,6 +102,11 @@ class Country:
     # Addresses of reverse proxies whose X-Forwarded-For / -Proto the gateway listener believes; from
     # anyone else those headers are ignored, so the audited client is the TCP peer.
     trusted_proxies: tuple[str, ...] = ()
+    # RAD-160 beyond MADO Appendix XA: frames, frame-level rendered and bulk data, for viewers
+    # (docs/decisions.md, "XC-WADO for viewers"); off, both gateway sides refuse them with 404.
+    viewer_resources: bool = True
+    # Browser origins (``https://viewer.example``) whose scripts may call the gateway listener (CORS).
+    cors_origins: tuple[str, ...] = ()
 
     @property
     def external(self) -> bool:
@@ -194,8 +204,9 @@ _TOP_KEYS = ("name", "security", "pki_dir", "synth", "countries", "links")
 _COUNTRY_KEYS = (
     "name", "home_community_id", "patient_id_issuer", "accession_issuer", "order_issuer", "architecture",
     "registries", "pacs", "faults", "border", "gateway", "public_url", "trusted_proxies",
+    "viewer_resources", "cors_origins",
 )  # fmt: skip
-_REGISTRY_KEYS = ("id",)
+_REGISTRY_KEYS = ("id", "kind")
 _PACS_KEYS = ("id", "retrieve_location_uid", "backend", "registry")
 _LINK_KEYS = ("between", "rtt_ms", "bandwidth_mbit", "jitter_ms")
 
@@ -237,7 +248,7 @@ def _country(r: _Reader, code: str) -> Country:
     if architecture not in ("A", "B", "C"):
         raise InvalidTopology(f"{r.where('architecture')} must be A, B or C, not {architecture!r}")
     registries = tuple(
-        Registry(id=r.sub(f"registries[{i}]", x).only(_REGISTRY_KEYS).text("id"))
+        _registry(r.sub(f"registries[{i}]", x).only(_REGISTRY_KEYS))
         for i, x in enumerate(r.items("registries"))
     )
     if not registries:
@@ -270,9 +281,18 @@ def _country(r: _Reader, code: str) -> Country:
         gateway=_external_url(r, "gateway"),
         public_url=_external_url(r, "public_url"),
         trusted_proxies=_addresses(r, "trusted_proxies"),
+        viewer_resources=r.flag("viewer_resources", True),
+        cors_origins=_origins(r, "cors_origins"),
     )
     _check_external(r, country)
     return country
+
+
+def _registry(r: _Reader) -> Registry:
+    kind = r.text("kind", "mhd")
+    if kind not in ("mhd", "xds"):
+        raise InvalidTopology(f"{r.where('kind')} must be mhd or xds, not {kind!r}")
+    return Registry(id=r.text("id"), kind=kind)  # type: ignore[arg-type]
 
 
 def _external_url(r: _Reader, key: str) -> str | None:
@@ -288,6 +308,31 @@ def _addresses(r: _Reader, key: str) -> tuple[str, ...]:
         return tuple(str(ipaddress.ip_address(v)) for v in values)
     except ValueError:
         raise InvalidTopology(f"{r.where(key)} must list IP addresses, got {values!r}") from None
+
+
+def _origins(r: _Reader, key: str) -> tuple[str, ...]:
+    """Browser origins (RFC 6454), as a browser serialises them: lower case, no default port, no path."""
+    out = []
+    for value in r.items(key):
+        parts = urlsplit(value) if isinstance(value, str) else None
+        try:
+            port = parts.port if parts else None
+        except ValueError:
+            parts = None
+        if (
+            parts is None
+            or parts.scheme not in ("http", "https")
+            or not parts.hostname
+            or parts.username is not None
+            or f"{parts.scheme}://{parts.netloc}" != value
+        ):
+            raise InvalidTopology(
+                f"{r.where(key)}: {value!r} is not an origin such as 'https://viewer.example'"
+            )
+        host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+        default = {"http": 80, "https": 443}[parts.scheme]
+        out.append(f"{parts.scheme}://{host}" + (f":{port}" if port not in (None, default) else ""))
+    return tuple(out)
 
 
 def _check_external(r: _Reader, country: Country) -> None:

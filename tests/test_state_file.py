@@ -14,6 +14,7 @@ import jsonschema
 import pytest
 
 from ncp.federation import Federation
+from ncp.registry.xds.settings import soap_endpoints
 from ncp.state import FederationState, StateFileError, load_state
 from ncp.synth import catalogue_json, synthesize
 
@@ -55,7 +56,7 @@ def up_state(run: Path, source: str) -> dict[str, Any]:
     return dict(json.loads((run / "state.json").read_text()))
 
 
-@pytest.fixture(params=["builtin:default", "builtin:three-country", "builtin:wan", "external"])
+@pytest.fixture(params=["builtin:default", "builtin:three-country", "builtin:wan", "builtin:xds", "external"])
 def written(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:
     source = str(request.param)
     if source == "external":
@@ -242,3 +243,15 @@ def test_the_loader_also_checks_what_json_schema_cannot_say(
     breakage(doc)
     with pytest.raises(StateFileError, match=reason):
         FederationState.from_json(doc)
+
+
+def test_an_xds_registry_is_named_by_the_fhir_base_of_its_mhd_facade(tmp_path: Path) -> None:
+    """The contract does not change with ``kind = "xds"``: clients use the FHIR base; the SOAP endpoints
+    are on the same listener (docs/state-file.md)."""
+    state = FederationState.from_json(up_state(tmp_path, "builtin:xds"))
+    base = state.countries["FR"].registries["national"]
+    assert base.endswith("/fhir")
+    assert soap_endpoints(base) == (
+        base.removesuffix("/fhir") + "/xds/registry",
+        base.removesuffix("/fhir") + "/xds/repository",
+    )

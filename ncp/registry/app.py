@@ -22,14 +22,13 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from ncp.bodytimeout import BodyTimeout
-from ncp.errors import NcpError, fhir_error_response, from_http_exception
+from ncp.errors import fhir_exception_handlers
 from ncp.registry import iti65, iti67, iti68, pdqm
 from ncp.registry.fhirhttp import Registry, check_format, fhir_response
 from ncp.registry.settings import RegistrySettings
@@ -56,24 +55,10 @@ def create_registry_app(settings: RegistrySettings) -> Starlette:
     app = Starlette(
         routes=routes,
         middleware=[Middleware(BodyTimeout)],
-        exception_handlers={NcpError: _error_handler, HTTPException: _http_error_handler},
+        exception_handlers=fhir_exception_handlers(),
     )
     app.state.registry = Registry(settings, Store(settings.db_path))
     return app
-
-
-def _error_handler(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, NcpError)
-    response = fhir_error_response(exc)
-    if rid := request.headers.get("x-request-id"):
-        response.headers["x-request-id"] = rid
-    return response
-
-
-def _http_error_handler(request: Request, exc: Exception) -> Response:
-    """Starlette's own 404 (no route) and 405 (method) as an OperationOutcome, like every other error."""
-    assert isinstance(exc, HTTPException)
-    return _error_handler(request, from_http_exception(exc))
 
 
 async def _metadata(request: Request) -> Response:

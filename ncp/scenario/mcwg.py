@@ -2,6 +2,8 @@
 
 An item is *supported* when at least one check exercising it held and none failed, *not
 supported* when a check exercising it failed, *not tested* when no check of the run exercised it.
+Checks of the registry with the architecture count for 1.2.3 (XDS-I.b) when the run's country A keeps
+its documents in an XDS registry, for 1.2.4 (MHD) otherwise.
 """
 
 from __future__ import annotations
@@ -10,7 +12,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from ncp.errors import InvalidTopology
 from ncp.scenario.model import Result
+from ncp.topology import builtin_topology, load_topology
 
 __all__ = ["ITEMS", "Assessment", "Evidence", "assess"]
 
@@ -65,13 +69,14 @@ class Assessment:
 
 
 def assess(results: Sequence[Result]) -> list[Assessment]:
+    on_xds = {source: _affiliation_on_xds(source) for source in {r.topology for r in results}}
     out = []
     for item, text in ITEMS:
         evidence = tuple(
             Evidence(r.scenario.id, c.step, c.name, c.ok, c.detail)
             for r in results
             for c in r.checks
-            if item in c.mcwg
+            if item in _items(c.mcwg, on_xds[r.topology])
         )
         verdict: Verdict = (
             "not tested"
@@ -82,3 +87,27 @@ def assess(results: Sequence[Result]) -> list[Assessment]:
         )
         out.append(Assessment(item, text, verdict, evidence))
     return out
+
+
+def _items(items: tuple[str, ...], on_xds: bool) -> tuple[str, ...]:
+    """A check of the registry with the architecture (1.2.4, MHD) is evidence for 1.2.3 (XDS-I.b) when
+    the documents it found are in an XDS registry: the country's national side is XDS, behind the MHD
+    facade its gateway asks (docs/xds.md)."""
+    return tuple("1.2.3" if on_xds and i == "1.2.4" else i for i in items)
+
+
+def _affiliation_on_xds(source: str) -> bool:
+    """Whether country A (the topology's first country, where scenarios find documents) keeps them in
+    XDS registries (topology ``kind = "xds"``)."""
+    if not source:
+        return False
+    try:
+        topology = (
+            builtin_topology(source.removeprefix("builtin:"))
+            if source.startswith("builtin:")
+            else load_topology(source)
+        )
+    except (InvalidTopology, OSError):  # a run whose topology file is gone: nothing says XDS
+        return False
+    first = next(iter(topology.countries.values()))
+    return all(r.kind == "xds" for r in first.registries)

@@ -11,7 +11,7 @@ import pytest
 from lxml import etree
 from xds_support import HCID, PATIENT_ISSUER, REPOSITORY, xds_schema
 
-from ncp.xds.app import XdsSettings, create_xds_app
+from ncp.registry.xds.app import XdsSettings, create_xds_app
 
 
 @pytest.fixture

@@ -22,10 +22,10 @@ from xds_support import (
     submission_request,
 )
 
+from ncp.registry.xds import iti18, iti41, iti43
+from ncp.registry.xds.app import XdsSettings, create_xds_app
+from ncp.registry.xds.soap import SoapMessage, mtom_message, soap_message
 from ncp.server import serve_in_thread
-from ncp.xds import iti18, iti41, iti43
-from ncp.xds.app import XdsSettings, create_xds_app
-from ncp.xds.soap import SoapMessage, mtom_message, soap_message
 
 
 @pytest.fixture(scope="module")

@@ -30,9 +30,9 @@ from xds_support import (
     unique_ids,
 )
 
-from ncp.xds import iti18, iti41, iti43
-from ncp.xds.ebrim import SUCCESS, cxi
-from ncp.xds.iti18 import FIND_DOCUMENTS, FIND_DOCUMENTS_BY_REFERENCE_ID, GET_DOCUMENTS
+from ncp.registry.xds import iti18, iti41, iti43
+from ncp.registry.xds.ebrim import SUCCESS, cxi
+from ncp.registry.xds.iti18 import FIND_DOCUMENTS, FIND_DOCUMENTS_BY_REFERENCE_ID, GET_DOCUMENTS
 
 HOME = f"urn:oid:{HCID}"
 CT_KOS, CT_PDF = (e.unique_id for e, _ in study_documents(CT, CT_REPORT))
@@ -214,7 +214,7 @@ def test_the_schemas_do_refuse_what_is_not_xds(schema: etree.XMLSchema) -> None:
 
 
 def test_the_requests_a_consumer_sends_are_schema_valid(schema: etree.XMLSchema) -> None:
-    """ITI-18 (every stored query, both return types) and ITI-43 requests as ncp.xds builds them."""
+    """ITI-18 (every stored query, both return types) and ITI-43 requests as ncp.registry.xds builds them."""
     reference = ("$XDSDocumentEntryReferenceIdList", [cxi("ACC-CT-1", "urn:ihe:iti:xds:2013:accession")])
     for query_id, params in (
         (FIND_DOCUMENTS, patient_params(("$XDSDocumentEntryCreationTimeFrom", "2024"))),

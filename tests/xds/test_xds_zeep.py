@@ -23,8 +23,8 @@ from xds_support import (
 )
 from zeep.wsa import WsAddressingPlugin
 
-from ncp.xds import iti41
-from ncp.xds.iti18 import FIND_DOCUMENTS
+from ncp.registry.xds import iti41
+from ncp.registry.xds.iti18 import FIND_DOCUMENTS
 
 SUCCESS = "urn:oasis:names:tc:ebxml-regrep:ResponseStatusType:Success"
 

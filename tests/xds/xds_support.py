@@ -1,7 +1,7 @@
 """A small imaging catalogue, the official schemas, and a SOAP client that reads answers on its own.
 
 Answers are read here with the standard library's MIME parser and a plain lxml parse, not with
-ncp.xds.soap, so that a fault in our MTOM writer cannot be hidden by the same fault in our reader.
+ncp.registry.xds.soap, so that a fault in our MTOM writer cannot be hidden by the same fault in our reader.
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ from ncp.codes import LOINC, SCT, Code
 from ncp.dicom.kos import build_manifest, to_part10
 from ncp.dicom.uids import deterministic_uid
 from ncp.model import InstanceRecord, PatientRecord, ReportRecord, RequestRecord, SeriesRecord, StudyRecord
+from ncp.registry.xds import iti18, iti41, iti43
+from ncp.registry.xds.ebrim import DocumentEntry
+from ncp.registry.xds.imaging import manifest_entry, report_entry, submission_set
+from ncp.registry.xds.soap import NS, mtom_message, soap_message
 from ncp.synth.reports import render_pdf
-from ncp.xds import iti18, iti41, iti43
-from ncp.xds.ebrim import DocumentEntry
-from ncp.xds.imaging import manifest_entry, report_entry, submission_set
-from ncp.xds.soap import NS, mtom_message, soap_message
 
 HCID = "2.999.250.1"
 REPOSITORY = "2.999.250.10"

@@ -112,6 +112,7 @@ class DocumentEntry:
     practice_setting: Coded
     language_code: str = "en"
     source_patient_id: str = ""
+    source_patient_info: tuple[str, ...] = ()  # PID-5 name, PID-7 birth date, PID-8 sex (ITI TF-3 4.2.3.2.23)
     service_start_time: str = ""
     event_codes: tuple[Coded, ...] = ()
     reference_ids: tuple[str, ...] = ()  # CXi values
@@ -197,6 +198,7 @@ def document_entry_element(entry: DocumentEntry) -> etree._Element:
         "languageCode": [entry.language_code],
         "serviceStartTime": [entry.service_start_time] if entry.service_start_time else [],
         "sourcePatientId": [entry.source_patient_id or entry.patient_id],
+        "sourcePatientInfo": list(entry.source_patient_info),
         "hash": [entry.hash] if entry.hash else [],
         "size": [str(entry.size)] if entry.size is not None else [],
         "repositoryUniqueId": [entry.repository_unique_id] if entry.repository_unique_id else [],
@@ -339,6 +341,7 @@ def read_document_entry(el: etree._Element) -> DocumentEntry:
         practice_setting=_one_code(el, _PRACTICE_SETTING, "practiceSettingCode"),
         language_code=_single(slots, "languageCode", required=True),
         source_patient_id=_single(slots, "sourcePatientId"),
+        source_patient_info=tuple(slots.get("sourcePatientInfo", [])),
         service_start_time=_single(slots, "serviceStartTime"),
         event_codes=tuple(_codes(el, _EVENT_CODE)),
         reference_ids=tuple(slots.get(REFERENCE_ID_LIST, [])),
@@ -346,6 +349,7 @@ def read_document_entry(el: etree._Element) -> DocumentEntry:
         size=int(size) if size else None,
         repository_unique_id=_single(slots, "repositoryUniqueId"),
         home_community_id=el.get("home", ""),
+        status=el.get("status", APPROVED),
     )
 
 

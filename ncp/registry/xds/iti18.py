@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 
 from lxml import etree
 
-from ncp.xds.ebrim import (
+from ncp.registry.xds.ebrim import (
     FAILURE,
     RIM,
     RS,
@@ -27,9 +27,9 @@ from ncp.xds.ebrim import (
     object_ref_element,
     rim,
 )
-from ncp.xds.settings import XdsSettings
-from ncp.xds.soap import SoapFault
-from ncp.xds.store import XdsStore
+from ncp.registry.xds.settings import XdsSettings
+from ncp.registry.xds.soap import SoapFault
+from ncp.registry.xds.store import XdsStore
 
 __all__ = [
     "ACTION",

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 
 from lxml import etree
 
-from ncp.xds.ebrim import RS, XdsError, registry_response
-from ncp.xds.settings import XdsSettings
-from ncp.xds.soap import NS, SoapFault, q
-from ncp.xds.store import XdsStore
+from ncp.registry.xds.ebrim import RS, XdsError, registry_response
+from ncp.registry.xds.settings import XdsSettings
+from ncp.registry.xds.soap import NS, SoapFault, q
+from ncp.registry.xds.store import XdsStore
 
 __all__ = [
     "ACTION",

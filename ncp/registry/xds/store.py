@@ -15,7 +15,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from ncp.xds.ebrim import Coded, DocumentEntry, SubmissionSet, XdsError
+from ncp.registry.xds.ebrim import Coded, DocumentEntry, SubmissionSet, XdsError
 
 __all__ = ["XdsStore"]
 

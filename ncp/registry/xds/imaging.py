@@ -19,22 +19,34 @@ from ncp.codes import (
     TYPE_REPORT,
     Code,
 )
+from ncp.mhd import LATERALITY
 from ncp.model import PatientRecord, ReportRecord, StudyRecord
-from ncp.xds.ebrim import ACCESSION, ORDER, STUDY_INSTANCE_UID, Coded, DocumentEntry, SubmissionSet, cxi
+from ncp.registry.xds.ebrim import (
+    ACCESSION,
+    ORDER,
+    STUDY_INSTANCE_UID,
+    Coded,
+    DocumentEntry,
+    SubmissionSet,
+    cxi,
+)
 
 __all__ = [
     "FORMAT_KOS",
     "FORMAT_PDF",
+    "SCHEME_OIDS",
     "coded",
     "manifest_entry",
     "patient_cx",
     "report_entry",
+    "source_patient_info",
     "study_event_codes",
     "study_reference_ids",
     "submission_set",
 ]
 
-_SCHEME_OIDS = {
+# FHIR code system -> the OID XDS writes in codingScheme
+SCHEME_OIDS = {
     LOINC: "2.16.840.1.113883.6.1",
     SCT: "2.16.840.1.113883.6.96",
     DCM: "1.2.840.10008.2.16.4",
@@ -50,7 +62,7 @@ _PRACTICE = Coded("394914008", "2.16.840.1.113883.6.96", "Radiology")
 
 
 def coded(code: Code) -> Coded:
-    return Coded(code.code, _SCHEME_OIDS.get(code.system, code.system), code.display)
+    return Coded(code.code, SCHEME_OIDS.get(code.system, code.system), code.display)
 
 
 def patient_cx(patient: PatientRecord) -> str:
@@ -58,11 +70,23 @@ def patient_cx(patient: PatientRecord) -> str:
 
 
 def study_event_codes(study: StudyRecord) -> tuple[Coded, ...]:
-    """Modalities, anatomical region, procedure: the level-1 keys and the level-2 procedure."""
-    modalities = tuple(
-        Coded(m, _SCHEME_OIDS[DCM], ACQUISITION_MODALITIES.get(m, m)) for m in study.modalities
+    """Modalities, anatomical region, procedures (the study's and each request's, once) and laterality:
+    the level-1 keys and the level-2 selection keys (MCWG 2.5, 2.6), as ncp.mhd puts in context.event."""
+    modalities = tuple(Coded(m, SCHEME_OIDS[DCM], ACQUISITION_MODALITIES.get(m, m)) for m in study.modalities)
+    procedures = dict.fromkeys([study.procedure, *(r.procedure for r in study.requests)])
+    laterality = (coded(LATERALITY[study.laterality]),) if study.laterality in LATERALITY else ()
+    return (*modalities, coded(study.anatomical_region), *(coded(p) for p in procedures), *laterality)
+
+
+def source_patient_info(patient: PatientRecord) -> tuple[str, ...]:
+    """sourcePatientInfo (ITI TF-3 4.2.3.2.23): what an XDS Document Consumer knows of the patient's
+    demographics; the MHD facade answers PDQm from it."""
+    return (
+        f"PID-3|{patient_cx(patient)}",
+        f"PID-5|{patient.family}^{patient.given}",
+        f"PID-7|{patient.birth_date}",
+        f"PID-8|{patient.sex}",
     )
-    return (*modalities, coded(study.anatomical_region), coded(study.procedure))
 
 
 def study_reference_ids(study: StudyRecord) -> tuple[str, ...]:
@@ -83,6 +107,7 @@ def _entry(
         title=title,
         creation_time=creation_time,
         patient_id=patient_cx(study.patient),
+        source_patient_info=source_patient_info(study.patient),
         class_code=coded(CATEGORY_MEDICAL_IMAGING),
         type_code=coded(type_code),
         format_code=FORMAT_PDF if mime_type == "application/pdf" else FORMAT_KOS,

@@ -30,10 +30,10 @@ from starlette.routing import Route
 
 from ncp.bodytimeout import BodyTimeout
 from ncp.errors import NcpError
-from ncp.xds import iti18, iti41, iti43
-from ncp.xds.ebrim import XdsError, registry_response
-from ncp.xds.settings import XdsSettings
-from ncp.xds.soap import (
+from ncp.registry.xds import iti18, iti41, iti43
+from ncp.registry.xds.ebrim import XdsError, registry_response
+from ncp.registry.xds.settings import XdsSettings
+from ncp.registry.xds.soap import (
     Envelope,
     SoapFault,
     SoapMessage,
@@ -42,7 +42,7 @@ from ncp.xds.soap import (
     parse_message,
     soap_message,
 )
-from ncp.xds.store import XdsStore
+from ncp.registry.xds.store import XdsStore
 
 __all__ = ["XdsSettings", "create_xds_app"]
 

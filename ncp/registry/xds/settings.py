@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["XdsSettings"]
+__all__ = ["XdsSettings", "soap_endpoints"]
 
 
 @dataclass(frozen=True)
@@ -20,3 +20,10 @@ class XdsSettings:
     @property
     def home(self) -> str:
         return f"urn:oid:{self.home_community_id}"
+
+
+def soap_endpoints(fhir_base: str) -> tuple[str, str]:
+    """(ITI-18 registry, ITI-41/43 repository) endpoints of an XDS role whose MHD facade is ``fhir_base``:
+    both are served on the same listener (``ncp.registry.xds.mhd``)."""
+    root = fhir_base.rstrip("/").removesuffix("/fhir")
+    return f"{root}/xds/registry", f"{root}/xds/repository"

@@ -16,7 +16,7 @@ from dataclasses import replace
 
 from lxml import etree
 
-from ncp.xds.ebrim import (
+from ncp.registry.xds.ebrim import (
     APPROVED,
     RIM,
     DocumentEntry,
@@ -28,9 +28,9 @@ from ncp.xds.ebrim import (
     rim,
     submission_elements,
 )
-from ncp.xds.settings import XdsSettings
-from ncp.xds.soap import NS, SoapFault, binary_content, q
-from ncp.xds.store import XdsStore
+from ncp.registry.xds.settings import XdsSettings
+from ncp.registry.xds.soap import NS, SoapFault, binary_content, q
+from ncp.registry.xds.store import XdsStore
 
 __all__ = [
     "ACTION",

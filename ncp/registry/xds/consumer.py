@@ -1,0 +1,118 @@
+"""An XDS.b Document Consumer over SOAP 1.2 HTTP: ITI-18 Registry Stored Query, ITI-43 Retrieve Document Set.
+
+What the MHD facade (``mhd``) uses to reach its registry and repository: real SOAP messages on
+the wire, never the registry's Python functions. Failures of the XDS side become the errors of
+``ncp.errors`` that the facade turns into OperationOutcomes: unreachable 502, too slow 504, busy 503
+(``XDSRegistryBusy``, ``XDSRepositoryBusy``), a document the repository no longer holds 404
+(``XDSDocumentUniqueIdError``, ITI TF-2b 3.43.4.2.3); anything else the XDS side refuses is 502 naming
+its error codes, since the facade built the request and the client's input was already checked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import httpx
+from lxml import etree
+
+from ncp.errors import NotFound, Unavailable, UpstreamError, UpstreamTimeout
+from ncp.registry.xds import iti18, iti43
+from ncp.registry.xds.ebrim import FAILURE, RS, DocumentEntry, XdsError, read_document_entry, rim
+from ncp.registry.xds.soap import Envelope, SoapFault, binary_content, parse_message, q, soap_message
+
+__all__ = ["XdsConsumer"]
+
+_BUSY = frozenset({"XDSRegistryBusy", "XDSRepositoryBusy", "XDSRegistryNotAvailable"})
+_EXTRINSIC_OBJECT = rim("ExtrinsicObject")
+
+
+class XdsConsumer:
+    """One registry and its repository, reached with the caller's pooled HTTP client."""
+
+    def __init__(
+        self, client: httpx.AsyncClient, registry_url: str, repository_url: str, *, max_bytes: int
+    ) -> None:
+        self.client = client
+        self.registry_url = registry_url
+        self.repository_url = repository_url
+        self.max_bytes = max_bytes
+
+    async def query(
+        self,
+        query_id: str,
+        params: list[tuple[str, str | list[str]]],
+        headers: Mapping[str, str] | None = None,
+    ) -> list[DocumentEntry]:
+        """ITI-18 with ``LeafClass`` results: the DocumentEntries found."""
+        request = iti18.stored_query_request(query_id, params)
+        env = await self._call(self.registry_url, request, iti18.ACTION, headers)
+        if env.body.tag != f"{{{iti18.QUERY}}}AdhocQueryResponse":
+            raise UpstreamError("the XDS registry answered ITI-18 without an AdhocQueryResponse")
+        if env.body.get("status") == FAILURE:
+            raise _refused("registry", env.body)
+        try:
+            return [read_document_entry(el) for el in env.body.iter(_EXTRINSIC_OBJECT)]
+        except XdsError as exc:  # metadata we cannot read is the registry's fault, not the client's
+            raise UpstreamError(f"the XDS registry answered unreadable metadata ({exc})") from None
+
+    async def retrieve(self, entry: DocumentEntry, headers: Mapping[str, str] | None = None) -> bytes:
+        """ITI-43 of one document, by the repository and uniqueId its entry names."""
+        home = entry.home_community_id or None
+        request = iti43.retrieve_request([(home, entry.repository_unique_id, entry.unique_id)])
+        env = await self._call(self.repository_url, request, iti43.ACTION, headers)
+        for response in env.body.iterfind(f"{{{iti43.IHE}}}DocumentResponse"):
+            unique_id = response.findtext(f"{{{iti43.IHE}}}DocumentUniqueId", "").strip()
+            document = response.find(f"{{{iti43.IHE}}}Document")
+            if unique_id == entry.unique_id and document is not None:
+                try:
+                    return binary_content(document, env.attachments)
+                except SoapFault as fault:
+                    raise UpstreamError(f"the XDS repository sent an unreadable document ({fault})") from None
+        status = env.body.find(f"{{{RS}}}RegistryResponse")
+        raise _refused("repository", status if status is not None else env.body)
+
+    async def _call(
+        self, url: str, body: etree._Element, action: str, headers: Mapping[str, str] | None
+    ) -> Envelope:
+        message = soap_message(body, action=action, to=url)
+        out = {**(headers or {}), "content-type": message.content_type}
+        what = url.rsplit("/", 1)[-1]  # "registry" or "repository"
+        try:
+            async with self.client.stream("POST", url, content=message.body, headers=out) as response:
+                data = await self._bounded(response, what)
+                content_type = response.headers.get("content-type", "")
+        except httpx.TimeoutException:
+            raise UpstreamTimeout(f"the XDS {what} did not answer in time") from None
+        except httpx.HTTPError as exc:
+            raise UpstreamError(f"the XDS {what} is unreachable ({type(exc).__name__})") from None
+        try:
+            env = parse_message(content_type, data, max_part_bytes=self.max_bytes)
+        except SoapFault as fault:
+            raise UpstreamError(f"the XDS {what} answered no readable SOAP message ({fault})") from None
+        if env.body.tag == q("s", "Fault"):
+            reason = env.body.findtext(f"{q('s', 'Reason')}/{q('s', 'Text')}", "")
+            raise UpstreamError(f"the XDS {what} answered a SOAP Fault: {reason}")
+        return env
+
+    async def _bounded(self, response: httpx.Response, what: str) -> bytes:
+        chunks, size = [], 0
+        async for chunk in response.aiter_bytes():
+            size += len(chunk)
+            if size > self.max_bytes:
+                raise UpstreamError(f"the XDS {what} answered more than {self.max_bytes} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+def _refused(what: str, response: etree._Element) -> UpstreamError | NotFound:
+    """The error of a registry response without the result asked for (ITI TF-3 Table 4.2.4.1-2 codes)."""
+    errors = [
+        (e.get("errorCode", ""), e.get("codeContext", "")) for e in response.iter(f"{{{RS}}}RegistryError")
+    ]
+    codes = {code for code, _ in errors}
+    text = "; ".join(f"{code}: {context}" for code, context in errors) or "no result and no error"
+    if codes & _BUSY:
+        return Unavailable(f"the XDS {what} is busy ({text})")
+    if codes == {"XDSDocumentUniqueIdError"}:
+        return NotFound(f"the XDS {what} does not hold the document ({text})")
+    return UpstreamError(f"the XDS {what} refused the request ({text})")

@@ -1,1 +1,0 @@
-"""XDS.b / XDS-I.b Document Registry and Repository (SOAP 1.2, ebRIM 3.0): ITI-41/42, ITI-18, ITI-43."""
