@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo up test lint typecheck unit bench clean docker-engine
+.PHONY: demo up test check lint typecheck unit bench clean docker-engine ohif
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -21,12 +21,25 @@ up: $(STAMP)
 	$(BIN)/xcwado up --state run/state.json
 
 # System tools the tests use (Debian): dciodvfy, Orthanc + DICOMweb plugin, nginx, docker-compose, gcc,
-# chromium (headless, renders the HTML report).
+# chromium (headless, renders the HTML report and runs the OHIF viewer), npm (fetches the OHIF bundle).
 system-deps:
 	@command -v dciodvfy >/dev/null && command -v Orthanc >/dev/null && command -v nginx >/dev/null \
-	  && command -v docker-compose >/dev/null && command -v gcc >/dev/null && command -v chromium >/dev/null || \
+	  && command -v docker-compose >/dev/null && command -v gcc >/dev/null && command -v chromium >/dev/null \
+	  && command -v npm >/dev/null || \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-	      dicom3tools orthanc orthanc-dicomweb nginx-light docker-compose gcc chromium >/dev/null; }
+	      dicom3tools orthanc orthanc-dicomweb nginx-light docker-compose gcc chromium npm >/dev/null; }
+
+# The OHIF Viewer 2 prebuilt bundle that tests/viewer serves (npm checks the registry's integrity hash);
+# cached under .cache/ (git-ignored), never committed. The version is also tests/viewer/ohif_harness.py's.
+OHIF_VERSION := 4.12.51
+OHIF_DIR := .cache/ohif/$(OHIF_VERSION)
+$(OHIF_DIR)/package/dist/index.umd.js:
+	@command -v npm >/dev/null || $(MAKE) system-deps
+	rm -rf $(OHIF_DIR) $(OHIF_DIR).part && mkdir -p $(OHIF_DIR).part
+	cd $(OHIF_DIR).part && npm pack --silent @ohif/viewer@$(OHIF_VERSION) >/dev/null \
+	  && tar xzf ohif-viewer-$(OHIF_VERSION).tgz && rm ohif-viewer-$(OHIF_VERSION).tgz
+	mv $(OHIF_DIR).part $(OHIF_DIR)  # complete or absent: an interrupted fetch is not a bundle
+ohif: $(OHIF_DIR)/package/dist/index.umd.js
 
 lint: $(STAMP)
 	$(BIN)/ruff check ncp tests $(wildcard scenarios loadtests)
@@ -37,8 +50,13 @@ lint: $(STAMP)
 docker-engine:
 	bash .ci/docker-setup
 
-test: $(STAMP) system-deps docker-engine lint
-	$(BIN)/pytest -q
+test: $(STAMP) system-deps docker-engine ohif lint
+	$(BIN)/pytest -q --durations=20
+
+# The fast tier: lint, types and every test that starts no federation, subprocess, Docker, Orthanc or
+# browser (the `integration` marker, tests/conftest.py). `make test` runs everything.
+check: $(STAMP) lint
+	$(BIN)/pytest -q -m "not integration" --durations=10
 
 bench: $(STAMP)
 	$(BIN)/python -m ncp.bench

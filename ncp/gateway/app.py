@@ -25,6 +25,7 @@ from ncp.bodytimeout import BodyTimeout
 from ncp.errors import NcpError, dicomweb_error_response, fhir_error_response, from_http_exception
 from ncp.gateway import iti67, iti68, iti78, rad160
 from ncp.gateway.context import Clients
+from ncp.gateway.cors import CorsMiddleware
 from ncp.gateway.guard import AuditMiddleware, Guard, idp_routes_handlers
 from ncp.gateway.proxy import make_upstream
 from ncp.gateway.settings import GatewaySettings
@@ -64,10 +65,16 @@ def _pki(settings: GatewaySettings) -> FederationPki | None:
     return FederationPki.load(settings.pki_dir) if settings.pki_dir else None
 
 
+# This country's registries close a connection idle for 5 s (uvicorn's default) and httpx, unlike aiohttp,
+# does not retry a GET that meets that close: the ownership check, asked every 5 s, met it and answered
+# 502 in the benchmark. A pooled connection is therefore dropped well before a registry would drop it.
+_LOCAL_KEEPALIVE_S = 2.0
+
+
 def _clients(settings: GatewaySettings, pki: FederationPki | None) -> Clients:
     timeout = httpx.Timeout(settings.timeouts.first_byte, connect=settings.timeouts.connect)
     clients = Clients(
-        fhir=httpx.AsyncClient(timeout=timeout),
+        fhir=httpx.AsyncClient(timeout=timeout, limits=httpx.Limits(keepalive_expiry=_LOCAL_KEEPALIVE_S)),
         upstream=make_upstream(settings.data_plane, settings.timeouts),
     )
     if pki is not None:
@@ -108,11 +115,16 @@ def _app(settings: GatewaySettings, routes: list[Route], listener: Literal["gate
         if audit
         else []
     )
+    if listener == "gateway":  # browsers are consumers; the border is for NCPs only
+        cors = [Middleware(CorsMiddleware, origins=settings.me.cors_origins, agent=hop_name)]
+    else:
+        cors = []
     handler = _error_handler(hop_name)
     app = Starlette(
         routes=[*routes, *extra, Route("/health", _health)],
         lifespan=lifespan,
-        middleware=[Middleware(BodyTimeout), *middleware],  # outermost: the audit records a 408
+        # outermost: every answer (a 408 too) names an allowed origin; BodyTimeout: the audit records a 408
+        middleware=[*cors, Middleware(BodyTimeout), *middleware],
         exception_handlers={NcpError: handler, HTTPException: handler},
     )
     app.state.settings = settings

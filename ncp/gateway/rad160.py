@@ -2,8 +2,8 @@
 
 Initiating (country B, consumer-facing)::
 
-    GET {B}/wado/homeCommunityId/{oid}/RetrieveLocationUID/{rluid}/studies/{s}[/series/{se}[/instances/{i}]]
-        [/rendered|/metadata][?retrieveURL=host/path/]
+    GET {B}/wado/homeCommunityId/{oid}/RetrieveLocationUID/{rluid}/studies/{s}[/series/{se}[/instances/{i}
+        [/frames/{list}|/bulkdata/{tag path}]]][/rendered|/metadata][?retrieveURL=host/path/]
 
 is mapped by homeCommunityId to the responding gateway of that community (prefix swap only)::
 
@@ -13,19 +13,24 @@ which checks the community is its own and maps the Retrieve Location UID (or an 
 ``retrieveURL``) to a PACS, then issues RAD-107 ``{P}/studies/...``. Both spellings of the
 appendix are accepted (``study/``|``studies/``, ``retrieveurl``|``retrieveURL``). Unknown
 communities and Retrieve Location UIDs are refused with 404 + ``Warning`` before any upstream call.
+Frames and bulk data, for viewers, go beyond the appendix: a country offers them unless its topology
+says ``viewer_resources = false``.
 """
 
 from __future__ import annotations
 
 import posixpath
+import re
+from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
+from email.message import Message
 from urllib.parse import unquote, urlencode, urlsplit
 
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 
 from ncp.dicom.uids import validate_oid, validate_uid
-from ncp.errors import Forbidden, InvalidRequest, NotFound
+from ncp.errors import Forbidden, InvalidRequest, NotFound, warning_header
 from ncp.forwarded import forwarded_headers, public_base
 from ncp.gateway.context import Hop
 from ncp.gateway.fhir import fhir_get
@@ -36,8 +41,15 @@ from ncp.topology import CountryEndpoints
 
 __all__ = ["XcWadoPath", "initiating_imaging_gateway", "match_retrieve_url", "responding_imaging_gateway"]
 
-_LEVELS = ("series", "instances")
 _TAILS = ("rendered", "metadata")
+_BULK = ("bulkdata", "bulk")  # the embedded PACS's spelling, Orthanc's
+_FRAME_LIST = re.compile(r"[1-9][0-9]{0,8}(?:,[1-9][0-9]{0,8})*")
+_MAX_FRAMES = 1024  # one request's frame list; a viewer asks for one or a few
+_TAG = re.compile(r"[0-9A-Fa-f]{8}")
+_ITEM = re.compile(r"0|[1-9][0-9]{0,5}")
+_MAX_DEPTH = 8  # sequence nesting in a bulk data tag path
+_MAX_ACCEPT = 4096  # characters: a viewer's Accept is well under 200
+_MAX_PART_HEADERS = 16 * 1024  # one part's header block; larger is passed on unread
 _FORWARDED = frozenset({"accept", "range"})
 _CREDENTIALS = frozenset(
     {"access_token", "id_token", "token", "assertion", "client_assertion", "jwt", "code"}
@@ -46,7 +58,14 @@ _CREDENTIALS = frozenset(
 
 @dataclass(frozen=True)
 class XcWadoPath:
-    """The validated parts of an XC-WADO request path."""
+    """The validated parts of an XC-WADO request path.
+
+    MADO Appendix XA names studies, series, instances, ``rendered`` and ``metadata``; viewers also need
+    PS3.18 frames (10.4.1.1.3), frame-level ``rendered`` and bulk data (10.4, Bulkdata resources):
+    ``.../instances/{i}/frames/{1-based list}[/rendered]`` and ``.../instances/{i}/bulkdata/{tag path}``
+    (``bulk`` as Orthanc writes it), a tag path being ``tag(/item/tag)*`` with 8-hex-digit tags
+    (docs/decisions.md, "XC-WADO for viewers").
+    """
 
     home_community_id: str
     retrieve_location_uid: str
@@ -54,6 +73,8 @@ class XcWadoPath:
     series: str | None = None
     instance: str | None = None
     tail: str | None = None  # 'rendered' or 'metadata'
+    frames: str | None = None  # validated frame list, e.g. "1,3"
+    bulk: tuple[str, str] | None = None  # ('bulkdata' | 'bulk', tag path)
 
     @classmethod
     def parse(cls, path: str) -> XcWadoPath:
@@ -63,32 +84,39 @@ class XcWadoPath:
                 "expected homeCommunityId/{oid}/RetrieveLocationUID/{uid}/studies/{study}[...] (RAD-160)"
             )
         if segs[4] not in ("studies", "study"):
-            raise InvalidRequest(f"unexpected resource {segs[4]!r}; expected 'studies' (or 'study')")
+            raise InvalidRequest(f"unexpected resource {segs[4][:64]!r}; expected 'studies' (or 'study')")
         oid = validate_oid(segs[1], "homeCommunityId")
         rluid = validate_uid(segs[3], "RetrieveLocationUID")
         study = validate_uid(segs[5], "Study Instance UID")
-        uids: list[str] = []
         rest = segs[6:]
-        tail = None
-        if rest and rest[-1] in _TAILS:
-            tail = rest.pop()
-        for level, i in zip(_LEVELS, range(0, len(rest), 2), strict=False):
-            if rest[i] != level or i + 1 >= len(rest):
-                raise InvalidRequest(f"expected '{level}/{{uid}}' after {'/'.join(segs[4 : 6 + i])}")
-            uids.append(validate_uid(rest[i + 1], f"{level} UID"))
-        if len(rest) > 2 * len(_LEVELS) or len(rest) % 2:
-            raise InvalidRequest("unexpected path segments after the instance UID")
-        series = uids[0] if uids else None
-        instance = uids[1] if len(uids) > 1 else None
-        return cls(oid, rluid, study, series, instance, tail)
+        tail = rest.pop() if rest and rest[-1] in _TAILS else None
+        series = _level(rest, "series")
+        instance = _level(rest, "instances") if series else None
+        frames = _frame_list(rest) if instance and rest[:1] == ["frames"] else None
+        bulk = _bulk(rest) if instance and rest[:1] and rest[0] in _BULK else None
+        if rest:
+            raise InvalidRequest(f"unexpected path segments {'/'.join(rest)[:64]!r} (RAD-160, PS3.18 10.4)")
+        if (bulk and tail) or (frames and tail == "metadata"):
+            raise InvalidRequest(f"no '{tail}' resource under {'bulk data' if bulk else 'frames'}")
+        return cls(oid, rluid, study, series, instance, tail, frames, bulk)
+
+    @property
+    def for_viewers(self) -> bool:
+        """Beyond MADO Appendix XA: frames (also rendered) and bulk data (topology ``viewer_resources``)."""
+        return self.frames is not None or self.bulk is not None
 
     def resource(self) -> str:
-        """The DICOMweb resource part: ``studies/{s}[/series/{se}[/instances/{i}]][/tail]``."""
+        """The DICOMweb resource part:
+        ``studies/{s}[/series/{se}[/instances/{i}[/frames/{f}|/bulkdata/{t}]]][/tail]``."""
         parts = ["studies", self.study]
         if self.series:
             parts += ["series", self.series]
         if self.instance:
             parts += ["instances", self.instance]
+        if self.frames:
+            parts += ["frames", self.frames]
+        if self.bulk:
+            parts += list(self.bulk)
         if self.tail:
             parts.append(self.tail)
         return "/".join(parts)
@@ -98,6 +126,39 @@ class XcWadoPath:
 
     def xc_path(self) -> str:
         return f"{self.location()}/{self.resource()}"
+
+
+def _level(rest: list[str], level: str) -> str | None:
+    """Take ``{level}/{uid}`` off the front of ``rest`` when it starts with ``level``."""
+    if rest[:1] != [level]:
+        return None
+    if len(rest) < 2:
+        raise InvalidRequest(f"expected '{level}/{{uid}}'")
+    uid = validate_uid(rest[1], f"{level} UID")
+    del rest[:2]
+    return uid
+
+
+def _frame_list(rest: list[str]) -> str:
+    """PS3.18 10.4.1.1.3: a comma-separated list of 1-based frame numbers, at most ``_MAX_FRAMES``."""
+    value = rest[1] if len(rest) > 1 else ""
+    if value.count(",") >= _MAX_FRAMES:
+        raise InvalidRequest(f"at most {_MAX_FRAMES} frame numbers per request")
+    if _FRAME_LIST.fullmatch(value) is None:
+        raise InvalidRequest(f"frame list {value[:64]!r}: expected 1-based frame numbers separated by commas")
+    del rest[:2]
+    return value
+
+
+def _bulk(rest: list[str]) -> tuple[str, str]:
+    """A bulk data tag path ``tag(/item/tag)*`` (the rest of the path), nested at most ``_MAX_DEPTH``."""
+    keyword, path = rest[0], rest[1:]
+    valid = len(path) % 2 == 1 and len(path) <= 2 * _MAX_DEPTH - 1
+    if not valid or not all((_TAG if i % 2 == 0 else _ITEM).fullmatch(s) for i, s in enumerate(path)):
+        shown = "/".join(path)[:64]
+        raise InvalidRequest(f"bulk data path {shown!r}: expected tag(/item/tag)*, 8-hex-digit tags")
+    del rest[:]
+    return keyword, "/".join(path)
 
 
 def _query(request: Request) -> tuple[str | None, dict[str, str]]:
@@ -120,7 +181,7 @@ def _query(request: Request) -> tuple[str | None, dict[str, str]]:
 async def initiating_imaging_gateway(request: Request) -> Response:
     hop = Hop.of(request)
     claims = hop.guard.consumer(request)
-    xc = XcWadoPath.parse(request.path_params["path"])
+    xc = _parse(hop, request)
     retrieve_url, params = _query(request)
     country = hop.settings.topology.by_home_community(xc.home_community_id)
     if country is None:
@@ -134,13 +195,13 @@ async def initiating_imaging_gateway(request: Request) -> Response:
         request, _FORWARDED, {**hop.guard.assertion_for(claims, country.code), **public}
     )
     _, upstream = hop.clients.peer(country.code)
-    return await relay(upstream, url, headers, hop=hop.name, request_id=hop.request_id)
+    return _warned(await relay(upstream, url, headers, hop=hop.name, request_id=hop.request_id), hop.name)
 
 
 async def responding_imaging_gateway(request: Request) -> Response:
     hop = Hop.of(request)
     claims = hop.guard.peer(request)
-    xc = XcWadoPath.parse(request.path_params["path"])
+    xc = _parse(hop, request)
     retrieve_url, params = _query(request)
     settings = hop.settings
     if xc.home_community_id != settings.me.home_community_id:
@@ -166,7 +227,81 @@ async def responding_imaging_gateway(request: Request) -> Response:
     public = named if named in gateways else f"{settings.my_endpoints.border}/wado-rs/{xc.location()}"
     headers = hop.outbound_headers(request, _FORWARDED, forwarded_headers(public))
     rebase = (base, public + "/") if xc.tail == "metadata" else None
-    return await relay(hop.upstream, url, headers, hop=hop.name, request_id=hop.request_id, rebase=rebase)
+    answer = await relay(hop.upstream, url, headers, hop=hop.name, request_id=hop.request_id, rebase=rebase)
+    if xc.for_viewers:  # Orthanc names itself in each frame's Content-Location
+        _rebase_part_headers(answer, base.encode(), f"{public}/".encode())
+    return _warned(answer, hop.name)
+
+
+def _rebase_part_headers(answer: Response, internal: bytes, public: bytes) -> None:
+    """Name ``public`` instead of ``internal`` in the part headers (PS3.18 8.7.3 ``Content-Location``) of a
+    multipart answer as it streams; part bodies pass untouched. Its length may change: sent chunked."""
+    boundary = _boundary(answer)
+    if boundary is None or not isinstance(answer, StreamingResponse):
+        return
+    answer.body_iterator = _part_headers_rebased(answer.body_iterator, b"--" + boundary, internal, public)
+    answer.raw_headers = [(k, v) for k, v in answer.raw_headers if k != b"content-length"]
+
+
+def _boundary(answer: Response) -> bytes | None:
+    kind = Message()
+    kind["content-type"] = next(
+        (v.decode("latin-1") for k, v in answer.raw_headers if k == b"content-type"), ""
+    )
+    boundary = kind.get_param("boundary") if kind.get_content_maintype() == "multipart" else None
+    return boundary.encode("latin-1") if isinstance(boundary, str) and boundary.isascii() else None
+
+
+async def _part_headers_rebased(
+    body: AsyncIterable[str | bytes | memoryview], delimiter: bytes, internal: bytes, public: bytes
+) -> AsyncIterator[bytes]:
+    """Scan for ``delimiter``: each part's header block (to CRLF CRLF, at most ``_MAX_PART_HEADERS`` bytes)
+    is rewritten whole; the rest is passed on, holding back only what may be the start of a delimiter."""
+    pending, in_headers = b"", False
+    async for chunk in body:
+        pending += bytes(chunk) if not isinstance(chunk, str) else chunk.encode()
+        out: list[bytes] = []
+        while pending:
+            if in_headers:
+                end = pending.find(b"\r\n\r\n")
+                if end < 0 and len(pending) <= _MAX_PART_HEADERS:
+                    break
+                cut = end + 4 if end >= 0 else len(pending)  # an oversized block passes as it is
+                out.append(pending[:cut].replace(internal, public))
+                pending, in_headers = pending[cut:], False
+            else:
+                at = pending.find(delimiter)
+                if at < 0:
+                    keep = min(len(pending), len(delimiter) - 1)
+                    out.append(pending[: len(pending) - keep])
+                    pending = pending[len(pending) - keep :]
+                    break
+                out.append(pending[: at + len(delimiter)])
+                pending, in_headers = pending[at + len(delimiter) :], True
+        if out:
+            yield b"".join(out)
+    if pending:
+        yield pending
+
+
+def _warned(answer: Response, agent: str) -> Response:
+    """An error answer carries a ``Warning`` (PS3.18 8.6.2); a next hop that sends none (Orthanc does not)
+    gets one from this hop, so the consumer always learns whose refusal it is."""
+    if answer.status_code >= 400 and all(name != b"warning" for name, _ in answer.raw_headers):
+        text = warning_header(agent, f"the next hop answered {answer.status_code} without a reason")
+        answer.raw_headers.append((b"warning", text.encode("latin-1")))
+    return answer
+
+
+def _parse(hop: Hop, request: Request) -> XcWadoPath:
+    """The request's XC-WADO path, refused (before any upstream call) when this country does not offer
+    the resource or the ``Accept`` is beyond any viewer's: it is forwarded to every next hop."""
+    xc = XcWadoPath.parse(request.path_params["path"])
+    if xc.for_viewers and not hop.settings.me.viewer_resources:
+        raise NotFound("frames and bulk data are not offered here (topology viewer_resources = false)")
+    if len(request.headers.get("accept", "")) > _MAX_ACCEPT:
+        raise InvalidRequest(f"Accept header over {_MAX_ACCEPT} characters")
+    return xc
 
 
 def _gateway_base(endpoints: CountryEndpoints, xc: XcWadoPath) -> str:
