@@ -5,6 +5,9 @@ Pure module (no ``locust`` import), shared by the users, the locust hooks and th
 - :class:`MultipartCheck` decodes a ``multipart/related; type="application/dicom"`` body as it
   streams and collects each part's SOP Instance UID; :meth:`MultipartCheck.verdict` compares them
   with the instances the manifest (or catalogue) references.
+- :class:`FramesCheck` does the same for a frames answer (``application/octet-stream`` parts, one per
+  frame asked for) and :func:`metadata_verdict` for a series' metadata (PS3.18 JSON), as a viewer
+  loads a series.
 - :func:`server_timing` / :func:`hop_breakdown` split a retrieval's time to first byte into the
   share of each gateway hop, from the ``Server-Timing`` entries every hop appends.
 - :class:`Thresholds` turns failure ratio and p95 into pass/fail, the CI gate.
@@ -23,9 +26,11 @@ from ncp.errors import NcpError
 __all__ = [
     "KOS_SOP_CLASS",
     "Check",
+    "FramesCheck",
     "MultipartCheck",
     "Thresholds",
     "hop_breakdown",
+    "metadata_verdict",
     "part10_identity",
     "server_timing",
 ]
@@ -33,6 +38,7 @@ __all__ = [
 KOS_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.88.59"  # Key Object Selection Document (PS3.4 B.5)
 _LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR", b"UT"})
 _META_MAX = 64 * 1024
+_SOP_INSTANCE_UID = "00080018"
 
 
 def part10_identity(body: bytes) -> tuple[str, str]:
@@ -66,12 +72,10 @@ def part10_identity(body: bytes) -> tuple[str, str]:
 
 
 @dataclass
-class MultipartCheck:
-    """Feed the response body chunk by chunk; memory stays bounded by the largest part."""
+class StreamCheck:
+    """A ``multipart/related`` answer fed chunk by chunk; memory stays bounded by the largest part."""
 
     content_type: str
-    received: list[str] = field(default_factory=list)
-    kos: set[str] = field(default_factory=set)  # received instances that are KOS documents (manifest, KIN)
     size: int = 0
     error: str | None = None
     _decoder: MultipartDecoder | None = None
@@ -88,12 +92,47 @@ class MultipartCheck:
             return
         try:
             for part in self._decoder.feed(chunk):
-                sop_class, sop_instance = part10_identity(part.body)
-                self.received.append(sop_instance)
-                if sop_class == KOS_SOP_CLASS:
-                    self.kos.add(sop_instance)
+                self._part(part.body)
         except (NcpError, ValueError, struct.error) as exc:
             self.error = str(getattr(exc, "message", None) or exc)
+
+    def _part(self, body: bytes) -> None:
+        raise NotImplementedError
+
+    @property
+    def instances(self) -> int:
+        """How many instances the answer carried (the metrics' count)."""
+        raise NotImplementedError
+
+    def _unclosed(self) -> str | None:
+        """Why the message is not complete (an error met, or no closing delimiter), else None: a clean
+        short message is a failure, not a smaller study ("Data plane")."""
+        if self.error:
+            return str(self.error)
+        assert self._decoder is not None
+        try:
+            self._decoder.close()
+        except NcpError as exc:
+            return str(exc.message)
+        return None
+
+
+@dataclass
+class MultipartCheck(StreamCheck):
+    """Instances of a study, series or instance retrieve (``application/dicom`` parts)."""
+
+    received: list[str] = field(default_factory=list)
+    kos: set[str] = field(default_factory=set)  # received instances that are KOS documents (manifest, KIN)
+
+    def _part(self, body: bytes) -> None:
+        sop_class, sop_instance = part10_identity(body)
+        self.received.append(sop_instance)
+        if sop_class == KOS_SOP_CLASS:
+            self.kos.add(sop_instance)
+
+    @property
+    def instances(self) -> int:
+        return len(self.received)
 
     def verdict(self, expected: Iterable[str], *, extra_kos: bool = False) -> str | None:
         """None when exactly the expected instances arrived once each, else why not.
@@ -101,13 +140,8 @@ class MultipartCheck:
         ``extra_kos`` tolerates unlisted KOS documents: a study holds its KIN, which the state
         file's catalogue does not list.
         """
-        if self.error:
-            return str(self.error)
-        assert self._decoder is not None
-        try:
-            self._decoder.close()
-        except NcpError as exc:  # a clean short message is a failure, not a smaller study ("Data plane")
-            return str(exc.message)
+        if (why := self._unclosed()) is not None:
+            return why
         wanted = set(expected)
         got = set(self.received)
         if len(got) != len(self.received):
@@ -118,6 +152,47 @@ class MultipartCheck:
         if missing or extra:
             return f"instances differ from those referenced: {len(missing)} missing, {len(extra)} unexpected"
         return None
+
+
+@dataclass
+class FramesCheck(StreamCheck):
+    """A frames answer (PS3.18 10.4.1.1.3): ``multipart/related`` of ``application/octet-stream`` (or a
+    compressed pixel type) parts, one per frame asked for, none empty, the message closed."""
+
+    frames: int = 0
+
+    def _part(self, body: bytes) -> None:
+        if not body:
+            self.error = f"frame {self.frames + 1} is empty"
+        self.frames += 1
+
+    @property
+    def instances(self) -> int:
+        return 1  # the frames of one instance
+
+    def verdict(self, expected_frames: int) -> str | None:
+        if (why := self._unclosed()) is not None:
+            return why
+        if self.frames != expected_frames:
+            return f"{self.frames} frame(s) where {expected_frames} were asked for"
+        return None
+
+
+def metadata_verdict(body: object, expected: Iterable[str]) -> str | None:
+    """None when ``body`` (PS3.18 F.2 JSON) describes exactly the ``expected`` instances, once each."""
+    if not isinstance(body, list) or not all(isinstance(d, dict) for d in body):
+        return "metadata is not a JSON array of datasets (PS3.18 F.2)"
+    found = []
+    for dataset in body:
+        values = (dataset.get(_SOP_INSTANCE_UID) or {}).get("Value") or [None]
+        found.append(values[0])
+    if len(set(found)) != len(found):
+        return "an instance is described twice"
+    wanted = set(expected)
+    if set(found) != wanted:
+        missing, extra = wanted - set(found), set(found) - wanted
+        return f"metadata differs from the series: {len(missing)} missing, {len(extra)} unexpected"
+    return None
 
 
 _TIMING = re.compile(r"^\s*([!#$%&'*+\-.^_`|~0-9A-Za-z]+)\s*(;.*)?$")

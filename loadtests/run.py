@@ -40,7 +40,14 @@ __all__ = ["build_parser", "locust_command", "main", "progress_line"]
 # `xcwado load` runs this file and sets the name, so that usage and errors name the command typed
 PROG = os.environ.get("XCWADO_LOAD_PROG", "run.py")
 HERE = Path(__file__).resolve().parent
-USER_CLASSES = ("ClinicianUser", "InstanceRetriever", "StudyRetriever", "DirectPacsUser")
+USER_CLASSES = (
+    "ClinicianUser",
+    "InstanceRetriever",
+    "StudyRetriever",
+    "ViewerUser",
+    "ViewerInstancesUser",
+    "DirectPacsUser",
+)
 _STARTUP_S = 60.0  # workers to connect, users to spawn
 _SHUTDOWN_S = 60.0  # users to stop, final reports, CSV and HTML written
 _PROGRESS_S = 5.0  # a line this often while Locust runs: a long run is not silence

@@ -5,6 +5,9 @@
   retrieval verified instance by instance against the manifest.
 - :class:`InstanceRetriever`, :class:`StudyRetriever`: XC-WADO (RAD-160) at instance and study level.
 - :class:`DirectPacsUser`: the same retrievals straight to the PACS (RAD-107), the baseline.
+- :class:`ViewerUser`, :class:`ViewerInstancesUser`: a zero-footprint viewer (OHIF) opening a series through
+  RAD-160: the series' metadata, then every image 16 requests at a time, frame by frame or instance by
+  instance.
 
 Every URL comes from the state file (the gateway of B, the PACS of A) or lies under B's gateway
 (attachment URLs are checked); request names are templates so UIDs do not explode the stats.
@@ -15,11 +18,12 @@ from __future__ import annotations
 import random
 import ssl
 import time
-from collections.abc import Collection
-from typing import Any, NoReturn
+from collections.abc import Callable, Collection
+from typing import Any, NoReturn, TypeVar
 from urllib.parse import urlencode
 
-from checks import MultipartCheck, hop_breakdown, server_timing
+import gevent.pool
+from checks import FramesCheck, MultipartCheck, StreamCheck, hop_breakdown, metadata_verdict, server_timing
 from hooks import Runtime
 from locust import FastHttpUser, task
 from locust.contrib.fasthttp import FAILURE_EXCEPTIONS, ResponseContextManager
@@ -33,9 +37,20 @@ from ncp.dicom.uids import is_valid_uid
 from ncp.errors import NcpError
 from ncp.model import Manifest
 
-__all__ = ["ClinicianUser", "DirectPacsUser", "InstanceRetriever", "StudyRetriever", "XcwadoUser"]
+__all__ = [
+    "ClinicianUser",
+    "DirectPacsUser",
+    "InstanceRetriever",
+    "StudyRetriever",
+    "ViewerInstancesUser",
+    "ViewerUser",
+    "XcwadoUser",
+]
 
 DICOM_MULTIPART = 'multipart/related; type="application/dicom"'
+# What OHIF's DICOMweb client asks for a frame: any transfer syntax, uncompressed if it can (PS3.18 8.7.3).
+FRAME_ACCEPT = 'multipart/related; type="application/octet-stream"; transfer-syntax=*'
+VIEWER_PARALLEL = 16  # a viewer's requests in flight while it fills a series (OHIF over HTTP/2)
 _CHUNK = 256 * 1024
 _TOKEN_MARGIN_S = 30.0
 
@@ -52,6 +67,13 @@ N_XC_INSTANCE = "/wado/.../studies/[study]/series/[series]/instances/[instance]"
 N_PACS_STUDY = "/dicom-web/studies/[study]"
 N_PACS_SERIES = "/dicom-web/studies/[study]/series/[series]"
 N_PACS_INSTANCE = "/dicom-web/studies/[study]/series/[series]/instances/[instance]"
+N_VIEW_METADATA = "v1 /wado/.../studies/[study]/series/[series]/metadata"
+N_VIEW_FRAME = "v2 /wado/.../series/[series]/instances/[instance]/frames/1"
+N_VIEW_INSTANCE = "v2 /wado/.../series/[series]/instances/[instance]"
+N_VIEW_SERIES = "view series: metadata + every image"
+
+
+C = TypeVar("C", bound=StreamCheck)
 
 
 class FlowFailed(Exception):
@@ -143,19 +165,34 @@ class XcwadoUser(FastHttpUser):
         *,
         extra_kos: bool = False,
     ) -> bool:
-        """GET a multipart study/series/instance; success only when exactly ``expected`` arrived.
+        """GET a multipart study/series/instance; success only when exactly ``expected`` arrived."""
+        return self.streamed(
+            url,
+            name,
+            {"Accept": DICOM_MULTIPART, **headers},
+            MultipartCheck,
+            lambda check: check.verdict(expected, extra_kos=extra_kos),
+        )
 
-        Locust's response time is the time to the *last* byte; time to first byte, bytes,
-        instances and each hop's share go to the custom metrics.
-        """
+    def streamed(
+        self,
+        url: str,
+        name: str,
+        headers: dict[str, str],
+        make_check: Callable[[str], C],
+        verdict: Callable[[C], str | None],
+    ) -> bool:
+        """GET a multipart answer, fed to its check as it arrives; success only when ``verdict`` finds
+        nothing wrong. Locust's response time is the time to the *last* byte; time to first byte, bytes,
+        instances and each hop's share go to the custom metrics."""
         started = time.perf_counter()
-        request_headers = {"Accept": DICOM_MULTIPART, "Accept-Encoding": "identity", **headers}
+        request_headers = {"Accept-Encoding": "identity", **headers}
         with self.client.get(url, name=name, headers=request_headers, stream=True, catch_response=True) as r:
             ttfb_ms = (time.perf_counter() - started) * 1000
             if r.status_code != 200:
                 r.failure(f"{r.status_code}: {_why(r)}")
                 return False
-            check = MultipartCheck(_header(r, "content-type") or "")
+            check = make_check(_header(r, "content-type") or "")
             try:
                 for chunk in r.iter_content(_CHUNK, decode_content=False):
                     check.feed(chunk)
@@ -164,19 +201,14 @@ class XcwadoUser(FastHttpUser):
             total_ms = (time.perf_counter() - started) * 1000
             r.request_meta["response_time"] = total_ms
             r.request_meta["response_length"] = check.size
-            verdict = check.verdict(expected, extra_kos=extra_kos)
-            if verdict is not None:
-                r.failure(verdict)
+            why = verdict(check)
+            if why is not None:
+                r.failure(why)
                 return False
             r.success()
         hops = hop_breakdown(ttfb_ms, server_timing(_header(r, "server-timing")))
         self.xc.metrics.retrieval(
-            name,
-            ttfb_ms=ttfb_ms,
-            total_ms=total_ms,
-            size=check.size,
-            instances=len(check.received),
-            hops=hops,
+            name, ttfb_ms=ttfb_ms, total_ms=total_ms, size=check.size, instances=check.instances, hops=hops
         )
         return True
 
@@ -367,6 +399,77 @@ class DirectPacsUser(XcwadoUser):
         for rluid, series in study.by_location().items():
             expected = [u for s in series for u in s.sop_instance_uids]
             self.retrieve(self._study_url(patient, rluid, study), N_PACS_STUDY, expected, {}, extra_kos=True)
+
+
+class ViewerUser(XcwadoUser):
+    """A viewer opening one series through RAD-160 as OHIF does: the series' metadata, then frame 1 of every
+    instance, ``VIEWER_PARALLEL`` requests in flight. Each request is checked (the metadata describes exactly
+    the series' instances; each answer holds exactly one frame); the whole series, first request to last
+    byte, is reported as ``view series`` (request type ``VIEW``), failed if any of its requests failed."""
+
+    concurrency = VIEWER_PARALLEL  # connections of the user's pool, one per request in flight
+    images = "frames"
+
+    @task
+    def open_series(self) -> None:
+        b, patient, study = self.pick()
+        series = self.rng.choice(study.series)
+        started = time.perf_counter()
+        try:
+            auth = self.treatment_headers(b, patient)
+        except FlowFailed:
+            return
+        base = self.xc_wado(
+            b, patient, series.retrieve_location_uid, study.study_instance_uid, series.series_instance_uid
+        )
+        ok = self._metadata(f"{base}/metadata", series.sop_instance_uids, auth)
+        if ok:
+            pool = gevent.pool.Pool(VIEWER_PARALLEL)
+            try:
+                loads = [
+                    pool.spawn(self._image, f"{base}/instances/{sop}", sop, auth)
+                    for sop in series.sop_instance_uids
+                ]
+                pool.join()
+            finally:  # a stopping user (GreenletExit) stops its requests in flight: none reports afterwards
+                pool.kill()
+            ok = all(load.value for load in loads)
+        self.environment.events.request.fire(
+            request_type="VIEW",
+            name=N_VIEW_SERIES,
+            response_time=(time.perf_counter() - started) * 1000,
+            response_length=len(series.sop_instance_uids),
+            exception=None if ok else FlowFailed("a request of the series failed"),
+            context=self.context(),
+        )
+
+    def _metadata(self, url: str, expected: Collection[str], auth: dict[str, str]) -> bool:
+        headers = {"Accept": "application/dicom+json", **auth}
+        with self.client.get(url, name=N_VIEW_METADATA, headers=headers, catch_response=True) as r:
+            try:
+                body = r.json() if r.status_code == 200 else None
+            except (ValueError, TypeError):
+                body = None
+            verdict = metadata_verdict(body, expected) if body is not None else f"{r.status_code}: {_why(r)}"
+            if verdict is not None:
+                r.failure(verdict)
+                return False
+            r.success()
+        return True
+
+    def _image(self, instance_url: str, sop: str, auth: dict[str, str]) -> bool:
+        if self.images == "instances":
+            return self.retrieve(instance_url, N_VIEW_INSTANCE, [sop], auth)
+        headers = {"Accept": FRAME_ACCEPT, **auth}
+        url = f"{instance_url}/frames/1"
+        return self.streamed(url, N_VIEW_FRAME, headers, FramesCheck, lambda check: check.verdict(1))
+
+
+class ViewerInstancesUser(ViewerUser):
+    """:class:`ViewerUser` fetching whole instances (``application/dicom``) instead of frames, as a viewer
+    configured without frame retrieval does."""
+
+    images = "instances"
 
 
 def _select(b: Country, entries: list[DocumentEntry], study: Study) -> DocumentEntry | str:

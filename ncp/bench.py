@@ -2,9 +2,13 @@
 
 Paths compared for the same study on the same machine (docs/benchmarks.md): nginx serving the
 study's bytes from a file, the PACS directly, one gateway (NCP-A's border, RAD-160 responding),
-two gateways (NCP-B -> NCP-A), for each data-plane client (aiohttp, httpx). Study level (one
-request) and per instance (N requests, C concurrent). Ratios are what to compare; absolute
-numbers depend on the machine (client, gateways and PACS share its cores).
+two gateways (NCP-B -> NCP-A), for each data-plane client (aiohttp, httpx) and with mTLS + tokens;
+study level (one request), per instance and per frame (N requests, C concurrent); Orthanc as the
+source PACS beside the embedded one. Every measurement is repeated (``--repeat``, round-robin with
+the other paths of its federation) and reported as median (min-max), with its ratio to the row it is
+compared with, taken round by round, and the issue's goal where it sets one. Ratios are what to
+compare; absolute numbers depend on the machine (client, gateways and PACS share its cores), and so
+does CPU per request less than rates do.
 
 The emulated-link section (``--link-only`` runs it alone) puts a shaped FR-AT link (``ncp.link`` relay,
 30 ms RTT / 100 Mbit by default) between the gateways and compares retrieval times with the link's floor.
@@ -22,9 +26,10 @@ import statistics
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from functools import partial
 from importlib import resources
 from pathlib import Path
 from typing import Literal
@@ -50,16 +55,68 @@ from ncp.topology import Topology, builtin_topology
 __all__ = ["main"]
 
 ACCEPT = 'multipart/related; type="application/dicom"'
+FRAME_ACCEPT = 'multipart/related; type="application/octet-stream"'  # PS3.18 8.7.3: frames, uncompressed
+RSS_GOAL_MB = 8.0  # the issue's goal: a gateway's memory grows at most this much per study in flight
+IN_FLIGHT = 4  # studies retrieved at once through both gateways for the memory row
 
 
-@dataclass
+@dataclass(frozen=True)
+class Sample:
+    """One repetition of one path: a whole study, or every instance (or frame) fetched C at a time."""
+
+    mbps: float
+    per_second: float  # instances (or frames) per second
+    ttfb_ms: float  # median over the repetition's requests
+    cpu_ms: float | None = None  # CPU the gateways on the path spent per request (None: no gateway)
+
+
+@dataclass(eq=False)
 class Row:
+    """A path at one level, measured ``--repeat`` times round-robin with the other paths of its run, and
+    compared repetition by repetition with ``baseline`` (measured in the same round), against ``goal``
+    when the issue sets one. A row that could not be measured says why in ``note``."""
+
     path: str
     level: str
-    mbps: float
-    per_second: float  # instances/s
-    ttfb_ms: float
+    samples: list[Sample] = field(default_factory=list)
+    baseline: Row | None = None
+    goal: float | None = None
     note: str = ""
+
+    def ratios(self) -> list[float]:
+        if self.baseline is None:
+            return []
+        pairs = zip(self.samples, self.baseline.samples, strict=False)
+        return [s.per_second / b.per_second for s, b in pairs if b.per_second]
+
+    @property
+    def met(self) -> bool | None:
+        ratios = self.ratios()
+        if self.goal is None or not ratios:
+            return None
+        return statistics.median(ratios) >= self.goal
+
+
+@dataclass(frozen=True)
+class MemoryRow:
+    """A gateway's resident memory before and at the peak of ``IN_FLIGHT`` concurrent study retrievals."""
+
+    role: str
+    run: str
+    before_mb: float
+    peak_mb: float | None  # None: the peak could not be reset (no write access to /proc/PID/clear_refs)
+
+    @property
+    def growth_mb(self) -> float | None:
+        return None if self.peak_mb is None else (self.peak_mb - self.before_mb) / IN_FLIGHT
+
+
+@dataclass(frozen=True)
+class Probe:
+    row: Row
+    fetch: Callable[[], Awaitable[Sample]]
+    requests: int  # per repetition, to state the gateways' CPU per request
+    gateways: tuple[int, ...] = ()  # pids of the gateways on the path
 
 
 @dataclass(frozen=True)
@@ -70,6 +127,10 @@ class BigStudy:
     rluid: str
     bytes: int
     record: StudyRecord  # the catalogue record, to publish its manifest (ownership checks under mTLS)
+
+    def instance_urls(self, base: str) -> list[str]:
+        """``base`` names the study (``.../studies/{uid}``)."""
+        return [f"{base}/series/{self.series}/instances/{uid}" for uid in self.instances]
 
 
 def make_study(pacs: str, rluid: str, count: int, instance_kb: int) -> BigStudy:
@@ -152,10 +213,10 @@ def _stow(client: httpx.Client, pacs: str, bodies: list[bytes]) -> None:
 
 
 async def _fetch(
-    session: aiohttp.ClientSession, url: str, headers: dict[str, str] | None = None
+    session: aiohttp.ClientSession, url: str, headers: dict[str, str] | None = None, accept: str = ACCEPT
 ) -> tuple[int, float, float]:
     started = time.perf_counter()
-    async with session.get(url, headers={"Accept": ACCEPT, **(headers or {})}) as resp:
+    async with session.get(url, headers={"Accept": accept, **(headers or {})}) as resp:
         ttfb = time.perf_counter() - started
         size = 0
         async for chunk in resp.content.iter_chunked(1 << 20):
@@ -165,36 +226,27 @@ async def _fetch(
     return size, ttfb, time.perf_counter() - started
 
 
-async def study_level(
-    urls: dict[str, str], repeat: int, headers: dict[str, str] | None = None
-) -> dict[str, tuple[float, float]]:
-    """Median MB/s and TTFB per path; paths are measured round-robin so machine noise hits all alike."""
-    rates: dict[str, list[float]] = {k: [] for k in urls}
-    ttfbs: dict[str, list[float]] = {k: [] for k in urls}
+async def whole_study_sample(url: str, instances: int, headers: dict[str, str]) -> Sample:
     async with aiohttp.ClientSession(auto_decompress=False) as session:
-        for url in urls.values():
-            await _fetch(session, url, headers)  # warm-up: connections, page cache
-        for _ in range(repeat):
-            for name, url in urls.items():
-                size, ttfb, total = await _fetch(session, url, headers)
-                rates[name].append(size / total / 1e6)
-                ttfbs[name].append(ttfb * 1000)
-    return {k: (statistics.median(rates[k]), statistics.median(ttfbs[k])) for k in urls}
+        size, ttfb, total = await _fetch(session, url, headers)
+    return Sample(size / total / 1e6, instances / total, ttfb * 1000)
 
 
 async def per_instance(
-    urls: list[str], concurrency: int, headers: dict[str, str] | None = None
+    urls: list[str], concurrency: int, headers: dict[str, str] | None = None, accept: str = ACCEPT
 ) -> tuple[float, float, float]:
+    """(MB/s, requests/s, median TTFB ms) fetching ``urls`` ``concurrency`` at a time on pooled
+    connections (one request first opens a connection, outside the timing)."""
     queue = list(urls)
     sizes: list[int] = []
     ttfbs: list[float] = []
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=connector, auto_decompress=False) as session:
-        await _fetch(session, urls[0], headers)
+        await _fetch(session, urls[0], headers, accept)
 
         async def worker() -> None:
             while queue:
-                size, ttfb, _ = await _fetch(session, queue.pop(), headers)
+                size, ttfb, _ = await _fetch(session, queue.pop(), headers, accept)
                 sizes.append(size)
                 ttfbs.append(ttfb * 1000)
 
@@ -204,13 +256,49 @@ async def per_instance(
     return sum(sizes) / elapsed / 1e6, len(urls) / elapsed, statistics.median(ttfbs)
 
 
+async def per_instance_sample(
+    urls: list[str], concurrency: int, headers: dict[str, str], accept: str = ACCEPT
+) -> Sample:
+    return Sample(*await per_instance(urls, concurrency, headers, accept))
+
+
+def measure(probes: list[Probe], repeat: int) -> None:
+    """Every probe once to warm up, then ``repeat`` rounds in which each probe runs once, so that what
+    the machine's other load does hits every path of the round alike (ratios are taken per round)."""
+
+    async def rounds() -> None:
+        for probe in probes:
+            await probe.fetch()
+        for _ in range(repeat):
+            for probe in probes:
+                before = sum(cpu_seconds(pid) for pid in probe.gateways)
+                sample = await probe.fetch()
+                if probe.gateways:
+                    used = sum(cpu_seconds(pid) for pid in probe.gateways) - before
+                    sample = dataclasses.replace(sample, cpu_ms=used * 1000 / probe.requests)
+                probe.row.samples.append(sample)
+
+    asyncio.run(rounds())
+
+
+async def status_of(url: str, headers: dict[str, str], accept: str) -> int:
+    async with (
+        aiohttp.ClientSession(auto_decompress=False) as session,
+        session.get(url, headers={"Accept": accept, **headers}) as resp,
+    ):
+        await resp.read()
+        return resp.status
+
+
 @contextmanager
-def nginx_serving(body: bytes, content_type: str, workdir: Path) -> Iterator[str | None]:
-    """nginx serving ``body`` as a static file; yields None when nginx is not installed."""
+def nginx_serving(pacs: str, study: BigStudy, workdir: Path) -> Iterator[str | None]:
+    """nginx serving the PACS's answer for the study as a static file; None when nginx is not installed."""
     binary = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
     if binary is None:
         yield None
         return
+    answer = httpx.get(f"{pacs}studies/{study.study}", headers={"Accept": ACCEPT}, timeout=120)
+    body, content_type = answer.content, answer.headers["content-type"]
     root = workdir / "nginx"
     (root / "www").mkdir(parents=True, exist_ok=True)
     (root / "www" / "study").write_bytes(body)
@@ -241,15 +329,41 @@ http {{
         proc.wait(timeout=10)
 
 
-def peak_rss_mb(pid: int) -> float:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process so far (``/proc/PID/stat`` fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _status_kb(pid: int, key: str) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{key}:"):
             return int(line.split()[1]) / 1024
     return float("nan")
 
 
-def run(args: argparse.Namespace) -> list[Row]:
+def memory_rows(fed: Federation, url: str, headers: dict[str, str], run: str) -> list[MemoryRow]:
+    """Each gateway's RSS, then its peak while ``IN_FLIGHT`` studies stream through both gateways at once
+    (the peak is reset first through ``/proc/PID/clear_refs``, Linux >= 4.0)."""
+    gateways = {role: pid for role, pid in fed.pids.items() if role.endswith("/gateway")}
+    before = {role: _status_kb(pid, "VmRSS") for role, pid in gateways.items()}
+    try:
+        for pid in gateways.values():
+            Path(f"/proc/{pid}/clear_refs").write_text("5")
+    except OSError:
+        return [MemoryRow(role, run, mb, None) for role, mb in before.items()]
+
+    async def in_flight() -> None:
+        async with aiohttp.ClientSession(auto_decompress=False) as session:
+            await asyncio.gather(*(_fetch(session, url, headers) for _ in range(IN_FLIGHT)))
+
+    asyncio.run(in_flight())
+    return [MemoryRow(role, run, before[role], _status_kb(pid, "VmHWM")) for role, pid in gateways.items()]
+
+
+def run(args: argparse.Namespace) -> tuple[list[Row], list[MemoryRow]]:
     rows: list[Row] = []
+    memory: list[MemoryRow] = []
     with tempfile.TemporaryDirectory(prefix="xcwado-bench-") as tmp:
         configs = [(client, False) for client in args.clients] + ([("aiohttp", True)] if args.mtls else [])
         for client, secure in configs:
@@ -257,64 +371,123 @@ def run(args: argparse.Namespace) -> list[Row]:
             with Federation(
                 "builtin:default", run_dir, mode="process", data_plane=client, secure=secure
             ) as fed:
-                fr, at = fed.plan.endpoints["FR"], fed.plan.endpoints["AT"]
-                rluid, pacs = next(iter(fr.pacs.items()))
-                study = make_study(pacs, rluid, args.instances, args.instance_kb)
-                hcid = fr.home_community_id
-                xc = f"homeCommunityId/{hcid}/RetrieveLocationUID/{rluid}/studies/{study.study}"
-                paths = {
-                    "PACS direct": f"{pacs}studies/{study.study}",
-                    "one gateway (NCP-A)": f"{fr.border}/wado-rs/{xc}",
-                    "two gateways (NCP-B -> NCP-A)": f"{at.gateway}/wado/{xc}",
-                }
-                headers: dict[str, str] = {}
-                if secure:  # the border takes NCP certificates only: measure the whole chain with a token
-                    publish_manifest(fed, study)
-                    headers = treatment_headers(fed, study)
-                    paths = {
-                        "two gateways, mTLS + tokens (NCP-B -> NCP-A)": paths["two gateways (NCP-B -> NCP-A)"]
-                    }
-                if client == args.clients[0] and not secure:
-                    body = httpx.get(paths["PACS direct"], headers={"Accept": ACCEPT}, timeout=120)
-                    with nginx_serving(body.content, body.headers["content-type"], Path(tmp)) as nginx:
-                        if nginx:
-                            mbps, ttfb = asyncio.run(study_level({"nginx": nginx}, args.repeat))["nginx"]
-                            rows.append(
-                                Row(
-                                    "nginx static file",
-                                    "study",
-                                    mbps,
-                                    mbps * 1e6 / (study.bytes / args.instances),
-                                    ttfb,
-                                )
-                            )
-                if client != args.clients[0]:
-                    paths.pop("PACS direct", None)
-                measured = asyncio.run(study_level(paths, args.repeat, headers))
-                for name, url in paths.items():
-                    label = name if name == "PACS direct" else f"{name} [{client}]"
-                    mbps, ttfb = measured[name]
-                    rows.append(Row(label, "study", mbps, mbps * 1e6 / (study.bytes / args.instances), ttfb))
-                    inst_urls = [f"{url}/series/{study.series}/instances/{u}" for u in study.instances]
-                    mbps_i, ips, ttfb_i = asyncio.run(per_instance(inst_urls, args.concurrency, headers))
-                    rows.append(Row(label, f"instance x{args.concurrency}", mbps_i, ips, ttfb_i))
-                gw_peak = {
-                    role: peak_rss_mb(pid) for role, pid in fed.pids.items() if role.endswith("/gateway")
-                }
-                for role, mb in gw_peak.items():
-                    rows.append(
-                        Row(
-                            f"peak RSS {role} [{client}{', mTLS' if secure else ''}]",
-                            "-",
-                            0,
-                            0,
-                            0,
-                            f"{mb:.0f} MB for a {study.bytes / 1e6:.0f} MB study",
-                        )
-                    )
+                first = client == args.clients[0] and not secure
+                found, mem = federation_rows(fed, client, secure, args, Path(tmp) if first else None)
+                rows += found
+                memory += mem
         if args.orthanc and orthanc_available():
             rows += orthanc_rows(args, Path(tmp) / "orthanc")
-    return rows
+        elif args.orthanc:
+            rows.append(Row("Orthanc", "-", note="not measured: Debian's orthanc is not installed"))
+    return rows, memory
+
+
+def federation_rows(
+    fed: Federation, client: str, secure: bool, args: argparse.Namespace, extras: Path | None
+) -> tuple[list[Row], list[MemoryRow]]:
+    """PACS direct, one gateway and two gateways, study level and per instance, round-robin in one
+    federation; with ``extras`` (the first run) also nginx and frames. Under mTLS the border takes NCP
+    certificates only, so only the whole chain is measured, with a consumer's treatment token."""
+    fr, at = fed.plan.endpoints["FR"], fed.plan.endpoints["AT"]
+    rluid, pacs = next(iter(fr.pacs.items()))
+    study = make_study(pacs, rluid, args.instances, args.instance_kb)
+    xc = f"homeCommunityId/{fr.home_community_id}/RetrieveLocationUID/{rluid}/studies/{study.study}"
+    both = (fed.pids["AT/gateway"], fed.pids["FR/gateway"])
+    run = f"{client}, mTLS + tokens" if secure else client
+    headers: dict[str, str] = {}
+    paths: dict[str, tuple[str, tuple[int, ...]]] = {
+        f"PACS direct [{run} run]": (f"{pacs}studies/{study.study}", ())
+    }
+    if secure:
+        publish_manifest(fed, study)
+        headers = treatment_headers(fed, study)
+    else:
+        paths[f"one gateway (NCP-A) [{client}]"] = (f"{fr.border}/wado-rs/{xc}", both[1:])
+    chain = f"two gateways{', mTLS + tokens' if secure else ''} (NCP-B -> NCP-A) [{client}]"
+    paths[chain] = (f"{at.gateway}/wado/{xc}", both)
+    probes: list[Probe] = []
+    direct: dict[str, Row] = {}
+    for name, (url, pids) in paths.items():
+        probes += path_probes(name, url, pids, study, args.concurrency, headers, direct, _goals(name, client))
+    rows = [p.row for p in probes]
+    with ExitStack() as stack:
+        if extras is not None:
+            nginx = stack.enter_context(nginx_serving(pacs, study, extras))
+            if nginx is not None:
+                nginx_row = Row("nginx static file", "study", baseline=direct["study"])
+                probes.append(
+                    Probe(nginx_row, partial(whole_study_sample, nginx, len(study.instances), {}), 1)
+                )
+                rows.insert(0, nginx_row)
+            found, frames = frame_probes(study, paths, chain, args.concurrency, headers)
+            rows += found
+            probes += frames
+        measure(probes, args.repeat)
+    memory = memory_rows(fed, paths[chain][0], headers, run) if client == "aiohttp" else []
+    return rows, memory
+
+
+def path_probes(
+    name: str,
+    url: str,
+    pids: tuple[int, ...],
+    study: BigStudy,
+    concurrency: int,
+    headers: dict[str, str],
+    baselines: dict[str, Row],
+    goals: dict[str, float],
+) -> list[Probe]:
+    """The study-level and per-instance probes of one path; the first path of a run is the baseline."""
+    count = len(study.instances)
+    levels = {
+        "study": (partial(whole_study_sample, url, count, headers), 1),
+        f"instance x{concurrency}": (
+            partial(per_instance_sample, study.instance_urls(url), concurrency, headers),
+            count,
+        ),
+    }
+    probes = []
+    for level, (fetch, requests) in levels.items():
+        row = Row(name, level, baseline=baselines.get(level), goal=goals.get(level.split()[0]))
+        baselines.setdefault(level, row)
+        probes.append(Probe(row, fetch, requests, pids))
+    return probes
+
+
+def _goals(path: str, client: str) -> dict[str, float]:
+    """The issue's goals for two gateways, as ratios to the PACS direct in the same rounds (aiohttp: the
+    gateways' data plane; httpx is kept for comparison only)."""
+    if client != "aiohttp" or not path.startswith("two gateways"):
+        return {}
+    return {"study": 0.90, "instance": 0.60 if "mTLS" in path else 0.75}
+
+
+def frame_probes(
+    study: BigStudy,
+    paths: dict[str, tuple[str, tuple[int, ...]]],
+    chain: str,
+    concurrency: int,
+    headers: dict[str, str],
+) -> tuple[list[Row], list[Probe]]:
+    """Frame 1 of every instance (a CT series, as a viewer loads it), ``concurrency`` at a time, direct
+    vs both gateways; a path that does not answer frames yet is reported with its status, not measured."""
+    direct_name = next(iter(paths))
+    level = f"frame x{concurrency}"
+    urls = {
+        name: [f"{u}/frames/1" for u in study.instance_urls(paths[name][0])] for name in (direct_name, chain)
+    }
+    direct = Row("frames: PACS direct", level)
+    through = Row(f"frames: {chain}", level, baseline=direct)
+    probes: list[Probe] = []
+    for row, name in ((direct, direct_name), (through, chain)):
+        status = asyncio.run(status_of(urls[name][0], headers, FRAME_ACCEPT))
+        if status != 200:
+            who = "PACS answers" if row is direct else "the gateways answer"
+            row.note = f"not measured: {who} {status}"
+            return [direct, through][: 1 if row is direct else 2], probes
+        fetch = partial(per_instance_sample, urls[name], concurrency, headers, FRAME_ACCEPT)
+        probes.append(Probe(row, fetch, len(urls[name]), paths[name][1]))
+    return [direct, through], probes
 
 
 ORTHANC_TOPOLOGY = """
@@ -331,6 +504,9 @@ registries = [{ id = "national" }]
 id = "orthanc"
 retrieve_location_uid = "2.25.249112837101579105183278066551769719101"
 backend = "orthanc"
+[[countries.FR.pacs]]
+id = "embedded"
+retrieve_location_uid = "2.25.302261397045214567911402355398316754412"
 [countries.AT]
 home_community_id = "2.999.40.1"
 patient_id_issuer = "2.999.40.2"
@@ -338,37 +514,54 @@ architecture = "C"
 registries = [{ id = "national" }]
 pacs = [{ id = "vna", retrieve_location_uid = "2.25.124730087464102372658485198995786580382" }]
 """
+ORTHANC_RLUID = "2.25.249112837101579105183278066551769719101"
+EMBEDDED_RLUID = "2.25.302261397045214567911402355398316754412"
 
 
 def orthanc_rows(args: argparse.Namespace, work: Path) -> list[Row]:
-    """Orthanc as FR's PACS: direct vs through both gateways; then a requester-side Orthanc in AT pulling
-    the study straight from FR's Orthanc vs through XC-WADO (MCWG 1.7.1)."""
+    """Orthanc as FR's PACS, beside the embedded PACS holding the same study: Orthanc direct vs through both
+    gateways, the embedded PACS vs Orthanc per instance; then a requester-side Orthanc in AT pulling the
+    study straight from FR's Orthanc vs through XC-WADO (MCWG 1.7.1)."""
     work.mkdir(parents=True)
     topology = work / "topology.toml"
     topology.write_text(ORTHANC_TOPOLOGY)
-    rows: list[Row] = []
     with Federation(str(topology), work / "run", mode="process", secure=False) as fed:
         fr, at = fed.plan.endpoints["FR"], fed.plan.endpoints["AT"]
-        rluid, pacs = next(iter(fr.pacs.items()))
-        study = make_study(pacs, rluid, args.instances, args.instance_kb)
-        xc = f"homeCommunityId/{fr.home_community_id}/RetrieveLocationUID/{rluid}"
+        orthanc, embedded = fr.pacs[ORTHANC_RLUID], fr.pacs[EMBEDDED_RLUID]
+        study = make_study(orthanc, ORTHANC_RLUID, args.instances, args.instance_kb)
+        make_study(embedded, EMBEDDED_RLUID, args.instances, args.instance_kb)
+        xc = f"homeCommunityId/{fr.home_community_id}/RetrieveLocationUID/{ORTHANC_RLUID}"
+        both = (fed.pids["AT/gateway"], fed.pids["FR/gateway"])
         paths = {
-            "Orthanc direct": f"{pacs}studies/{study.study}",
-            "Orthanc via two gateways [aiohttp]": f"{at.gateway}/wado/{xc}/studies/{study.study}",
+            "Orthanc direct": (f"{orthanc}studies/{study.study}", (), {}),
+            "Orthanc via two gateways [aiohttp]": (
+                f"{at.gateway}/wado/{xc}/studies/{study.study}",
+                both,
+                {"study": 0.80},
+            ),
+            "embedded PACS direct (beside Orthanc)": (
+                f"{embedded}studies/{study.study}",
+                (),
+                {"instance": 1.0},
+            ),
         }
-        per_instance_size = study.bytes / args.instances
-        for name, (mbps, ttfb) in asyncio.run(study_level(paths, args.repeat)).items():
-            rows.append(Row(name, "study", mbps, mbps * 1e6 / per_instance_size, ttfb))
-        for name, base in (("direct", pacs), ("through XC-WADO", f"{at.gateway}/wado/{xc}/")):
+        probes: list[Probe] = []
+        baselines: dict[str, Row] = {}
+        for name, (url, pids, goals) in paths.items():
+            probes += path_probes(name, url, pids, study, args.concurrency, {}, baselines, goals)
+        embedded_study = next(
+            p for p in probes if p.row.path.startswith("embedded") and p.row.level == "study"
+        )
+        probes.remove(embedded_study)  # the embedded PACS's study level is in the main table
+        measure(probes, args.repeat)
+        rows = [p.row for p in probes]
+        for name, base in (("direct", orthanc), ("through XC-WADO", f"{at.gateway}/wado/{xc}/")):
             seconds = requester_pull(work / f"requester-{name.split()[0]}", base, study)
             rows.append(
                 Row(
                     f"requester-side Orthanc pull, {name}",
                     "study",
-                    study.bytes / seconds / 1e6,
-                    args.instances / seconds,
-                    0.0,
-                    note=f"{seconds:.2f} s for {study.bytes / 1e6:.0f} MB",
+                    note=f"{seconds:.2f} s, {study.bytes / seconds / 1e6:.0f} MB/s",
                 )
             )
     return rows
@@ -501,27 +694,60 @@ def render_link(rows: list[LinkRow], args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
-def render(rows: list[Row], args: argparse.Namespace) -> str:
-    direct = {r.level: r for r in rows if r.path == "PACS direct"}
+def _spread(values: list[float], spec: str = ".0f") -> str:
+    """``median (min-max)`` of the repetitions, or the one value."""
+    if not values:
+        return "-"
+    middle = format(statistics.median(values), spec)
+    if len(values) == 1:
+        return middle
+    return f"{middle} ({format(min(values), spec)}-{format(max(values), spec)})"
+
+
+def _verdict(met: bool | None) -> str:
+    return "-" if met is None else "yes" if met else "NO"
+
+
+def render(rows: list[Row], memory: list[MemoryRow], args: argparse.Namespace) -> str:
     lines = [
-        f"study: {args.instances} instances x ~{args.instance_kb} KB; repeat {args.repeat}; "
-        f"per-instance concurrency {args.concurrency}",
+        f"study: {args.instances} instances x ~{args.instance_kb} KB; {args.repeat} repetitions round-robin "
+        f"per federation, median (min-max); per-instance and frame concurrency {args.concurrency}; "
+        "ratios of requests/s to the row named, taken round by round; met: median ratio >= goal",
         "",
-        "| path | level | MB/s | instances/s | TTFB ms (median) | vs PACS direct |",
-        "|---|---|---|---|---|---|",
+        "| path | level | MB/s | requests/s | TTFB ms | gateways' CPU ms/request | ratio to | ratio | goal "
+        "| met |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        if r.note and not r.mbps:
-            lines.append(f"| {r.path} | - | - | - | - | {r.note} |")
-            continue
         if r.note:
-            lines.append(f"| {r.path} | {r.level} | {r.mbps:.0f} | {r.per_second:.0f} | - | {r.note} |")
+            lines.append(f"| {r.path} | {r.level} | - | - | - | - | - | {r.note} | - | - |")
             continue
-        base = direct.get(r.level)
-        ratio = f"{r.mbps / base.mbps:.2f}x" if base and base.mbps else "-"
+        cpu = [s.cpu_ms for s in r.samples if s.cpu_ms is not None]
+        base = f"{r.baseline.path}, {r.baseline.level}" if r.baseline else "-"
+        goal = f">= {r.goal:.2f}x" if r.goal is not None else "-"
         lines.append(
-            f"| {r.path} | {r.level} | {r.mbps:.0f} | {r.per_second:.0f} | {r.ttfb_ms:.1f} | {ratio} |"
+            f"| {r.path} | {r.level} | {_spread([s.mbps for s in r.samples])} "
+            f"| {_spread([s.per_second for s in r.samples])} "
+            f"| {statistics.median(s.ttfb_ms for s in r.samples):.1f} | {_spread(cpu, '.2f')} "
+            f"| {base} | {_spread(r.ratios(), '.2f')} | {goal} | {_verdict(r.met)} |"
         )
+    if memory:
+        lines += [
+            "",
+            f"gateway memory: RSS before, and at its peak while {IN_FLIGHT} studies stream through both "
+            "gateways at once",
+            "",
+            "| gateway | run | RSS before MB | peak MB | growth per in-flight study MB | goal | met |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for m in memory:
+            growth = m.growth_mb
+            peak = "not measured (no access to clear_refs)" if m.peak_mb is None else f"{m.peak_mb:.0f}"
+            met = None if growth is None else growth <= RSS_GOAL_MB
+            lines.append(
+                f"| {m.role} | {m.run} | {m.before_mb:.0f} | {peak} "
+                f"| {'-' if growth is None else f'{growth:.1f}'} | <= {RSS_GOAL_MB:g} MB | {_verdict(met)} |"
+            )
     return "\n".join(lines)
 
 
@@ -529,8 +755,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ncp.bench", description=__doc__)
     parser.add_argument("--instances", type=int, default=300)
     parser.add_argument("--instance-kb", type=int, default=512)
-    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--repeat", type=int, default=3, help="repetitions of every measurement")
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a small study (24 x 64 KB, 10 over the link), 2 repetitions: checks that everything runs",
+    )
     parser.add_argument("--no-orthanc", dest="orthanc", action="store_false", help="skip the Orthanc rows")
     parser.add_argument("--no-mtls", dest="mtls", action="store_false", help="skip the mTLS + token run")
     parser.add_argument("--clients", nargs="+", default=["aiohttp", "httpx"], choices=["aiohttp", "httpx"])
@@ -541,8 +772,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--link-rtt-ms", type=float, default=30.0)
     parser.add_argument("--link-mbit", type=float, default=100.0)
     args = parser.parse_args(argv)
+    if args.quick:
+        args.instances, args.instance_kb, args.link_instances, args.repeat = 24, 64, 10, 2
     if not args.link_only:
-        print(render(run(args), args), end="\n\n" if args.link else "\n")
+        print(render(*run(args), args), end="\n\n" if args.link else "\n", flush=True)
     if args.link:
         with tempfile.TemporaryDirectory(prefix="xcwado-bench-link-") as tmp:
             print(render_link(link_rows(args, Path(tmp)), args))

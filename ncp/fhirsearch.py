@@ -43,7 +43,9 @@ def split_alternatives(name: str, value: str) -> list[str]:
             current = ""
         else:
             current += ch
-    parts.append(current + ("\\" if escaped else ""))
+    if escaped:  # FHIR R4 search, "Escaping Search Parameters": a backslash itself is written "\\"
+        raise InvalidRequest(f"search parameter {name!r} ends with a lone escape character")
+    parts.append(current)
     if len(parts) > MAX_ALTERNATIVES:
         raise InvalidRequest(f"search parameter {name!r}: at most {MAX_ALTERNATIVES} comma-separated values")
     return parts

@@ -14,6 +14,7 @@ With security off (a topology for benchmarks), checks are skipped but audit stil
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -27,7 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ncp.errors import Forbidden, InvalidRequest, NotFound, Unauthorized
 from ncp.security.audit import FAILURE_STATE, AuditRecord, AuditStore, user_fields
-from ncp.security.pki import FederationPki
+from ncp.security.pki import FederationPki, peer_certificate
 from ncp.security.replay import SeenAssertions
 from ncp.security.tokens import Claims, PatientRef, ncp_id, patient_ref
 
@@ -51,6 +52,8 @@ class Guard:
         self._owned: OrderedDict[tuple[str, str], float] = OrderedDict()  # -> epoch time it lapses
         self._replay_db = replay_db
         self._seen: SeenAssertions | None = None
+        # a peer's certificate is the same on every request of its pooled connections: parse it once
+        self._country_of = functools.lru_cache(maxsize=64)(pki.peer_country) if pki else None
 
     @property
     def enabled(self) -> bool:
@@ -83,9 +86,11 @@ class Guard:
     def peer(
         self, request: Request, *, patient: PatientRef | None = None, treatment: bool = True
     ) -> Claims | None:
-        if self.pki is None or self._border_verifier is None:
+        if self._country_of is None or self._border_verifier is None:
             return None
-        country = self.pki.require_peer_country(request.scope)
+        country = self._country_of(peer_certificate(request.scope))
+        if country is None:
+            raise Forbidden("client certificate is not registered for any country")
         claims = self._border_verifier.verify(
             request.headers.get(ASSERTION), patient=patient, require_treatment=treatment, country=country
         )
@@ -177,13 +182,13 @@ class AuditMiddleware:
     ) -> AuditRecord:
         state = scope.get("state") or {}
         claims: Claims | None = state.get("claims")
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        request_id = next((v for k, v in scope.get("headers", []) if k == b"x-request-id"), None)
         query = scope.get("query_string", b"").decode("latin-1")
         fields: dict[str, Any] = {
             "outcome": "8" if crash or status >= 500 else "4" if status >= 400 else "0",
             "detail": state.get(FAILURE_STATE) or crash or (warning if status >= 400 else None),
             "home_community_id": self.hcid,
-            "request_id": headers.get("x-request-id") or state.get("request_id"),
+            "request_id": (request_id.decode("latin-1") if request_id else None) or state.get("request_id"),
             "query": f"{scope['method']} {scope['path']}" + (f"?{query}" if query else ""),
             "status": status,
             # the TCP peer as the server saw it (uvicorn runs with proxy_headers off), or the peer NCP

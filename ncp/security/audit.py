@@ -38,7 +38,7 @@ import threading
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from concurrent.futures import Future
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -107,6 +107,9 @@ FAILURE_REASON = "failure-reason"  # AuditEvent.entity.detail.type carrying that
 _MAX_COUNT = 1000
 _DEFAULT_COUNT = 100
 _MAX_BATCH = 256  # records per commit: bounds what one fsync carries and what a crash may hold
+# Who waits for a record's commit: a thread (a concurrent Future) or a coroutine (its loop and future).
+_Waiter = Future[None] | tuple[asyncio.AbstractEventLoop, "asyncio.Future[None]"]
+_Pending = tuple[tuple[Any, ...], _Waiter]
 _COUNT = re.compile(r"[0-9]{1,4}")
 _OFFSET = re.compile(r"[0-9]{1,9}")
 
@@ -119,6 +122,8 @@ _BEARER = re.compile(
     r"(?i)\b(bearer|basic)\s+(?=[A-Za-z]*(?:[0-9_~+/=-]|\.\w)|[A-Za-z]{12})[A-Za-z0-9._~+/=-]+"
 )
 _JWT = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*")
+# what each pattern above cannot match without (lower-cased): "=" aside, a cheap test before the regexes
+_SECRET_MARKS = ("bearer", "basic", "eyj", "assertion", "phnhbww")
 _SAML = re.compile(r"(<(?:\w+:)?Assertion\b.*?(?:</(?:\w+:)?Assertion>|$)|PHNhbWw[A-Za-z0-9+/=]*)", re.S)
 
 
@@ -126,10 +131,21 @@ def redact(text: str | None) -> str | None:
     """``text`` with bearer values, token query parameters and JWT/SAML-shaped strings removed."""
     if text is None:
         return None
+    if _cannot_hold_secrets(text):
+        return text  # the common case, e.g. every image request's query
     text = _SECRET_PARAMS.sub(r"\1REDACTED", text)
     text = _BEARER.sub(r"\1 REDACTED", text)
     text = _JWT.sub("REDACTED", text)
     return _SAML.sub("REDACTED", text)
+
+
+def _cannot_hold_secrets(text: str) -> bool:
+    """True when no pattern of :func:`redact` can match: each needs "=" or one of ``_SECRET_MARKS`` (in
+    any case; non-ASCII text takes the regexes, whose case folding also maps e.g. U+017F to "s")."""
+    if not text.isascii() or "=" in text:
+        return False
+    lowered = text.lower()
+    return not any(mark in lowered for mark in _SECRET_MARKS)
 
 
 def _now() -> datetime:
@@ -183,7 +199,7 @@ class AuditRecord:
             object.__setattr__(self, name, redact(getattr(self, name)))
 
     def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
+        data = dict(vars(self))  # every field is a scalar: no need for asdict's deep copy
         data["timestamp"] = _iso(self.timestamp)
         return data
 
@@ -265,7 +281,7 @@ class AuditStore:
     def __init__(self, db_path: Path, *, max_batch: int = _MAX_BATCH) -> None:
         self.db_path = db_path
         self._max_batch = max_batch
-        self._queue: queue.SimpleQueue[tuple[tuple[Any, ...], Future[None]] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
         self._lock = threading.Lock()
         db_path.parent.mkdir(parents=True, exist_ok=True)
@@ -295,8 +311,13 @@ class AuditStore:
 
     async def arecord(self, event: AuditRecord) -> None:
         """:meth:`record` for a coroutine: waits for the commit without holding a thread. A cancelled
-        caller (its client went away) stops waiting; the record is committed all the same."""
-        await asyncio.shield(asyncio.wrap_future(self.submit(event)))
+        caller (its client went away) stops waiting; the record is committed all the same. The writer
+        wakes each loop once per commit, not once per record (docs/benchmarks.md, "Per-request costs")."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        self._ensure_writer()
+        self._queue.put((_row(event), (loop, done)))
+        await done  # a cancelled caller cancels only its own future: the queued record is committed
 
     def close(self) -> None:
         """Commit what is queued and stop the writer (an app's shutdown)."""
@@ -321,9 +342,9 @@ class AuditStore:
                 if stop:
                     return
 
-    def _next_batch(self) -> tuple[list[tuple[tuple[Any, ...], Future[None]]], bool]:
+    def _next_batch(self) -> tuple[list[_Pending], bool]:
         """What waits now (at least one item, at most ``max_batch``); True once the queue says stop."""
-        batch: list[tuple[tuple[Any, ...], Future[None]]] = []
+        batch: list[_Pending] = []
         item = self._queue.get()
         while item is not None:
             batch.append(item)
@@ -384,8 +405,9 @@ def _row(event: AuditRecord) -> tuple[Any, ...]:
     )
 
 
-def _commit(conn: sqlite3.Connection, batch: list[tuple[tuple[Any, ...], Future[None]]]) -> None:
+def _commit(conn: sqlite3.Connection, batch: list[_Pending]) -> None:
     """One transaction for the batch; every waiting caller learns the outcome."""
+    error: sqlite3.Error | None = None
     try:
         conn.execute("BEGIN IMMEDIATE")
         conn.executemany(_INSERT, [row for row, _ in batch])
@@ -393,12 +415,34 @@ def _commit(conn: sqlite3.Connection, batch: list[tuple[tuple[Any, ...], Future[
     except sqlite3.Error as exc:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
-        for _, done in batch:
-            if not done.cancelled():
-                done.set_exception(exc)
-        return
-    for _, done in batch:
-        if not done.cancelled():  # its waiter gave up; the record is stored regardless
+        error = exc
+    _settle(batch, error)
+
+
+def _settle(batch: list[_Pending], error: BaseException | None) -> None:
+    """Release the batch's waiters: threads directly, coroutines with one wake-up per event loop."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
+    for _, waiter in batch:
+        if isinstance(waiter, tuple):
+            by_loop.setdefault(waiter[0], []).append(waiter[1])
+        elif waiter.cancelled():  # its waiter gave up; the record is stored regardless
+            continue
+        elif error is not None:
+            waiter.set_exception(error)
+        else:
+            waiter.set_result(None)
+    for loop, futures in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # that loop has closed: nobody is left to tell
+            loop.call_soon_threadsafe(_settle_futures, futures, error)
+
+
+def _settle_futures(futures: list[asyncio.Future[None]], error: BaseException | None) -> None:
+    for done in futures:
+        if done.done():
+            continue
+        if error is not None:
+            done.set_exception(error)
+        else:
             done.set_result(None)
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 import re
 import time
@@ -32,7 +33,7 @@ from typing import Any, NamedTuple
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-from jwt.types import Options
+from jwt.algorithms import Algorithm
 
 from ncp import fhirsearch
 from ncp.errors import Forbidden, Unauthorized
@@ -71,6 +72,9 @@ MAX_HCP_LIFETIME = timedelta(hours=4)  # eHDSI HCP assertion span
 MAX_TREATMENT_LIFETIME = timedelta(hours=2)  # eHDSI TRC assertion span
 MAX_TOKEN_BYTES = 16 * 1024
 DEFAULT_LEEWAY = 60.0  # eHDSI CONDITIONS_SECOND_RANGE = 60 s
+# Tokens whose signature one verifier has checked: a consumer sends the same treatment token with each of a
+# series' image requests, and the same bytes under the same key verify the same way (times are rechecked).
+VERIFIED_CACHE_SIZE = 1024
 
 # Asymmetric algorithms only, each with the key type it needs: HS* can never be pinned, which closes the
 # key-confusion attack (CVE-2022-29217 class) regardless of what a token header says.
@@ -200,6 +204,7 @@ class TokenVerifier:
         self._max_lifetime = max_lifetime
         self._max_treatment = max_treatment_lifetime
         self._clock = clock
+        self._signed = functools.lru_cache(maxsize=VERIFIED_CACHE_SIZE)(self._signed_claims)
 
     @property
     def audience(self) -> str:
@@ -220,7 +225,8 @@ class TokenVerifier:
         a patient and purpose of use must be present. ``country``: the signer must be registered for it
         (e.g. the country whose certificate the mTLS peer presented).
         """
-        claims = _decode(token, self._trusted, self._audience, self._leeway, self._clock(), self._limits())
+        payload, claims = self._signed(_well_formed(token))
+        _check_times(payload, self._leeway, self._clock(), self._limits())
         _authorize(claims, required_scopes, patient, require_treatment, country)
         return claims
 
@@ -230,6 +236,11 @@ class TokenVerifier:
 
     def _limits(self) -> tuple[timedelta, timedelta]:
         return self._max_lifetime, self._max_treatment
+
+    def _signed_claims(self, token: str) -> tuple[dict[str, Any], Claims]:
+        """The time-independent checks and the claims, cached per token (an exception never is)."""
+        payload, trust = _signed_payload(token, self._trusted, self._audience)
+        return payload, _claims(payload, trust)
 
 
 class IdentityProvider:
@@ -252,6 +263,7 @@ class IdentityProvider:
         self._key = private_key
         self._clock = clock
         self._trust = {issuer: TrustedIssuer(private_key.public_key(), algorithm, country)}
+        self._jws = _Jws(private_key, algorithm)
 
     @property
     def public_key(self) -> PublicKey:
@@ -324,7 +336,7 @@ class IdentityProvider:
         return self._sign(body, audience or ncp_id(self.country), lifetime, hcp.expires_at)
 
     def _sign(self, body: dict[str, Any], audience: str, lifetime: timedelta, cap: datetime | None) -> str:
-        return _sign(self._key, self.algorithm, self.issuer, body, audience, lifetime, cap, self._clock())
+        return _sign(self._jws, self.issuer, body, audience, lifetime, cap, self._clock())
 
 
 class NcpAssertionSigner:
@@ -344,6 +356,7 @@ class NcpAssertionSigner:
         self.algorithm = algorithm
         self._key = private_key
         self._clock = clock
+        self._jws = _Jws(private_key, algorithm)
 
     @property
     def public_key(self) -> PublicKey:
@@ -373,24 +386,38 @@ class NcpAssertionSigner:
                 raise Forbidden("the assertion cannot grant scopes the context does not hold")
             body["scope"] = _scope_text(wanted)
         body["origin"] = {"iss": context.origin_issuer or context.issuer, "jti": context.token_id}
-        return _sign(
-            self._key,
-            self.algorithm,
-            self.issuer,
-            body,
-            audience,
-            lifetime,
-            context.expires_at,
-            self._clock(),
-        )
+        return _sign(self._jws, self.issuer, body, audience, lifetime, context.expires_at, self._clock())
 
 
 # --- signing -------------------------------------------------------------------------------------------
 
 
+class _Jws:
+    """JWS compact serialisation (RFC 7515 §7.1) under one key: the header is encoded once, and PyJWT's
+    algorithm signs (for ECDSA the raw R || S of RFC 7518 §3.4). A third of ``jwt.encode``'s CPU, which
+    matters because an NCP signs one assertion per image request (docs/benchmarks.md)."""
+
+    def __init__(self, key: PrivateKey, algorithm: str) -> None:
+        self._key = key
+        self._algorithm: Algorithm = jwt.get_algorithm_by_name(algorithm)
+        self._header = _b64url_encode(_compact_json({"alg": algorithm, "typ": "JWT"}))
+
+    def sign(self, claims: Mapping[str, Any]) -> str:
+        signing_input = self._header + b"." + _b64url_encode(_compact_json(claims))
+        signature = self._algorithm.sign(signing_input, self._key)
+        return (signing_input + b"." + _b64url_encode(signature)).decode("ascii")
+
+
+def _compact_json(value: Mapping[str, Any]) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()
+
+
+def _b64url_encode(data: bytes) -> bytes:
+    return base64.urlsafe_b64encode(data).rstrip(b"=")
+
+
 def _sign(
-    key: PrivateKey,
-    algorithm: str,
+    jws: _Jws,
     issuer: str,
     body: dict[str, Any],
     audience: str,
@@ -413,7 +440,7 @@ def _sign(
         "exp": int(expires),
         "jti": str(uuid.uuid4()),
     }
-    return jwt.encode(claims, key, algorithm=algorithm, headers={"typ": "JWT"})
+    return jws.sign(claims)
 
 
 def _context_body(context: Claims) -> dict[str, Any]:
@@ -484,13 +511,7 @@ def _cx(patient: PatientRef) -> str:
 _CHALLENGE = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
 _SCOPE_CHALLENGE = {"WWW-Authenticate": 'Bearer error="insufficient_scope"'}
 _NO_TREATMENT_LIMITS = (MAX_HCP_LIFETIME, MAX_TREATMENT_LIFETIME)
-_JWT_ERRORS: tuple[tuple[type[Exception], str], ...] = (
-    (jwt.InvalidAudienceError, "token audience is not this service"),
-    (jwt.InvalidIssuerError, "unknown token issuer"),
-    (jwt.MissingRequiredClaimError, "token lacks a required claim"),
-    (jwt.InvalidSignatureError, "invalid token signature"),
-    (jwt.InvalidAlgorithmError, "token algorithm not accepted for this issuer"),
-)
+_REQUIRED_CLAIMS = ("iss", "sub", "aud", "exp", "iat", "jti")
 
 
 def _unauthorized(message: str) -> Unauthorized:
@@ -506,10 +527,24 @@ def _decode(
     limits: tuple[timedelta, timedelta],
 ) -> Claims:
     """Signature, algorithm pin, issuer, audience (unless None), times and shape; 401 on any failure."""
+    payload, trust = _signed_payload(_well_formed(token), trusted, audience)
+    _check_times(payload, leeway, now, limits)
+    return _claims(payload, trust)
+
+
+def _well_formed(token: str | None) -> str:
     if not token:
         raise _unauthorized("missing bearer token")
     if len(token) > MAX_TOKEN_BYTES or not token.isascii():
         raise _unauthorized("malformed token")
+    return token
+
+
+def _signed_payload(
+    token: str, trusted: Mapping[str, TrustedIssuer], audience: str | None
+) -> tuple[dict[str, Any], TrustedIssuer]:
+    """The verified payload and its issuer's entry: signature, algorithm pin, issuer, audience (unless
+    None); nothing that depends on the time."""
     header, unverified = _peek(token)
     issuer = unverified.get("iss")
     trust = trusted.get(issuer) if isinstance(issuer, str) else None
@@ -519,9 +554,9 @@ def _decode(
         raise _unauthorized("token algorithm not accepted for this issuer")
     if any(name in header for name in _EMBEDDED_KEY_HEADERS):
         raise _unauthorized("token carries its own key material")
-    payload = _verified_payload(token, trust, issuer, audience)
-    _check_times(payload, leeway, now, limits)
-    return _claims(payload, trust)
+    if header.get("crit") is not None or header.get("b64") is not None:  # no JWS extension is understood
+        raise _unauthorized("malformed token")
+    return _verified_payload(token, unverified, trust, audience), trust
 
 
 def _peek(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -544,21 +579,35 @@ def _b64url(part: str) -> bytes:
     return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
 
 
-def _verified_payload(token: str, trust: TrustedIssuer, issuer: str, audience: str | None) -> dict[str, Any]:
-    options: Options = {
-        "require": ["iss", "sub", "aud", "exp", "iat", "jti"],
-        "verify_exp": False,  # times are checked below against the injected clock
-        "verify_nbf": False,
-        "verify_iat": False,
-        "verify_aud": audience is not None,
-    }
+def _verified_payload(
+    token: str, unverified: dict[str, Any], trust: TrustedIssuer, audience: str | None
+) -> dict[str, Any]:
+    """``unverified`` once the signature over the token's first two parts is the issuer's (RFC 7515 §5.2),
+    with the claims every token needs and, unless ``audience`` is None, this service among its audiences.
+
+    The JSON was parsed once, to choose the key; PyJWT's ``decode`` would parse and decode it again, which
+    cost a border as much as the signature check itself, once per image request."""
+    signing_input, _, signature = token.rpartition(".")
     try:
-        return jwt.decode(
-            token, trust.key, algorithms=[trust.algorithm], audience=audience, issuer=issuer, options=options
+        valid = jwt.get_algorithm_by_name(trust.algorithm).verify(
+            signing_input.encode("ascii"), trust.key, _b64url(signature)
         )
-    except jwt.PyJWTError as exc:
-        message = next((m for kind, m in _JWT_ERRORS if isinstance(exc, kind)), "malformed token")
-        raise _unauthorized(message) from None
+    except (ValueError, binascii.Error):
+        valid = False
+    if not valid:
+        raise _unauthorized("invalid token signature")
+    if any(unverified.get(name) is None for name in _REQUIRED_CLAIMS):
+        raise _unauthorized("token lacks a required claim")
+    if audience is not None and audience not in _audiences(unverified["aud"]):
+        raise _unauthorized("token audience is not this service")
+    return unverified
+
+
+def _audiences(aud: Any) -> list[str]:
+    audiences = [aud] if isinstance(aud, str) else aud
+    if not isinstance(audiences, list) or not all(isinstance(a, str) for a in audiences):
+        raise _unauthorized("token audience is not this service")
+    return audiences
 
 
 def _check_times(

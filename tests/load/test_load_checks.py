@@ -8,7 +8,15 @@ import sys
 from pathlib import Path
 
 import pytest
-from checks import KOS_SOP_CLASS, MultipartCheck, Thresholds, hop_breakdown, server_timing
+from checks import (
+    KOS_SOP_CLASS,
+    FramesCheck,
+    MultipartCheck,
+    Thresholds,
+    hop_breakdown,
+    metadata_verdict,
+    server_timing,
+)
 from metrics import Histogram, Metrics
 from profiles import stage
 from pydicom.dataset import Dataset
@@ -216,3 +224,31 @@ def test_xcwado_load_passes_every_option_to_the_runner() -> None:
         [*xcwado, "--state", "/nonexistent/state.json"], capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 2 and "cannot read state file" in done.stderr
+
+
+FRAMES = f'multipart/related; type="application/octet-stream"; boundary={BOUNDARY}'
+
+
+def frames_check(frames: list[bytes], *, cut: int = 0) -> FramesCheck:
+    message = encode_multipart_bytes(frames, "application/octet-stream", BOUNDARY)
+    check = FramesCheck(FRAMES)
+    for i in range(0, len(message) - cut, 5):
+        check.feed(message[i : min(i + 5, len(message) - cut)])
+    return check
+
+
+def test_a_frames_answer_holds_exactly_the_frames_asked_for() -> None:
+    assert frames_check([b"\x00\x01" * 512]).verdict(1) is None
+    assert frames_check([b"\x00" * 16, b"\x01" * 16]).verdict(1) == "2 frame(s) where 1 were asked for"
+    assert frames_check([b""]).verdict(1) == "frame 1 is empty"
+    assert frames_check([b"\x00" * 64], cut=4).verdict(1) is not None  # no closing delimiter: truncated
+
+
+def test_series_metadata_must_describe_exactly_the_series_instances() -> None:
+    uids = [deterministic_uid("load-test", n) for n in range(3)]
+    datasets = [{"00080018": {"vr": "UI", "Value": [u]}} for u in uids]
+
+    assert metadata_verdict(datasets, uids) is None
+    assert metadata_verdict(datasets[:2], uids) == "metadata differs from the series: 1 missing, 0 unexpected"
+    assert metadata_verdict([*datasets, datasets[0]], uids) == "an instance is described twice"
+    assert metadata_verdict({"00080018": {}}, uids) == "metadata is not a JSON array of datasets (PS3.18 F.2)"

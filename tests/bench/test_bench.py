@@ -1,0 +1,82 @@
+"""``make bench`` (ncp/bench.py): its quick mode runs every path for real and reports each goal's verdict.
+
+The numbers themselves are not asserted (the machine is shared); what is asserted is the report's shape:
+every row measured ``--repeat`` times, every goal row with its ratio, its goal and met / not met, and a
+path that does not answer frames reported as not measured with its status instead of failing the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+
+import pytest
+
+from ncp.bench import MemoryRow, Row, Sample, main, render
+
+
+def _args(**overrides: object) -> argparse.Namespace:
+    values: dict[str, object] = {"instances": 4, "instance_kb": 64, "repeat": 3, "concurrency": 16}
+    return argparse.Namespace(**{**values, **overrides})
+
+
+def _rates(*per_second: float) -> list[Sample]:
+    return [Sample(mbps=r / 10, per_second=r, ttfb_ms=5.0, cpu_ms=1.5) for r in per_second]
+
+
+def test_a_goal_row_shows_median_min_max_its_ratio_per_round_and_whether_the_goal_is_met() -> None:
+    direct = Row("PACS direct [aiohttp run]", "instance x16", _rates(100, 200, 300))
+    chain = Row("two gateways [aiohttp]", "instance x16", _rates(80, 100, 270), baseline=direct, goal=0.75)
+
+    table = render([direct, chain], [], _args())
+
+    line = next(line for line in table.splitlines() if line.startswith("| two gateways"))
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[3] == "100 (80-270)"  # requests/s: median (min-max) of the three repetitions
+    assert cells[6] == "PACS direct [aiohttp run], instance x16"
+    assert cells[7] == "0.80 (0.50-0.90)"  # 80/100, 100/200, 270/300: taken round by round
+    assert cells[8:] == [">= 0.75x", "yes"]
+    assert chain.met is True
+    chain.goal = 0.85
+    assert chain.met is False
+    assert render([direct, chain], [], _args()).splitlines()[-1].endswith("| >= 0.85x | NO |")
+
+
+def test_a_path_that_does_not_answer_frames_is_reported_not_measured_with_its_status() -> None:
+    row = Row("frames: PACS direct", "frame x16", note="not measured: PACS answers 400")
+
+    table = render([row], [], _args())
+
+    assert "| frames: PACS direct | frame x16 | - | - | - | - | - | not measured: PACS answers 400 |" in table
+    assert row.met is None
+
+
+def test_memory_growth_is_per_study_in_flight_against_8_mb() -> None:
+    grew = MemoryRow("FR/gateway", "aiohttp", before_mb=100, peak_mb=140)  # 4 studies in flight: 10 MB each
+    unknown = MemoryRow("AT/gateway", "aiohttp", before_mb=100, peak_mb=None)
+
+    table = render([], [grew, unknown], _args())
+
+    assert grew.growth_mb == 10.0
+    assert "| FR/gateway | aiohttp | 100 | 140 | 10.0 | <= 8 MB | NO |" in table
+    assert (
+        "| AT/gateway | aiohttp | 100 | not measured (no access to clear_refs) | - | <= 8 MB | - |" in table
+    )
+
+
+@pytest.mark.slow
+def test_quick_mode_measures_every_path_and_states_every_goal(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--quick", "--no-link", "--no-orthanc", "--clients", "aiohttp"]) == 0
+
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    table = [r for r in rows if not r.startswith(("| path", "| gateway |"))]
+    goals = [r for r in table if ">= 0." in r]
+    assert len(goals) == 4  # two gateways, study and per instance, plain and mTLS + tokens
+    for row in goals:
+        assert re.search(r"\| \d+\.\d\d \(\d+\.\d\d-\d+\.\d\d\) \| >= 0\.\d\dx \| (yes|NO) \|$", row), row
+    frames = [r for r in table if r.startswith("| frames:")]
+    assert frames, "the frames rows are missing"
+    for row in frames:
+        assert "not measured: " in row or re.search(r"\| \d+ \(\d+-\d+\) \|", row), row
+    memory = [r for r in rows if r.startswith(("| FR/gateway", "| AT/gateway"))]
+    assert len(memory) == 4 and all(r.endswith(("| yes |", "| NO |", "| - |")) for r in memory)
