@@ -36,6 +36,7 @@ _INTEGRATION_FILES = frozenset(
         "security/test_audit_access.py",
         "security/test_audit_durability.py",
         "xds/test_xds_mutations.py",
+        "xds/test_xds_country.py",
     }
 )
 
