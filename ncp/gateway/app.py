@@ -22,10 +22,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ncp.bodytimeout import BodyTimeout
+from ncp.cors import CorsMiddleware
 from ncp.errors import NcpError, dicomweb_error_response, fhir_error_response, from_http_exception
 from ncp.gateway import iti67, iti68, iti78, rad160
 from ncp.gateway.context import Clients
-from ncp.gateway.cors import CorsMiddleware
 from ncp.gateway.guard import AuditMiddleware, Guard, idp_routes_handlers
 from ncp.gateway.proxy import make_upstream
 from ncp.gateway.settings import GatewaySettings

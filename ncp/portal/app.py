@@ -21,6 +21,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ncp.cors import CorsMiddleware
 from ncp.errors import NcpError, UpstreamError, dicomweb_error_response, from_http_exception
 from ncp.portal import wia
 from ncp.portal.pages import BASE, Pages, template_environment
@@ -72,7 +73,11 @@ def create_portal_app(settings: PortalSettings) -> Starlette:
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
-        middleware=[Middleware(_SecurityHeaders)],
+        # outermost: a viewer on another origin reads the WIA facade as it reads RAD-160 (ncp.cors)
+        middleware=[
+            Middleware(CorsMiddleware, origins=settings.cors_origins, agent=f"{settings.country}-wia"),
+            Middleware(_SecurityHeaders),
+        ],
         exception_handlers={
             NcpError: handler,
             HTTPException: handler,

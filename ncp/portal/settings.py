@@ -17,6 +17,7 @@ class PortalSettings:
     countries: tuple[tuple[str, str, str], ...]  # (code, name, patient-ID issuer) an identifier may come from
     secure_cookie: bool = False  # the portal is served over HTTPS (a public_url https://...)
     public_host: str = ""  # host[:port] of the country's public_url: a form posted there is same-origin too
+    cors_origins: tuple[str, ...] = ()  # browser viewers that may call the WIA facade (the gateway's list)
 
     @classmethod
     def from_topology(cls, topology: Topology, country: str, gateway: str) -> PortalSettings:
@@ -27,4 +28,5 @@ class PortalSettings:
             countries=tuple((c.code, c.name, c.patient_id_issuer) for c in topology.countries.values()),
             secure_cookie=(me.public_url or "").startswith("https://"),
             public_host=urlsplit(me.public_url or "").netloc,
+            cors_origins=me.cors_origins,
         )

@@ -24,7 +24,7 @@ from ncp.consumer.documents import DocumentEntry
 from ncp.dicom.kos import read_manifest
 from ncp.dicom.multipart import MultipartDecoder, Part, encode_multipart, multipart_content_type, new_boundary
 from ncp.dicom.uids import validate_uid
-from ncp.errors import Forbidden, NotFound, Unauthorized
+from ncp.errors import Forbidden, InvalidRequest, NotFound, Unauthorized
 from ncp.model import Manifest
 from ncp.portal.upstream import DICOM_MULTIPART, Gateway
 
@@ -33,6 +33,8 @@ __all__ = ["BASE", "routes"]
 BASE = "/wia/dicom-web"
 _CX = re.compile(r"([^\^&]+)\^\^\^&([0-9.]+)&ISO")  # IUA person_id, HL7 v2 CX
 _DICOM_JSON = "application/dicom+json"
+_FRAMES_MULTIPART = 'multipart/related; type="application/octet-stream"'
+_FRAMES = re.compile(r"[1-9][0-9]{0,8}(,[1-9][0-9]{0,8}){0,1023}")
 _STUDY_KEYS = {"StudyInstanceUID": "0020000D", "PatientID": "00100020", "AccessionNumber": "00080050"}
 
 
@@ -46,6 +48,7 @@ def routes() -> list[Route]:
         for tail in ("", "/metadata", "/rendered")
     ]
     return [
+        Route(instance + "/frames/{frames}", retrieve, methods=["GET"]),  # what a viewer asks for (OHIF)
         Route(BASE + "/studies", search_studies, methods=["GET"]),
         Route(study + "/series", search_series, methods=["GET"]),
         Route(study + "/instances", search_instances, methods=["GET"]),
@@ -195,6 +198,10 @@ async def retrieve(request: Request) -> Response:
     gateway: Gateway = request.app.state.gateway
     p = request.path_params
     tail = next((t for t in ("metadata", "rendered") if request.url.path.endswith("/" + t)), None)
+    if "frames" in p:
+        if not _FRAMES.fullmatch(p["frames"]):
+            raise InvalidRequest("frames: a comma-separated list of frame numbers from 1 (PS3.18 10.4.1.1.3)")
+        tail = f"frames/{p['frames']}"
     chosen = [s for s in manifest.series if "series" not in p or s.series_instance_uid == p["series"]]
     if not chosen:
         raise NotFound("the study's manifest references no such series")
@@ -202,7 +209,8 @@ async def retrieve(request: Request) -> Response:
     urls = [gateway.rad160(hcid, manifest, s, p.get("sop")) + (f"/{tail}" if tail else "") for s in chosen]
     if tail == "rendered":  # one image stands for the study or series (PS3.18 10.4.1.1.3): the first series'
         urls = urls[:1]
-    accept = request.headers.get("accept") or (_DICOM_JSON if tail == "metadata" else DICOM_MULTIPART)
+    default = _DICOM_JSON if tail == "metadata" else _FRAMES_MULTIPART if "frames" in p else DICOM_MULTIPART
+    accept = request.headers.get("accept") or default
     if len(urls) == 1:
         upstream, body = await gateway.stream(token, urls[0], request.url.query, accept)
         headers = {k: v for k, v in upstream.headers.items() if k.lower() in ("content-type", "warning")}

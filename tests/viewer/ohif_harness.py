@@ -68,6 +68,7 @@ class Viewer:
 
     rad160_base: str = ""
     token: str | None = None
+    lazy: bool = False  # OHIF's default study loading: QIDO for the series, then their metadata
 
     def config_script(self) -> str:
         server = {
@@ -78,7 +79,7 @@ class Viewer:
             "qidoSupportsIncludeField": False,
             "imageRendering": "wadors",
             "thumbnailRendering": "wadors",
-            "enableStudyLazyLoad": False,
+            "enableStudyLazyLoad": self.lazy,
             "supportsFuzzyMatching": False,
         }
         config = {

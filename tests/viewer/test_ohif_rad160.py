@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,12 +107,12 @@ def _store_jpeg(fed: Federation, code: str, pub: Published) -> None:
     stow(base, [jpeg_baseline(ds) for ds in pub.data.instances(study)])
 
 
-@pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+@contextmanager
+def running_site(run: Path, *, secure: bool) -> Iterator[Site]:
     port = free_port()
-    run = tmp_path_factory.mktemp("ohif")
     topology = run / "topology.toml"
-    topology.write_text(TOPOLOGY.format(origin=f"http://127.0.0.1:{port}"))
+    text = TOPOLOGY.format(origin=f"http://127.0.0.1:{port}")
+    topology.write_text(text if secure else text.replace("security = true", "security = false"))
     with Federation(str(topology), run / "run", mode="thread") as fed:
         published = asyncio.run(seed_federation(fed.topology, fed.plan.endpoints))
         for code, pub in published.items():
@@ -119,6 +120,12 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         viewer = Viewer()
         with serve_in_thread(viewer.app(), port=port) as url, chromium() as browser:
             yield Site(fed, published, viewer, url, browser)
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    with running_site(tmp_path_factory.mktemp("ohif"), secure=True) as site:
+        yield site
 
 
 def assert_rendered(shown: Rendered, base: str) -> None:
@@ -257,3 +264,23 @@ def test_no_address_inside_the_affiliation_country_reaches_the_viewer(site: Site
         leaked = [address for address in internal if address in heads]
         assert not leaked, (url, leaked)
     assert not any(address in metadata.text for address in internal)
+
+
+def test_ohif_lists_and_opens_a_study_through_the_wia_facade(site: Site) -> None:
+    """MCWG 1.8: at one base URL of NCP-B, OHIF with its default lazy loading finds the study's series by
+    QIDO (answered from the patient's manifests) and shows their frames (mapped onto RAD-160)."""
+    base = f"{site.fed.plan.endpoints[CONSUMER['AT']].gateway}/wia/dicom-web"
+    site.viewer.rad160_base, site.viewer.lazy = base, True
+    site.viewer.token = site.treatment_token("AT", CT)
+    try:
+        study = site.published["AT"].data.studies[CT].study_instance_uid
+        shown = open_study(site.browser, site.viewer_url, study, None)
+    finally:
+        site.viewer.lazy = False
+    calls = shown.to(base)
+    assert all(status == 200 for _, status in calls), [c for c in calls if c[1] != 200]
+    assert any(re.search(r"/series(\?|$)", url) for url, _ in calls), calls  # QIDO for the series
+    assert any("/frames/" in url for url, _ in calls), calls
+    assert shown.failures() == [], shown.text[:500]
+    grey = shown.canvas_grey()
+    assert grey.std() > 10 and (grey > 32).mean() > 0.05, "the canvas is blank"

@@ -1,4 +1,5 @@
-"""CORS (WHATWG Fetch, "CORS protocol") for the consumer-facing gateway listener, never the border.
+"""CORS (WHATWG Fetch, "CORS protocol") for the consumer-facing gateway listener (RAD-160 and the portal's
+WIA facade), never the border.
 
 A browser viewer served from another origin (``https://viewer.example``) reads RAD-160 answers only if
 the gateway names its origin. Only the origins the topology lists (``cors_origins``) are named; a
