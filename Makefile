@@ -54,9 +54,10 @@ test: $(STAMP) system-deps docker-engine ohif lint
 	$(BIN)/pytest -q --durations=20
 
 # The fast tier: lint, types and every test that starts no federation, subprocess, Docker, Orthanc or
-# browser (the `integration` marker, tests/conftest.py). `make test` runs everything.
+# browser (the `integration` marker, tests/conftest.py), one test file per worker on both cores (a file's
+# module fixtures stay in one process). `make test` runs everything, in one process.
 check: $(STAMP) lint
-	$(BIN)/pytest -q -m "not integration" --durations=10
+	$(BIN)/pytest -q -m "not integration" -n 2 --dist loadfile --durations=10
 
 bench: $(STAMP)
 	$(BIN)/python -m ncp.bench

@@ -204,13 +204,20 @@ def _levels(study: Study) -> list[tuple[str, ...]]:
     return [base, (*base, "series", study.series), (*base, "series", study.series, "instances", study.sop)]
 
 
+_OCTETS = 'multipart/related; type="application/octet-stream"'
+# PS3.18 10.4.1.1.3 frames and the PACS's bulk data URI of Pixel Data (ncp.pacs.metadata)
+_VIEWER_TAILS = [(("frames", "1"), _OCTETS), (("bulkdata", "7FE00010"), _OCTETS)]
+
+
 def _rad160(corpus: Corpus, studies: list[Study], hcid: str) -> None:
-    """RAD-160 at B's gateway (``/wado``) and at A's border (``/wado-rs``): retrieve, metadata, rendered."""
+    """RAD-160 at B's gateway (``/wado``) and at A's border (``/wado-rs``): retrieve, metadata, rendered, and
+    at instance level what a viewer asks for (frames, bulk data)."""
     tails = [((), DICOM_PARTS), (("metadata",), "application/dicom+json"), (("rendered",), "image/jpeg")]
     for study in studies:
         for resource in _levels(study):
             where = ("homeCommunityId", hcid, "RetrieveLocationUID", study.rluid, *resource)
-            for tail, accept in tails if len(resource) > 2 else tails[:2]:  # no rendered whole study
+            chosen = tails[:2] if len(resource) == 2 else tails  # no rendered whole study
+            for tail, accept in chosen + (_VIEWER_TAILS if len(resource) == 6 else []):
                 headers = (("Accept", accept),)
                 gw, border = ("wado", *where, *tail), ("wado-rs", *where, *tail)
                 corpus.add(
@@ -289,6 +296,10 @@ def _pacs(corpus: Corpus, studies: list[Study]) -> None:
                 Template("pacs WADO-RS", pacs, ("dicom-web", *resource), (), (("Accept", DICOM_PARTS),))
             )
             corpus.add(Template("pacs WADO-RS", pacs, ("dicom-web", *resource, "metadata")))
+            if len(resource) == 6:  # an instance: its frames and bulk data
+                for tail, accept in _VIEWER_TAILS:
+                    path = ("dicom-web", *resource, *tail)
+                    corpus.add(Template("pacs WADO-RS", pacs, path, (), (("Accept", accept),)))
             if len(resource) > 2:  # a series or an instance, as a JPEG
                 query = (("window", "40,400"), ("quality", "80"), ("viewport", "64,64"))
                 rendered = ("dicom-web", *resource, "rendered")

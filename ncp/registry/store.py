@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 import sqlite3
 import uuid
-from collections.abc import Iterator, Sequence
-from contextlib import closing, contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,6 +20,7 @@ from typing import Any
 
 from ncp.errors import Conflict, InvalidRequest
 from ncp.registry.index import DateRange
+from ncp.registry.sqlite import connection, transaction
 
 __all__ = [
     "DateAlt",
@@ -237,22 +238,11 @@ class Store:
             db.executescript(_SCHEMA)
 
     # -- connections -------------------------------------------------------------------------------
-    @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        with closing(sqlite3.connect(self.path, timeout=30.0, isolation_level=None)) as db:
-            db.execute("PRAGMA foreign_keys=ON")
-            yield db
+    def _connect(self) -> AbstractContextManager[sqlite3.Connection]:
+        return connection(self.path)
 
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        with self._connect() as db:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                yield db
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
+    def _write(self) -> AbstractContextManager[sqlite3.Connection]:
+        return transaction(self.path)
 
     # -- ITI-65 ------------------------------------------------------------------------------------
     def submit(self, sub: Submission) -> SubmitResult:

@@ -10,11 +10,25 @@ from typing import Any
 import httpx
 from pacs_samples import Sample
 
-from ncp.dicom.multipart import encode_multipart_bytes, multipart_content_type, new_boundary
+from ncp.dicom.multipart import (
+    DecodedPart,
+    MultipartDecoder,
+    encode_multipart_bytes,
+    multipart_content_type,
+    new_boundary,
+)
 
-__all__ = ["DICOM_MULTIPART", "Pacs"]
+__all__ = ["DICOM_MULTIPART", "Pacs", "decode"]
 
 DICOM_MULTIPART = 'multipart/related; type="application/dicom"'
+
+
+def decode(response: httpx.Response) -> list[DecodedPart]:
+    """The parts of a whole ``multipart/related`` answer, its closing delimiter checked."""
+    decoder = MultipartDecoder(response.headers["content-type"])
+    parts = decoder.feed(response.content)
+    decoder.close()
+    return parts
 
 
 @dataclass

@@ -9,30 +9,21 @@ from pathlib import Path
 from typing import Any, BinaryIO
 from unittest import mock
 
-import httpx
 import numpy as np
 import pydicom
 import pytest
 from dicomweb_client.api import DICOMwebClient
 from pacs_corpus import CorpusFile, by_syntax, corpus, corpus_pacs
-from pacs_harness import Pacs
+from pacs_harness import Pacs, decode
 from pacs_samples import ct_dataset, part10
 from pydicom.encaps import generate_frames
 
-from ncp.dicom.multipart import DecodedPart, MultipartDecoder
 from ncp.dicom.uids import deterministic_uid
 
 EVLE = "1.2.840.10008.1.2.1"
 JPEG_BASELINE = "1.2.840.10008.1.2.4.50"
 RLE = "1.2.840.10008.1.2.5"
 OCTET = 'multipart/related; type="application/octet-stream"'
-
-
-def decode(response: httpx.Response) -> list[DecodedPart]:
-    decoder = MultipartDecoder(response.headers["content-type"])
-    parts = decoder.feed(response.content)
-    decoder.close()
-    return parts
 
 
 @pytest.fixture(scope="module")

@@ -5,26 +5,18 @@ from __future__ import annotations
 
 import io
 
-import httpx
 import pydicom
 import pytest
-from pacs_harness import Pacs
+from pacs_harness import Pacs, decode
 from pacs_samples import Sample, part10
 
-from ncp.dicom.multipart import DecodedPart, MultipartDecoder
+from ncp.dicom.multipart import DecodedPart
 
 EVLE = "1.2.840.10008.1.2.1"
 JPEG_BASELINE = "1.2.840.10008.1.2.4.50"
 J2K_LOSSLESS = "1.2.840.10008.1.2.4.90"
 RLE = "1.2.840.10008.1.2.5"
 DICOM = 'multipart/related; type="application/dicom"'
-
-
-def decode(response: httpx.Response) -> list[DecodedPart]:
-    decoder = MultipartDecoder(response.headers["content-type"])
-    parts = decoder.feed(response.content)
-    decoder.close()
-    return parts
 
 
 def instance_path(s: Sample) -> str:

@@ -9,22 +9,15 @@ from collections.abc import Callable
 import httpx
 import pydicom
 import pytest
-from pacs_harness import DICOM_MULTIPART, Pacs
+from pacs_harness import DICOM_MULTIPART, Pacs, decode
 from pacs_samples import Sample, ct_dataset, part10, sample_study
 
-from ncp.dicom.multipart import DecodedPart, MultipartDecoder
+from ncp.dicom.multipart import MultipartDecoder
 from ncp.dicom.uids import deterministic_uid
 from ncp.errors import InvalidRequest
 
 EVLE = "1.2.840.10008.1.2.1"
 JPEG_BASELINE = "1.2.840.10008.1.2.4.50"
-
-
-def decode(response: httpx.Response) -> list[DecodedPart]:
-    decoder = MultipartDecoder(response.headers["content-type"])
-    parts = decoder.feed(response.content)
-    decoder.close()
-    return parts
 
 
 def sha(data: bytes) -> str:

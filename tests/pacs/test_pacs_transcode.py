@@ -10,12 +10,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pydicom
 import pytest
 from pacs_corpus import CorpusFile, by_syntax, corpus, corpus_pacs
-from pacs_harness import Pacs
+from pacs_harness import Pacs, decode
 from pacs_samples import ct_dataset, part10, sample_study
 from pydicom.encaps import encapsulate
 from pydicom.uid import UID
@@ -36,13 +35,6 @@ J2K = "1.2.840.10008.1.2.4.91"
 RLE = "1.2.840.10008.1.2.5"
 MPEG2 = "1.2.840.10008.1.2.4.100"
 DICOM = 'multipart/related; type="application/dicom"'
-
-
-def decode(response: httpx.Response) -> list[DecodedPart]:
-    decoder = MultipartDecoder(response.headers["content-type"])
-    parts = decoder.feed(response.content)
-    decoder.close()
-    return parts
 
 
 def dataset(body: bytes) -> pydicom.Dataset:

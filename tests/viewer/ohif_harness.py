@@ -7,16 +7,15 @@ import copy
 import io
 import json
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import numpy as np
+from browser_support import chromium
 from numpy.typing import NDArray
 from PIL import Image
-from playwright.sync_api import Browser, Page, Request, sync_playwright
+from playwright.sync_api import Browser, Page, Request
 from playwright.sync_api import Error as PlaywrightError
 from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate
@@ -30,16 +29,6 @@ __all__ = ["OHIF_DIST", "Rendered", "Viewer", "chromium", "jpeg_baseline", "open
 
 OHIF_VERSION = "4.12.51"  # the Makefile's OHIF_VERSION
 OHIF_DIST = Path(__file__).resolve().parents[2] / ".cache" / "ohif" / OHIF_VERSION / "package" / "dist"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 # The bundle's index.html less its polyfill.io script (no network here; Chromium needs no polyfill).
 _INDEX = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"/><title>OHIF through RAD-160</title></head>
@@ -127,16 +116,6 @@ class Rendered:
 
     def canvas_grey(self) -> NDArray[np.uint8]:
         return np.asarray(Image.open(io.BytesIO(self.canvas_png)).convert("L"))
-
-
-@contextmanager
-def chromium() -> Iterator[Browser]:
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 def open_study(

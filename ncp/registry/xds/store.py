@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator, Sequence
-from contextlib import closing, contextmanager
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from ncp.registry.sqlite import connection, transaction
 from ncp.registry.xds.ebrim import Coded, DocumentEntry, SubmissionSet, XdsError
 
 __all__ = ["XdsStore"]
@@ -59,29 +59,13 @@ class XdsStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        with closing(self._connect()) as db:
+        with connection(self.path) as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(_SCHEMA)
 
-    def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        db.execute("PRAGMA foreign_keys=ON")
-        return db
-
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with closing(self._connect()) as db:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                yield db
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
-
     def submit(self, submission_set: SubmissionSet, documents: Sequence[tuple[DocumentEntry, bytes]]) -> None:
         """Register and store a whole submission, or nothing (XDSDuplicateUniqueIdInRegistry)."""
-        with self._transaction() as db:
+        with transaction(self.path) as db:
             try:
                 db.execute(
                     "INSERT INTO submission_sets VALUES (?, ?, ?)",
@@ -114,7 +98,7 @@ class XdsStore:
         db.execute("INSERT INTO contents VALUES (?, ?, ?)", (entry.unique_id, entry.mime_type, data))
 
     def _select(self, sql: str, args: Sequence[str]) -> list[DocumentEntry]:
-        with closing(self._connect()) as db:
+        with connection(self.path) as db:
             return [_entry_from_json(row[0]) for row in db.execute(sql, args)]
 
     def by_patient(self, patient_id: str, statuses: Sequence[str]) -> list[DocumentEntry]:
@@ -142,14 +126,14 @@ class XdsStore:
         return self._select(sql, [*entry_uuids, *unique_ids])
 
     def content(self, unique_id: str) -> tuple[str, bytes] | None:
-        with closing(self._connect()) as db:
+        with connection(self.path) as db:
             row = db.execute(
                 "SELECT mime_type, data FROM contents WHERE unique_id = ?", (unique_id,)
             ).fetchone()
         return (row[0], bytes(row[1])) if row else None
 
     def counts(self) -> dict[str, int]:
-        with closing(self._connect()) as db:
+        with connection(self.path) as db:
             documents = db.execute("SELECT count(*) FROM documents").fetchone()[0]
             sets = db.execute("SELECT count(*) FROM submission_sets").fetchone()[0]
         return {"documents": documents, "submission_sets": sets}
