@@ -172,12 +172,9 @@ class Federation:
         """Every listener but secure borders (they take only NCP client certificates)."""
         return [url for url, _ in self._health_checks() if not url.startswith("tcp://")]
 
-    def relay_addresses(self) -> list[str]:
-        """Link relays, probed by a TCP connect; a link set to refuse is working when it refuses."""
-        return [url for url, _ in self._health_checks() if url.startswith("tcp://")]
-
     def _health_checks(self) -> list[tuple[str, str]]:
-        """(probe URL, role id) for every role that can be probed."""
+        """(probe URL, role id) for every role that can be probed; link relays by a TCP connect (``tcp://``),
+        except a link set to refuse, which is working when it refuses."""
         secure_borders = {
             ep.border for ep in self.plan.endpoints.countries.values() if ep.border.startswith("https")
         }

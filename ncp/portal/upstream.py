@@ -83,15 +83,24 @@ class Gateway:
         return found[0] if len(found) == 1 else None
 
     async def documents(
-        self, bearer: str, issuer: str, patient_id: str, *, modality: str = "", region: str = ""
+        self,
+        bearer: str,
+        issuer: str,
+        patient_id: str,
+        *,
+        modality: str = "",
+        region: str = "",
+        study_uid: str = "",
     ) -> list[DocumentEntry]:
-        """ITI-67 with the level-1 keys, every page; manifests and reports only."""
+        """ITI-67 with the level-1 keys (or the targeted Study Instance UID), every page; manifests and
+        reports only."""
         params = [
             ("patient.identifier", fhirsearch.token(f"urn:oid:{issuer}", patient_id)),
             ("status", "current"),
             ("type", f"{TYPE_MANIFEST.token()},{TYPE_REPORT.token()}"),
         ]
-        params += [(k, v) for k, v in (("modality", modality), ("anatomical-region", region)) if v]
+        keys = (("modality", modality), ("anatomical-region", region), ("study-instance-uid", study_uid))
+        params += [(k, v) for k, v in keys if v]
         url: str | None = "/fhir/DocumentReference?" + urlencode(params)
         entries: list[DocumentEntry] = []
         while url:

@@ -58,12 +58,17 @@ def routes() -> list[Route]:
 
 
 # -- where the answers come from: the patient's manifests ------------------------------------------
-async def _manifests(request: Request) -> tuple[str, list[tuple[DocumentEntry, Manifest]]]:
-    """The bearer token and the (entry, manifest) of each of its patient's studies."""
+async def _manifests(
+    request: Request, study_uid: str = ""
+) -> tuple[str, list[tuple[DocumentEntry, Manifest]]]:
+    """The bearer token and the (entry, manifest) of each of its patient's studies, or of the one study
+    named: a viewer asks for a study's frames one request at a time, and each must not read every manifest
+    of the patient across the border."""
     token = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
     issuer, patient_id = _patient(token)
     gateway: Gateway = request.app.state.gateway
-    entries = [e for e in await gateway.documents(token, issuer, patient_id) if e.kind == "manifest"]
+    found = await gateway.documents(token, issuer, patient_id, study_uid=study_uid)
+    entries = [e for e in found if e.kind == "manifest"]
     fetched = await asyncio.gather(*(gateway.document(token, e, "application/dicom") for e in entries))
     return token, [(e, read_manifest(f.body)) for e, f in zip(entries, fetched, strict=True)]
 
@@ -86,7 +91,7 @@ def _patient(token: str) -> tuple[str, str]:
 
 async def _study(request: Request) -> tuple[str, DocumentEntry, Manifest]:
     uid = validate_uid(request.path_params["study"], "Study Instance UID")
-    token, found = await _manifests(request)
+    token, found = await _manifests(request, uid)
     for entry, manifest in found:
         if manifest.study_instance_uid == uid:
             return token, entry, manifest
