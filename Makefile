@@ -3,6 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+BASE := $(VENV)/.installed-base
 
 .PHONY: demo up test check lint typecheck unit bench clean docker-engine ohif
 
@@ -10,24 +11,31 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
+# Two installs: the package alone for `make demo` / `make up` (what a first try needs), and the package with
+# every extra for the tests, the load tests and Docker. The full one implies the base one.
+$(BASE): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e .
+	touch $(BASE)
+
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[test,load,docker]'
-	touch $(STAMP)
+	touch $(BASE) $(STAMP)
 
-demo: $(STAMP)
+demo: $(BASE)
 	$(BIN)/xcwado demo
 
-up: $(STAMP)
+up: $(BASE)
 	$(BIN)/xcwado up --state run/state.json
 
 # System tools the tests use (Debian): dciodvfy, Orthanc + DICOMweb plugin, nginx, docker-compose, gcc,
-# chromium (headless, renders the HTML report and runs the OHIF viewer), npm (fetches the OHIF bundle).
+# chromium (headless, renders the HTML report and runs the OHIF viewer), npm (fetches the OHIF bundle),
+# xmlsec1 (tests/xds/test_xua.py: an independent XML-signature verifier).
 system-deps:
 	@command -v dciodvfy >/dev/null && command -v Orthanc >/dev/null && command -v nginx >/dev/null \
 	  && command -v docker-compose >/dev/null && command -v gcc >/dev/null && command -v chromium >/dev/null \
-	  && command -v npm >/dev/null || \
+	  && command -v npm >/dev/null && command -v xmlsec1 >/dev/null || \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-	      dicom3tools orthanc orthanc-dicomweb nginx-light docker-compose gcc chromium npm >/dev/null; }
+	      dicom3tools orthanc orthanc-dicomweb nginx-light docker-compose gcc chromium npm xmlsec1 >/dev/null; }
 
 # The OHIF Viewer 2 prebuilt bundle that tests/viewer serves (npm checks the registry's integrity hash);
 # cached under .cache/ (git-ignored), never committed. The version is also tests/viewer/ohif_harness.py's.
@@ -50,12 +58,14 @@ lint: $(STAMP)
 docker-engine:
 	bash .ci/docker-setup
 
+# Everything, on both cores (pytest-xdist, one test file per worker: a file's module fixtures stay in one
+# process), then the `serial` tests alone (they measure rates: tests/conftest.py).
 test: $(STAMP) system-deps docker-engine ohif lint
-	$(BIN)/pytest -q --durations=20
+	$(BIN)/pytest -q -m "not serial" -n 2 --dist loadfile --durations=20
+	$(BIN)/pytest -q -m serial --durations=5
 
 # The fast tier: lint, types and every test that starts no federation, subprocess, Docker, Orthanc or
-# browser (the `integration` marker, tests/conftest.py), one test file per worker on both cores (a file's
-# module fixtures stay in one process). `make test` runs everything, in one process.
+# browser (the `integration` marker, tests/conftest.py), one test file per worker on both cores.
 check: $(STAMP) lint
 	$(BIN)/pytest -q -m "not integration" -n 2 --dist loadfile --durations=10
 

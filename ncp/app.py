@@ -20,11 +20,18 @@ from ncp.gateway.app import create_border_app, create_gateway_app
 from ncp.gateway.settings import GatewaySettings
 from ncp.link.profile import FaultSpec, LinkProfile, parse_fault
 from ncp.pacs.app import PacsSettings, create_pacs_app
+from ncp.pacs.rad69 import PATH as RAD69_PATH
 from ncp.portal import PortalSettings, create_portal_app, with_portal
 from ncp.registry.app import RegistrySettings, create_registry_app
+from ncp.registry.xca.initiating import create_initiating_app
+from ncp.registry.xca.rad75 import RESPONDING_PATH, initiating_routes, responding_routes
+from ncp.registry.xca.responding import create_responding_app
+from ncp.registry.xca.settings import Community, InitiatingSettings
 from ncp.registry.xds.mhd import BridgeSettings, create_xds_mhd_app
 from ncp.registry.xds.settings import XdsSettings, soap_endpoints
 from ncp.security.pki import FederationPki
+from ncp.security.tokens import ncp_id
+from ncp.security.xua import national_audience
 from ncp.server import free_port
 from ncp.topology import (
     Country,
@@ -185,11 +192,18 @@ def make_plan(
             continue
         gw, border = ports.take(f"{code}/gateway"), ports.take(f"{code}/gateway border")
         roles.append(Role(f"{code}/gateway", (gw, border)))
-        registries = {}
+        registries, communities = {}, {}
         for reg in country.registries:
             port = ports.take(f"{code}/registry/{reg.id}")
             roles.append(Role(f"{code}/registry/{reg.id}", (port,)))
-            registries[reg.id] = f"http://{host}:{port}/fhir"
+            if reg.kind == "xca":  # a region's Responding Gateway: NCP-A asks the Initiating Gateway
+                communities[country.community_of(reg.id)] = f"http://{host}:{port}"
+            else:
+                registries[reg.id] = f"http://{host}:{port}/fhir"
+        if communities:  # the country's XCA Initiating Gateway, NCP-A's one registry (docs/xca.md)
+            port = ports.take(f"{code}/{XCA_ROLE}")
+            roles.append(Role(f"{code}/{XCA_ROLE}", (port,)))
+            registries[XCA_ROLE] = f"http://{host}:{port}/fhir"
         pacs = {}
         for p in country.pacs:
             if p.backend in ("embedded", "orthanc"):  # "orthanc": a managed Orthanc from Debian
@@ -207,6 +221,7 @@ def make_plan(
             registries=registries,
             pacs=pacs,
             public=country.public_url or "",
+            communities=communities,
         )
     faults = dict(link_faults or {})
     roles += [Role(rid, (ports.take(rid),)) for rid in _relayed_links(topology, faults)]
@@ -318,6 +333,7 @@ def build_relay(plan: Plan, role_id: str) -> RelaySpec:
 # is lost (seen as 502s between gateways over an emulated link, and as consumer ReadErrors in the soak).
 # Both gateway listeners therefore keep idle connections longer than any client here pools them.
 KEEP_ALIVE_S = 30
+XCA_ROLE = "xca"  # role ``<CC>/xca``, the Initiating Gateway of an architecture-B country on XCA
 
 
 def build_role(plan: Plan, role_id: str) -> list[tuple[Any, int, dict[str, Any]]]:
@@ -348,6 +364,15 @@ def build_role(plan: Plan, role_id: str) -> list[tuple[Any, int, dict[str, Any]]
             (with_portal(create_gateway_app(settings), create_portal_app(portal)), role.ports[0], consumers),
             (create_border_app(settings), role.ports[1], {**tls, "timeout_keep_alive": KEEP_ALIVE_S}),
         ]
+    if role.kind == XCA_ROLE:
+        initiating = _initiating_settings(plan, country)
+        rad75 = {c.home_community_id: c.base + RESPONDING_PATH for c in initiating.communities}
+        routes = initiating_routes(country.home_community_id, rad75)  # XCA-I: RAD-69 in, RAD-75 out
+        return [(create_initiating_app(initiating, extra_routes=routes), role.ports[0], {})]
+    if role.kind == "registry" and _registry(country, role.name).kind == "xca":
+        xds, _ = _xds_settings(plan, country, role, state_dir)
+        routes = responding_routes(xds.home_community_id, _region_sources(plan, country, role.name))
+        return [(create_responding_app(xds, extra_routes=routes), role.ports[0], {})]
     if role.kind == "registry" and _registry(country, role.name).kind == "xds":
         return [(create_xds_mhd_app(*_xds_settings(plan, country, role, state_dir)), role.ports[0], {})]
     if role.kind == "registry":
@@ -358,10 +383,14 @@ def build_role(plan: Plan, role_id: str) -> list[tuple[Any, int, dict[str, Any]]
         )
         return [(create_registry_app(registry), role.ports[0], {})]
     if role.kind == "pacs":
+        rluid = next(p.retrieve_location_uid for p in country.pacs if p.id == role.name)
         pacs = PacsSettings(
             storage_dir=state_dir / f"pacs-{role.name}",
             agent=f"pacs-{role.country.lower()}-{role.name}",
             partial_as_ok=country.faults.partial_as_ok,
+            # XDS-I.b RAD-69 (ncp.pacs.rad69): the source's RepositoryUniqueId is its Retrieve Location UID
+            retrieve_location_uid=rluid,
+            home_community_id=_community_of_source(country, rluid),
         )
         return [(create_pacs_app(pacs), role.ports[0], {})]
     raise KeyError(f"unknown role kind {role.kind!r}")
@@ -374,15 +403,61 @@ def _registry(country: Country, reg_id: str) -> Registry:
 def _xds_settings(
     plan: Plan, country: Country, role: Role, state_dir: Path
 ) -> tuple[XdsSettings, BridgeSettings]:
-    """An XDS affinity domain per registry: the country's patient issuer, its homeCommunityId, and a
-    repository OID under it (``<hcid>.10.<n>``, n-th registry of the country)."""
-    fhir_base = plan.endpoints[role.country].registries[role.name]
+    """An XDS affinity domain per registry: the country's patient issuer, its homeCommunityId (an xca
+    region: its own), and a repository OID under it (``<hcid>.10.<n>``, n-th registry of the country)."""
+    xca = _registry(country, role.name).kind == "xca"
+    fhir_base = (
+        f"http://{plan.host}:{role.ports[0]}/fhir"
+        if xca
+        else plan.endpoints[role.country].registries[role.name]
+    )
     registry_url, repository_url = soap_endpoints(fhir_base)
     index = [r.id for r in country.registries].index(role.name) + 1
+    home = country.community_of(role.name) if xca else country.home_community_id
     xds = XdsSettings(
         db_path=state_dir / f"xds-{role.name}.sqlite",
-        home_community_id=country.home_community_id,
-        repository_unique_id=f"{country.home_community_id}.10.{index}",
+        home_community_id=home,
+        repository_unique_id=f"{home}.10.{index}",
         patient_id_domain=country.patient_id_issuer,
+        **(_xua_settings(plan, country, role, state_dir) if plan.pki_dir and not xca else {}),
     )
     return xds, BridgeSettings(fhir_base, registry_url, repository_url)
+
+
+def _xua_settings(plan: Plan, country: Country, role: Role, state_dir: Path) -> dict[str, Any]:
+    """Security on: the XDS role requires XUA (ITI-40) signed by its country's NCP (docs/xua.md)."""
+    assert plan.pki_dir is not None
+    certificate = FederationPki.load(plan.pki_dir).client_credentials(country.code).cert
+    return {
+        "xua_trust": ((ncp_id(country.code), certificate),),
+        "xua_audience": national_audience(country.code),
+        "xua_system_submissions": True,  # the publisher seeds ITI-41 as the national Document Source
+        "audit_db": state_dir / f"xds-{role.name}-audit.sqlite",
+    }
+
+
+def _community_of_source(country: Country, rluid: str) -> str:
+    """The community an imaging source answers RAD-69 for: its region's on XCA, else the country's."""
+    return country.community_of(country.registry_of(rluid)) if country.on_xca else country.home_community_id
+
+
+def _region_sources(plan: Plan, country: Country, region: str) -> dict[str, str]:
+    """XCA-I RAD-75 -> RAD-69: the region's imaging document sources (its embedded PACS), each by its
+    RepositoryUniqueId, which is its Retrieve Location UID (docs/xdsi.md)."""
+    bases = plan.endpoints[country.code].pacs
+    return {
+        p.retrieve_location_uid: bases[p.retrieve_location_uid].removesuffix("/dicom-web/") + RAD69_PATH
+        for p in country.pacs
+        if p.backend == "embedded" and country.registry_of(p.retrieve_location_uid) == region
+    }
+
+
+def _initiating_settings(plan: Plan, country: Country) -> InitiatingSettings:
+    """The Initiating Gateway knows each region by its homeCommunityId and listener (ITI TF-2b 3.38.4.1.1:
+    the community -> Responding Gateway table is local configuration)."""
+    endpoints = plan.endpoints[country.code]
+    communities = tuple(
+        Community(r.id, country.community_of(r.id), endpoints.communities[country.community_of(r.id)])
+        for r in country.registries
+    )
+    return InitiatingSettings(endpoints.registries[XCA_ROLE], country.home_community_id, communities)

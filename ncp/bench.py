@@ -3,6 +3,8 @@
 Paths compared for the same study on the same machine (docs/benchmarks.md): nginx serving the
 study's bytes from a file, the PACS directly, one gateway (NCP-A's border, RAD-160 responding),
 two gateways (NCP-B -> NCP-A), for each data-plane client (aiohttp, httpx) and with mTLS + tokens;
+the XCA-I baseline, SOAP/MTOM: RAD-69 at the PACS, and RAD-69 -> Initiating Imaging Gateway -> RAD-75
+-> Responding Imaging Gateway -> RAD-69 (each gateway its own process, docs/xdsi.md);
 study level (one request), per instance and per frame (N requests, C concurrent); Orthanc as the
 source PACS beside the embedded one. Every measurement is repeated (``--repeat``, round-robin with
 the other paths of its federation) and reported as median (min-max), with its ratio to the row it is
@@ -24,6 +26,7 @@ import os
 import shutil
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -36,7 +39,9 @@ from typing import Literal
 
 import aiohttp
 import httpx
+import uvicorn
 from pydicom.uid import UID
+from starlette.applications import Starlette
 
 from ncp.consumer.client import ImagingConsumer
 from ncp.dicom.kos import build_manifest, to_part10
@@ -48,9 +53,12 @@ from ncp.mhd import provide_document_bundle
 from ncp.model import InstanceRecord, StudyRecord
 from ncp.orthanc import OrthancConfig, orthanc_available, run_orthanc
 from ncp.publish import manifest_document
-from ncp.server import free_port
+from ncp.registry.xca.rad75 import INITIATING_PATH, RESPONDING_PATH, initiating_routes, responding_routes
+from ncp.server import free_port, run_forever
+from ncp.soapcore import envelope_bytes
 from ncp.synth import synthesize
 from ncp.topology import Topology, builtin_topology
+from ncp.xdsi import RAD69_ACTION, DocumentRequest, ImagingRequest, request_element
 
 __all__ = ["main"]
 
@@ -422,6 +430,9 @@ def federation_rows(
             found, frames = frame_probes(study, paths, chain, args.concurrency, headers)
             rows += found
             probes += frames
+            xcai = xcai_probes(fed, study, pacs, direct["study"], stack)
+            rows += [p.row for p in xcai]
+            probes += xcai
         measure(probes, args.repeat)
     memory = memory_rows(fed, paths[chain][0], headers, run) if client == "aiohttp" else []
     return rows, memory
@@ -488,6 +499,94 @@ def frame_probes(
         fetch = partial(per_instance_sample, urls[name], concurrency, headers, FRAME_ACCEPT)
         probes.append(Probe(row, fetch, len(urls[name]), paths[name][1]))
     return [direct, through], probes
+
+
+def xcai_probes(fed: Federation, study: BigStudy, pacs: str, direct: Row, stack: ExitStack) -> list[Probe]:
+    """The study by XCA-I (SOAP 1.2, MTOM): RAD-69 at the PACS, then through an Initiating and a
+    Responding Imaging Gateway, each its own process; compared with the PACS's WADO-RS, like RAD-160."""
+    fr, at = fed.plan.endpoints["FR"], fed.plan.endpoints["AT"]
+    rad69 = pacs.removesuffix("dicom-web/") + "xdsi/rad69"
+    ig, pids = stack.enter_context(
+        xcai_gateways(fr.home_community_id, at.home_community_id, study.rluid, rad69)
+    )
+    home = f"urn:oid:{fr.home_community_id}"
+    docs = tuple(DocumentRequest(study.study, study.series, home, study.rluid, s) for s in study.instances)
+    body = request_element(ImagingRequest(docs, (str(UID("1.2.840.10008.1.2.1")),)))
+    envelope = envelope_bytes(body, action=RAD69_ACTION)
+    paths = {
+        "XCA-I: RAD-69 at the PACS direct [MTOM]": (rad69, ()),
+        "XCA-I: RAD-69 -> IG -> RAD-75 -> RG -> RAD-69 [MTOM]": (ig, pids),
+    }
+    return [
+        Probe(Row(name, "study", baseline=direct), partial(rad69_sample, url, envelope, study), 1, gateways)
+        for name, (url, gateways) in paths.items()
+    ]
+
+
+async def rad69_sample(url: str, envelope: bytes, study: BigStudy) -> Sample:
+    """One RAD-69 for the whole study; an answer that is not 200, not complete (closing delimiter) or
+    shorter than the study's bytes is an error, not a fast row."""
+    headers = {"Content-Type": 'application/soap+xml; charset="utf-8"'}
+    async with aiohttp.ClientSession(auto_decompress=False) as session:
+        started = time.perf_counter()
+        async with session.post(url, data=envelope, headers=headers) as resp:
+            ttfb = time.perf_counter() - started
+            size, tail = 0, b""
+            async for chunk in resp.content.iter_chunked(1 << 20):
+                size += len(chunk)
+                tail = (tail + chunk)[-8:]
+        total = time.perf_counter() - started
+    if resp.status != 200 or not tail.rstrip().endswith(b"--") or size < study.bytes:
+        raise RuntimeError(f"{url} answered {resp.status}, {size} bytes for a {study.bytes}-byte study")
+    return Sample(size / total / 1e6, len(study.instances) / total, ttfb * 1000)
+
+
+@contextmanager
+def xcai_gateways(
+    responding_home: str, initiating_home: str, repository: str, rad69: str
+) -> Iterator[tuple[str, tuple[int, int]]]:
+    """A Responding Imaging Gateway (FR's community, RAD-69 to the PACS) and an Initiating one (AT's)
+    as processes; yields the Initiating Gateway's RAD-69 URL and both pids."""
+    rg_port, ig_port = free_port(), free_port()
+    rg = f"http://127.0.0.1:{rg_port}{RESPONDING_PATH}"
+    specs = [("responding", rg_port, responding_home, {repository: rad69}),
+             ("initiating", ig_port, initiating_home, {responding_home: rg})]  # fmt: skip
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", f"from ncp.bench import xcai_gateway; xcai_gateway{spec!r}"],
+            stdout=subprocess.DEVNULL,
+        )
+        for spec in specs
+    ]
+    try:
+        for port in (rg_port, ig_port):
+            _wait_listening(port)
+        yield f"http://127.0.0.1:{ig_port}{INITIATING_PATH}", (procs[0].pid, procs[1].pid)
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait(timeout=10)
+
+
+def xcai_gateway(kind: str, port: int, home: str, upstreams: dict[str, str]) -> None:
+    """One XCA-I imaging gateway process (ncp.registry.xca.rad75's routes), served as roles are."""
+    factory = responding_routes if kind == "responding" else initiating_routes
+    config = uvicorn.Config(
+        Starlette(routes=factory(home, upstreams)), host="127.0.0.1", port=port, log_level="warning",
+        access_log=False, proxy_headers=False,
+    )  # fmt: skip
+    run_forever(uvicorn.Server(config).serve())
+
+
+def _wait_listening(port: int, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/", timeout=1)
+            return
+        except httpx.TransportError:
+            time.sleep(0.1)
+    raise RuntimeError(f"no XCA-I gateway listening on port {port}")
 
 
 ORTHANC_TOPOLOGY = """

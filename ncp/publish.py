@@ -87,10 +87,14 @@ async def publish_country(
             if report is not None:
                 reports.add(study.study_instance_uid)
         for reg_id, studies in by_registry.items():
-            if next(r for r in country.registries if r.id == reg_id).kind == "xds":
-                await _provide_and_register(
-                    client, ep.registries[reg_id], country, patient, studies, manifests
+            kind = next(r for r in country.registries if r.id == reg_id).kind
+            if kind in ("xds", "xca"):  # an xca region is seeded on its own listener (its XDS.b role)
+                base = (
+                    f"{ep.communities[country.community_of(reg_id)]}/fhir"
+                    if kind == "xca"
+                    else ep.registries[reg_id]
                 )
+                await _provide_and_register(client, base, country, patient, studies, manifests)
                 continue
             docs = [
                 manifest_document(country, study, manifests[study.study_instance_uid]) for study, _ in studies

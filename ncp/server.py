@@ -26,17 +26,25 @@ _LOW, _HIGH = 20000, 32000
 _candidates = itertools.count((os.getpid() * 7919) % (_HIGH - _LOW))
 
 
+def _port_range() -> tuple[int, int]:
+    """``XCWADO_PORT_RANGE=low-high`` narrows the range: concurrent test workers each take their own
+    (tests/conftest.py), so a port planned for a role that binds seconds later is never handed out twice."""
+    low, _, high = os.environ.get("XCWADO_PORT_RANGE", "").partition("-")
+    return (int(low), int(high)) if high else (_LOW, _HIGH)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A port that nothing on ``host`` listens on and that no outgoing connection will take."""
-    for _ in range(_HIGH - _LOW):
-        port = _LOW + next(_candidates) % (_HIGH - _LOW)
+    low, high = _port_range()
+    for _ in range(high - low):
+        port = low + next(_candidates) % (high - low)
         with socket.socket() as s:
             try:
                 s.bind((host, port))
             except OSError:
                 continue
             return port
-    raise RuntimeError(f"no free port on {host} in {_LOW}-{_HIGH}")
+    raise RuntimeError(f"no free port on {host} in {low}-{high}")
 
 
 @contextmanager

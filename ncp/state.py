@@ -73,6 +73,8 @@ class CountryState:
     registries: Mapping[str, str]  # registry id -> FHIR base
     pacs: Mapping[str, str]  # Retrieve Location UID -> DICOMweb base, exactly as written in manifests
     hcp_token: TokenRecipe | None = None
+    # xca regions: homeCommunityId -> Responding Gateway listener (docs/xca.md)
+    communities: Mapping[str, str] = field(default_factory=dict)
     treatment_token: TokenRecipe | None = None
 
     def endpoints(self) -> CountryEndpoints:
@@ -84,6 +86,7 @@ class CountryState:
             registries=dict(self.registries),
             pacs=dict(self.pacs),
             public="" if self.public == self.gateway else self.public,
+            communities=dict(self.communities),
         )
 
     def pacs_base(self, retrieve_location_uid: str) -> str:
@@ -257,6 +260,7 @@ _COUNTRY_KEYS = (
     "registries",
     "registry_ids",
     "pacs",
+    "communities",
 )
 
 
@@ -275,7 +279,16 @@ def _country(c: _Json, tokens: Mapping[str, TokenRecipe]) -> CountryState:
         pacs=_pacs(c.obj("pacs")),
         hcp_token=tokens.get("hcp_token"),
         treatment_token=tokens.get("treatment_token"),
+        communities=_communities(c),
     )
+
+
+def _communities(c: _Json) -> dict[str, str]:
+    """homeCommunityId (a key that is an OID) -> the region's Responding Gateway listener."""
+    if "communities" not in c.raw:
+        return {}
+    found = c.obj("communities")
+    return {found.oid_key(hcid): found.url(hcid) for hcid in found.raw}
 
 
 def _registries(c: _Json) -> dict[str, str]:
@@ -488,6 +501,15 @@ class _Json:
 
     def uid(self, key: str) -> str:
         return _uid(self.where(key), self._get(key))
+
+    def oid_key(self, key: str) -> str:
+        """A key that is itself an OID (``communities`` is keyed by homeCommunityId)."""
+        try:
+            return validate_oid(key)
+        except InvalidRequest:
+            raise StateFileError(
+                f"{self.source}: a key of '{self._prefix.rstrip('.')}' {key!r} is not an OID"
+            ) from None
 
     def uid_key(self, key: str) -> str:
         """A key that is itself a UID (``pacs`` is keyed by Retrieve Location UID)."""

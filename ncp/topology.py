@@ -45,16 +45,20 @@ ManifestEncoding = Literal["MADO", "MCWG"]
 _OID_CHARS = set("0123456789.")
 
 
-RegistryKind = Literal["mhd", "xds"]
+RegistryKind = Literal["mhd", "xds", "xca"]
+_KINDS = ("mhd", "xds", "xca")
 
 
 @dataclass(frozen=True)
 class Registry:
     """A national (architecture A, C) or regional (architecture B) document registry: ``mhd`` (FHIR,
-    ITI-65/67/68) or ``xds`` (XDS.b registry + repository behind an MHD Document Responder facade)."""
+    ITI-65/67/68), ``xds`` (XDS.b registry + repository behind an MHD Document Responder facade) or
+    ``xca`` (architecture B: a region that is its own community, an XDS.b registry + repository behind
+    an XCA Responding Gateway; docs/xca.md)."""
 
     id: str
     kind: RegistryKind = "mhd"
+    home_community_id: str | None = None  # xca: the region's community (default <country hcid>.<n>)
 
 
 @dataclass(frozen=True)
@@ -114,6 +118,17 @@ class Country:
 
     def pacs_by_rluid(self, rluid: str) -> Pacs | None:
         return next((p for p in self.pacs if p.retrieve_location_uid == rluid), None)
+
+    def community_of(self, reg_id: str) -> str:
+        """An ``xca`` region's homeCommunityId (bare OID): its own, else ``<country hcid>.<n>``
+        for the n-th registry of the country."""
+        index = [r.id for r in self.registries].index(reg_id)
+        return self.registries[index].home_community_id or f"{self.home_community_id}.{index + 1}"
+
+    @property
+    def on_xca(self) -> bool:
+        """Architecture B with every region its own XCA community (``kind = "xca"``)."""
+        return all(r.kind == "xca" for r in self.registries)
 
     def registry_of(self, rluid: str) -> str:
         """The registry that indexes a PACS's studies: its region (architecture B), else the central one."""
@@ -206,7 +221,7 @@ _COUNTRY_KEYS = (
     "registries", "pacs", "faults", "border", "gateway", "public_url", "trusted_proxies",
     "viewer_resources", "cors_origins",
 )  # fmt: skip
-_REGISTRY_KEYS = ("id", "kind")
+_REGISTRY_KEYS = ("id", "kind", "home_community_id")
 _PACS_KEYS = ("id", "retrieve_location_uid", "backend", "registry")
 _LINK_KEYS = ("between", "rtt_ms", "bandwidth_mbit", "jitter_ms")
 
@@ -220,7 +235,10 @@ def parse_topology(raw: Mapping[str, Any], *, source: str = "topology") -> Topol
         code: _country(r.sub(f"countries.{code}", body).only(_COUNTRY_KEYS), code)
         for code, body in countries_raw.items()
     }
-    _check_unique(source, "home_community_id", [c.home_community_id for c in countries.values()])
+    communities = [c.community_of(r.id) for c in countries.values() if c.on_xca for r in c.registries]
+    _check_unique(
+        source, "home_community_id", [c.home_community_id for c in countries.values()] + communities
+    )
     _check_unique(source, "patient_id_issuer", [c.patient_id_issuer for c in countries.values()])
     _check_unique(
         source, "retrieve_location_uid", [p.retrieve_location_uid for c in countries.values() for p in c.pacs]
@@ -262,6 +280,7 @@ def _country(r: _Reader, code: str) -> Country:
         raise InvalidTopology(
             f"{r.where('registries')}: architecture {architecture} has one central registry"
         )
+    _check_xca(r, architecture, registries)
     registry_ids = {x.id for x in registries}
     for i, p in enumerate(pacs):
         if p.registry is not None and p.registry not in registry_ids:
@@ -290,9 +309,24 @@ def _country(r: _Reader, code: str) -> Country:
 
 def _registry(r: _Reader) -> Registry:
     kind = r.text("kind", "mhd")
-    if kind not in ("mhd", "xds"):
-        raise InvalidTopology(f"{r.where('kind')} must be mhd or xds, not {kind!r}")
-    return Registry(id=r.text("id"), kind=kind)  # type: ignore[arg-type]
+    if kind not in _KINDS:
+        raise InvalidTopology(f"{r.where('kind')} must be mhd, xds or xca, not {kind!r}")
+    hcid = r.oid("home_community_id") if "home_community_id" in r.raw else None
+    if hcid is not None and kind != "xca":
+        raise InvalidTopology(f"{r.where('home_community_id')}: only an xca region is a community of its own")
+    return Registry(id=r.text("id"), kind=kind, home_community_id=hcid)  # type: ignore[arg-type]
+
+
+def _check_xca(r: _Reader, architecture: str, registries: tuple[Registry, ...]) -> None:
+    """XCA regions are architecture B, all of a country's registries (NCP-A asks one Initiating
+    Gateway), each with a community id of its own."""
+    kinds = {x.kind for x in registries}
+    if "xca" not in kinds:
+        return
+    if architecture != "B" or kinds != {"xca"}:
+        raise InvalidTopology(
+            f"{r.where('registries')}: xca regions need architecture B and every registry of kind xca"
+        )
 
 
 def _external_url(r: _Reader, key: str) -> str | None:
@@ -529,6 +563,8 @@ class CountryEndpoints:
     registries: Mapping[str, str]  # registry id -> FHIR base
     pacs: Mapping[str, str]  # Retrieve Location UID -> DICOMweb base
     public: str = ""  # the gateway's public base (topology public_url); "" = the gateway's own address
+    # xca regions: homeCommunityId -> base of the region's listener (XCA Responding Gateway and XDS.b)
+    communities: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def public_base(self) -> str:
@@ -544,6 +580,7 @@ class CountryEndpoints:
             "registries": list(self.registries.values()),
             "registry_ids": dict(self.registries),
             "pacs": dict(self.pacs),
+            "communities": dict(self.communities),
         }
 
 
@@ -580,6 +617,7 @@ class Endpoints:
                     border=c["border"],
                     registries=c.get("registry_ids") or {str(i): u for i, u in enumerate(c["registries"])},
                     pacs=c["pacs"],
+                    communities=c.get("communities", {}),
                 )
                 for code, c in raw.items()
             }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -37,8 +38,25 @@ _INTEGRATION_FILES = frozenset(
         "security/test_audit_durability.py",
         "xds/test_xds_mutations.py",
         "xds/test_xds_country.py",
+        "xca/test_xca_country.py",
+        "xca/test_xca_mutations.py",
     }
 )
+
+
+# `make test` runs everything else on both cores (pytest-xdist, a file per worker), then these alone: they
+# measure rates and sample at fixed intervals, which a test running beside them would distort.
+_SERIAL_FILES = frozenset({"bench/test_bench.py", "soak/test_soak.py"})
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Each pytest-xdist worker plans ports in a slice of its own (ncp.server.free_port): the other worker
+    never takes a port between its planning and a role process binding it."""
+    worker, count = os.environ.get("PYTEST_XDIST_WORKER"), os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if worker and count:
+        size = (32000 - 20000) // int(count)
+        low = 20000 + int(worker.removeprefix("gw")) * size
+        os.environ["XCWADO_PORT_RANGE"] = f"{low}-{low + size}"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -47,3 +65,5 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         where = item.path.relative_to(root).as_posix()
         if where.split("/")[0] in _INTEGRATION_DIRS or where in _INTEGRATION_FILES:
             item.add_marker(pytest.mark.integration)
+        if where in _SERIAL_FILES:
+            item.add_marker(pytest.mark.serial)

@@ -56,7 +56,16 @@ def up_state(run: Path, source: str) -> dict[str, Any]:
     return dict(json.loads((run / "state.json").read_text()))
 
 
-@pytest.fixture(params=["builtin:default", "builtin:three-country", "builtin:wan", "builtin:xds", "external"])
+@pytest.fixture(
+    params=[
+        "builtin:default",
+        "builtin:three-country",
+        "builtin:wan",
+        "builtin:xds",
+        "builtin:xca",
+        "external",
+    ]
+)
 def written(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:
     source = str(request.param)
     if source == "external":

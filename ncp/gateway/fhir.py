@@ -56,9 +56,12 @@ async def fhir_get(
 ) -> FhirAnswer:
     """GET a FHIR resource/search from the next hop; transport failures become 502/504.
 
-    Nothing of the inbound request is forwarded but the correlation id: credentials are per hop.
+    Nothing of the inbound request is forwarded but the correlation id: credentials are per hop. A call
+    to this country's own registries (no peer ``client``) carries XUA (:meth:`Hop.national_assertion`).
     """
     out = {"accept": FHIR_JSON, "x-request-id": hop.request_id, "x-forwarded-by": hop.name, **(extra or {})}
+    if client is None:
+        out.update(hop.national_assertion())
     try:
         resp = await (client or hop.fhir).get(url, params=list(params), headers=out)
     except httpx.TimeoutException:

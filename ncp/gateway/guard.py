@@ -14,6 +14,7 @@ With security off (a topology for benchmarks), checks are skipped but audit stil
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import time
 from collections import OrderedDict
@@ -50,6 +51,7 @@ class Guard:
         self._border_verifier = pki.border_verifier(country) if pki else None
         self._signer = pki.ncp_signer(country) if pki else None
         self._owned: OrderedDict[tuple[str, str], float] = OrderedDict()  # -> epoch time it lapses
+        self._asking: dict[tuple[str, str], asyncio.Task[bool]] = {}  # lookups in flight, shared
         self._replay_db = replay_db
         self._seen: SeenAssertions | None = None
         # a peer's certificate is the same on every request of its pooled connections: parse it once
@@ -114,6 +116,8 @@ class Guard:
 
         A positive answer is reused for at most ``OWNERSHIP_TTL_S`` and never beyond the assertion that
         earned it: a manifest withdrawn (entered in error, deprecated) stops retrieval within that time.
+        Requests that arrive while the registries are being asked wait for that answer (a viewer's 16
+        image requests at once made 16 identical searches whenever the answer lapsed).
         """
         if claims is None:
             return
@@ -124,13 +128,21 @@ class Guard:
         lapses = self._owned.get(key)
         if lapses is not None and now < lapses:
             return
-        if not await owns(claims.patient, study):
+        patient = claims.patient
+        if not await self._ask_once(key, lambda: owns(patient, study)):
             self._owned.pop(key, None)
             raise Forbidden("the requested study does not belong to the patient of the treatment context")
         self._owned[key] = min(now + OWNERSHIP_TTL_S, claims.expires_at.timestamp())
         self._owned.move_to_end(key)
         while len(self._owned) > _OWNERSHIP_MAX:
             self._owned.popitem(last=False)
+
+    async def _ask_once(self, key: tuple[str, str], lookup: Callable[[], Awaitable[bool]]) -> bool:
+        task = self._asking.get(key)
+        if task is None:
+            task = self._asking[key] = asyncio.ensure_future(lookup())
+            task.add_done_callback(lambda _: self._asking.pop(key, None))
+        return await asyncio.shield(task)  # a waiter that gives up does not cancel the others' lookup
 
 
 class AuditMiddleware:

@@ -43,7 +43,7 @@ async def retrieve_document_responding(request: Request) -> Response:
         raise NotFound(f"Binary {request.path_params['id']!r} is unknown")
     if claims is not None:
         await _require_subject(hop, f"{base}/DocumentReference/{doc_id}", claims)
-    headers = hop.outbound_headers(request, _FORWARDED)
+    headers = hop.outbound_headers(request, _FORWARDED, hop.national_assertion())
     return await relay(
         hop.upstream, f"{base}/Binary/{doc_id}", headers, hop=hop.name, request_id=hop.request_id
     )

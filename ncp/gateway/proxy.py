@@ -19,10 +19,11 @@ from typing import Literal, Protocol
 import aiohttp
 import httpx
 from starlette.background import BackgroundTask
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from ncp.errors import UpstreamError, UpstreamTimeout
 from ncp.security.audit import redact
+from ncp.streaming import StreamedResponse
 
 __all__ = [
     "AiohttpUpstream",
@@ -217,7 +218,7 @@ async def relay(
     if log.isEnabledFor(logging.INFO):  # redacting costs a regex pass: only when the line is written
         elapsed = resp.elapsed_to_headers * 1000
         log.info("relay %s %s -> %d (%.1f ms to headers)", hop, _loggable(url), resp.status, elapsed)
-    response = StreamingResponse(_guarded(resp.body, url), status_code=resp.status, background=resp.close)
+    response = StreamedResponse(_guarded(resp.body, url), status_code=resp.status, background=resp.close)
     response.raw_headers = _answer_headers(resp, hop, request_id)
     return response
 

@@ -2,7 +2,8 @@
 
 WADO-RS retrieve (RAD-107, :mod:`ncp.pacs.rad107`), metadata and bulk data
 (:mod:`ncp.pacs.metadata`), rendered (:mod:`ncp.pacs.rendered`), QIDO-RS search (RAD-129,
-:mod:`ncp.pacs.rad129`) and STOW-RS (:mod:`ncp.pacs.stow`) over one
+:mod:`ncp.pacs.rad129`), STOW-RS (:mod:`ncp.pacs.stow`) and XDS-I.b RAD-69 over SOAP
+(:mod:`ncp.pacs.rad69`, its own SOAP Faults) over one
 :class:`~ncp.pacs.store.InstanceStore`; ``GET /health``.
 Errors leave only through :func:`ncp.errors.dicomweb_error_response`: status + ``Warning``.
 """
@@ -22,6 +23,7 @@ from ncp.bodytimeout import BodyTimeout
 from ncp.errors import NcpError, dicomweb_error_response, warning_header
 from ncp.pacs.context import PacsContext, header_safe
 from ncp.pacs.metadata import metadata_routes
+from ncp.pacs.rad69 import rad69_routes
 from ncp.pacs.rad107 import retrieve_routes
 from ncp.pacs.rad129 import search_routes
 from ncp.pacs.rendered import rendered_routes
@@ -69,6 +71,7 @@ def create_pacs_app(settings: PacsSettings) -> Starlette:
         *rendered_routes(ctx),
         *metadata_routes(ctx),  # before retrieve_routes: first match wins
         *retrieve_routes(ctx),
+        *rad69_routes(ctx),
     ]
     return Starlette(
         routes=routes,

@@ -3,8 +3,9 @@
 Instances stream as ``multipart/related; type="application/dicom"`` with a ``Content-Location``
 per part (PS3.18 8.7.3, 10.4.3). A single instance may also be asked for as a bare
 ``application/dicom`` body. Files already in the negotiated transfer syntax stream from disk, one
-bounded chunk at a time; others are transcoded (:mod:`ncp.pacs.transcode`) one instance at a time,
-just before their part is sent: Explicit VR Little Endian unless the client asks otherwise
+bounded chunk at a time (an instance of up to 1 MiB in one read, framed in the same buffer: one
+worker-thread call and one write per instance); others are transcoded (:mod:`ncp.pacs.transcode`) one
+instance at a time, just before their part is sent: Explicit VR Little Endian unless the client asks otherwise
 (PS3.18 8.7.3.5). If a file vanishes after the response started, the stream is aborted so the
 client sees a truncated message, never a clean short one. Metadata and bulk data are
 :mod:`ncp.pacs.metadata`'s. Frames (``.../instances/{i}/frames/{list}``) are served by
@@ -13,19 +14,25 @@ client sees a truncated message, never a clean short one. Metadata and bulk data
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
 
+from anyio import to_thread
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import FileResponse, Response, StreamingResponse
+from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 
 from ncp.dicom.media import MediaType, negotiate_dicom
-from ncp.dicom.multipart import Part, encode_multipart, multipart_content_type, new_boundary
+from ncp.dicom.multipart import CHUNK_SIZE, Part, multipart_content_type, new_boundary
 from ncp.pacs.context import PacsContext, Target, dicomweb_base, instance_url
 from ncp.pacs.frames import frame_routes
 from ncp.pacs.store import StoredInstance
 from ncp.pacs.transcode import can_produce, transcode
+from ncp.streaming import StreamedResponse
 
 __all__ = ["retrieve_routes"]
 
@@ -34,20 +41,98 @@ def _part_type(transfer_syntax: str) -> str:
     return f"{MediaType.DICOM}; transfer-syntax={transfer_syntax}"
 
 
-async def _part(ctx: PacsContext, base: str, inst: StoredInstance, target: str | None) -> Part:
-    """The instance as stored (streamed from its file) or transcoded to ``target`` in a worker thread."""
+# Read and framed in one buffer (one worker-thread call, one write): a CT or MR slice, a few frames. A
+# larger file streams in CHUNK_SIZE reads, so memory stays bounded per response (docs/architecture.md).
+WHOLE_MAX = 1024 * 1024
+_CRLF = b"\r\n"
+
+
+@dataclass(frozen=True)
+class _Piece:
+    """One part; ``path`` when its body is the stored file, read here in as few calls as possible."""
+
+    part: Part
+    path: Path | None = None
+
+
+async def _piece(ctx: PacsContext, base: str, inst: StoredInstance, target: str | None) -> _Piece:
+    """The instance as stored (read from its file as it is sent) or transcoded to ``target`` in a worker
+    thread."""
     path, url = ctx.store.path(inst), instance_url(base, inst)
     if target is None or target == inst.transfer_syntax:
-        return Part.from_file(path, _part_type(inst.transfer_syntax), url)
-    return Part.from_bytes(await run_in_threadpool(transcode, path, target), _part_type(target), url)
+        return _Piece(Part.from_file(path, _part_type(inst.transfer_syntax), url), path)
+    return _Piece(Part.from_bytes(await run_in_threadpool(transcode, path, target), _part_type(target), url))
 
 
-async def _parts(
-    ctx: PacsContext, base: str, first: Part, rest: Sequence[StoredInstance], target: str | None
-) -> AsyncIterator[Part]:
+async def _pieces(
+    ctx: PacsContext, base: str, first: _Piece, rest: Sequence[StoredInstance], target: str | None
+) -> AsyncIterator[_Piece]:
     yield first
     for inst in rest:
-        yield await _part(ctx, base, inst, target)
+        yield await _piece(ctx, base, inst, target)
+
+
+async def _message(
+    pieces: AsyncIterator[_Piece], count: int, boundary: str
+) -> AsyncIterator[bytes | memoryview]:
+    """``multipart/related`` (RFC 2387, PS3.18 8.7.3) framed as :func:`ncp.dicom.multipart.encode_multipart`
+    frames it, but each part's delimiter and headers go out with its body, and the close delimiter with the
+    last one: per-request costs (docs/benchmarks.md, "Per-request costs, round 2")."""
+    dash = b"--" + boundary.encode("ascii")
+    lead = b""
+    index = 0
+    async for piece in pieces:
+        index += 1
+        head = lead + dash + _CRLF + piece.part.header_block()
+        tail = _CRLF + dash + b"--" + _CRLF if index == count else b""
+        if piece.path is not None:
+            async for chunk in _file_chunks(piece.path, head, tail):
+                yield chunk
+        else:
+            body = b"".join([chunk async for chunk in piece.part.chunks])
+            yield head + body + tail
+        lead = _CRLF
+
+
+async def _file_chunks(path: Path, head: bytes, tail: bytes) -> AsyncIterator[bytes | memoryview]:
+    """``head``, the file's bytes and ``tail``: in one buffer from one worker-thread call when the file is
+    at most ``WHOLE_MAX``, else in ``CHUNK_SIZE`` reads (each a worker-thread call)."""
+    first, rest = await to_thread.run_sync(_read_start, path, head, tail)
+    if rest is None:
+        yield first
+        return
+    try:
+        yield first
+        while chunk := await to_thread.run_sync(rest.read, CHUNK_SIZE):
+            yield chunk
+    finally:
+        rest.close()
+    if tail:
+        yield tail
+
+
+def _read_start(path: Path, head: bytes, tail: bytes) -> tuple[bytes | memoryview, BinaryIO | None]:
+    """The whole framed part when the file is small; else ``head`` + its first chunk, and the open file."""
+    f = open(path, "rb")  # noqa: SIM115 - stays open for the caller when the file is large
+    try:
+        size = os.fstat(f.fileno()).st_size
+        if size > WHOLE_MAX:
+            first = head + f.read(CHUNK_SIZE)
+            return first, f
+        buf = bytearray(len(head) + size + len(tail))
+        view = memoryview(buf)
+        view[: len(head)] = head
+        got, end = len(head), len(head) + size
+        while got < end and (n := f.readinto(view[got:end])):
+            got += n
+        view[got : got + len(tail)] = tail
+        view.release()
+        del buf[got + len(tail) :]  # a file that shrank while read: what it held
+        f.close()
+        return memoryview(buf), None
+    except BaseException:
+        f.close()
+        raise
 
 
 async def _single(ctx: PacsContext, inst: StoredInstance, target: str | None) -> Response:
@@ -81,11 +166,12 @@ def retrieve_routes(ctx: PacsContext) -> list[Route]:
             return await _single(ctx, available[0], rep.transfer_syntax)
         # The first part is ready before the status line goes out, so a codec failure is a
         # clean 406 rather than a truncated 200.
-        first = await _part(ctx, base, available[0], rep.transfer_syntax)
+        first = await _piece(ctx, base, available[0], rep.transfer_syntax)
         boundary = new_boundary()
-        body = encode_multipart(_parts(ctx, base, first, available[1:], rep.transfer_syntax), boundary)
+        pieces = _pieces(ctx, base, first, available[1:], rep.transfer_syntax)
+        body = _message(pieces, len(available), boundary)
         media_type = multipart_content_type(MediaType.DICOM, boundary, rep.transfer_syntax)
-        return StreamingResponse(body, status_code=status, headers=headers, media_type=media_type)
+        return StreamedResponse(body, status_code=status, headers=headers, media_type=media_type)
 
     studies = "/dicom-web/studies/{study}"
     series = studies + "/series/{series}"

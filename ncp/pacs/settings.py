@@ -22,6 +22,10 @@ class PacsSettings:
     # A deliberately broken PACS for negative tests: 200 and no Warning where 206 is due.
     partial_as_ok: bool = False
     max_results: int = 1000  # QIDO-RS page cap when the request gives no smaller limit (PS3.18 8.3.4.4)
+    # XDS-I.b (RAD-69, ncp.pacs.rad69): the RepositoryUniqueId this source answers for, its Retrieve
+    # Location UID; and its community, checked when a request names one. Without the UID, no RAD-69.
+    retrieve_location_uid: str | None = None
+    home_community_id: str | None = None
 
     def __post_init__(self) -> None:
         if self.max_stow_bytes <= 0:

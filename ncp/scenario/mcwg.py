@@ -3,7 +3,8 @@
 An item is *supported* when at least one check exercising it held and none failed, *not
 supported* when a check exercising it failed, *not tested* when no check of the run exercised it.
 Checks of the registry with the architecture count for 1.2.3 (XDS-I.b) when the run's country A keeps
-its documents in an XDS registry, for 1.2.4 (MHD) otherwise.
+its documents in an XDS registry, for 1.2.5 (XCA-I) when it is architecture B on XCA regions, for 1.2.4
+(MHD) otherwise.
 """
 
 from __future__ import annotations
@@ -69,14 +70,14 @@ class Assessment:
 
 
 def assess(results: Sequence[Result]) -> list[Assessment]:
-    on_xds = {source: _affiliation_on_xds(source) for source in {r.topology for r in results}}
+    kinds = {source: _affiliation_kind(source) for source in {r.topology for r in results}}
     out = []
     for item, text in ITEMS:
         evidence = tuple(
             Evidence(r.scenario.id, c.step, c.name, c.ok, c.detail)
             for r in results
             for c in r.checks
-            if item in _items(c.mcwg, on_xds[r.topology])
+            if item in _items(c.mcwg, kinds[r.topology])
         )
         verdict: Verdict = (
             "not tested"
@@ -89,18 +90,22 @@ def assess(results: Sequence[Result]) -> list[Assessment]:
     return out
 
 
-def _items(items: tuple[str, ...], on_xds: bool) -> tuple[str, ...]:
+_REGISTRY_ITEM = {"xds": "1.2.3", "xca": "1.2.5"}
+
+
+def _items(items: tuple[str, ...], kind: str | None) -> tuple[str, ...]:
     """A check of the registry with the architecture (1.2.4, MHD) is evidence for 1.2.3 (XDS-I.b) when
-    the documents it found are in an XDS registry: the country's national side is XDS, behind the MHD
-    facade its gateway asks (docs/xds.md)."""
-    return tuple("1.2.3" if on_xds and i == "1.2.4" else i for i in items)
+    the documents it found are in an XDS registry, for 1.2.5 (XCA-I) when in XCA communities: the
+    country's national side is XDS or XCA, behind the MHD facade its gateway asks (docs/xds.md, xca.md)."""
+    replaced = _REGISTRY_ITEM.get(kind or "")
+    return tuple(replaced if replaced and i == "1.2.4" else i for i in items)
 
 
-def _affiliation_on_xds(source: str) -> bool:
-    """Whether country A (the topology's first country, where scenarios find documents) keeps them in
-    XDS registries (topology ``kind = "xds"``)."""
+def _affiliation_kind(source: str) -> str | None:
+    """``xds`` or ``xca`` when country A (the topology's first country, where scenarios find documents)
+    keeps them in registries of that kind, else None."""
     if not source:
-        return False
+        return None
     try:
         topology = (
             builtin_topology(source.removeprefix("builtin:"))
@@ -108,6 +113,6 @@ def _affiliation_on_xds(source: str) -> bool:
             else load_topology(source)
         )
     except (InvalidTopology, OSError):  # a run whose topology file is gone: nothing says XDS
-        return False
-    first = next(iter(topology.countries.values()))
-    return all(r.kind == "xds" for r in first.registries)
+        return None
+    kinds = {r.kind for r in next(iter(topology.countries.values())).registries}
+    return next((k for k in _REGISTRY_ITEM if kinds == {k}), None)

@@ -18,7 +18,7 @@ from urllib.parse import quote, urlsplit
 import httpx
 import pytest
 from e2e_federations import Seeded, audited, start_seeded
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from ncp.consumer.client import ImagingConsumer
@@ -192,6 +192,7 @@ def test_another_patients_images_are_refused_at_every_level(fed: Seeded, level: 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(segment=HOSTILE)
+@example(segment="/")  # a trailing slash once earned a 307 to the route without it (redirect_slashes)
 def test_no_hostile_path_segment_earns_more_than_a_4xx(fed: Seeded, segment: str) -> None:
     x, _ = two_patients(fed)
     consumer = treated(fed, x)

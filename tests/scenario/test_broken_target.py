@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_catalogue_passes import ON_THE_TOPOLOGY_GIVEN  # those that bring their own never meet the fault
 
 from ncp.app import load_source
 from ncp.errors import InvalidTopology
-from ncp.scenario.runner import load_scenarios, run_scenarios
+from ncp.scenario.runner import run_scenarios
 from ncp.topology import load_topology
 
 DEFAULT = load_source("builtin:default")
@@ -33,9 +34,6 @@ def broken_topology(tmp_path: Path, fault: str) -> Path:
     return path
 
 
-# Every scenario that runs on the topology it is given; those that bring a topology of their own never
-# meet the fault (test_catalogue_passes.py runs them).
-ON_THE_TOPOLOGY_GIVEN = [sc.id for sc in load_scenarios() if sc.topology is None]
 
 
 def run_catalogue(topology: Path, tmp_path: Path) -> tuple[int, dict[str, Any], str]:

@@ -50,8 +50,8 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[XdsFederati
 def test_a_registry_is_mhd_unless_it_says_xds_and_nothing_else_is_accepted() -> None:
     raw = tomllib.loads((resources.files("ncp.topologies") / "default.toml").read_text())
     assert {r.kind for c in parse_topology(raw).countries.values() for r in c.registries} == {"mhd"}
-    raw["countries"]["FR"]["registries"] = [{"id": "national", "kind": "xca"}]
-    with pytest.raises(InvalidTopology, match=r"countries\.FR\.registries\[0\]\.kind' must be mhd or xds"):
+    raw["countries"]["FR"]["registries"] = [{"id": "national", "kind": "xdr"}]
+    with pytest.raises(InvalidTopology, match=r"registries\[0\]\.kind' must be mhd, xds or xca"):
         parse_topology(raw)
 
 

@@ -7,6 +7,11 @@
 ``GET  /health``           liveness + counts
 =========================  ===========================================================
 
+With XUA trust configured (``XdsSettings.xua_trust``), every message must carry an ITI-40 assertion in
+``wsse:Security`` (:mod:`ncp.security.xua`), checked before the handler runs: missing, forged, expired,
+foreign or misaddressed is a SOAP Fault with the WSS 1.1 subcode and nothing is stored; the user and
+patient it asserts are recorded in the role's audit trail (``XdsSettings.audit_db``), refusals too.
+
 The endpoint is chosen by path and the operation by the WS-Addressing Action (an Action the endpoint
 does not take is the Fault ``wsa:ActionNotSupported``, WS-Addressing 1.0 SOAP Binding 6.4). What
 cannot be read as a SOAP request is a SOAP Fault (Sender: HTTP 400, 413, 415); what is read but refused
@@ -43,19 +48,72 @@ from ncp.registry.xds.soap import (
     soap_message,
 )
 from ncp.registry.xds.store import XdsStore
+from ncp.security.audit import AuditRecord, AuditStore
+from ncp.security.xua import VerifiedXua, XuaError, XuaVerifier
 
 __all__ = ["XdsSettings", "create_xds_app"]
 
 _log = logging.getLogger(__name__)
 Handler = Callable[["Xds", Envelope], Awaitable[SoapMessage]]
+# audited transaction and its DICOM/ATNA action (E query, C create, R read)
+_TRANSACTIONS = {iti18.ACTION: ("ITI-18", "E"), iti41.ACTION: ("ITI-41", "C"), iti43.ACTION: ("ITI-43", "R")}
 
 
 class Xds:
-    """What the handlers share: settings and store (on ``app.state.xds``)."""
+    """What the handlers share: settings, store, XUA verifier and audit (on ``app.state.xds``)."""
 
     def __init__(self, settings: XdsSettings) -> None:
         self.settings = settings
         self.store = XdsStore(settings.db_path)
+        trust = dict(settings.xua_trust)
+        self.xua = XuaVerifier.from_files(trust, settings.xua_audience) if trust else None
+        self.audit = AuditStore(settings.audit_db) if settings.audit_db else None
+
+    def close(self) -> None:
+        if self.audit is not None:
+            self.audit.close()
+
+    def authorize(self, env: Envelope) -> VerifiedXua | None:
+        """The message's XUA user (ITI-40 X-Service Provider), or a Fault with the WSS 1.1 code (SOAP Message
+        Security 12); None when this role requires no XUA."""
+        if self.xua is None:
+            return None
+        if env.security is None and env.action == iti41.ACTION and self.settings.xua_system_submissions:
+            return None
+        try:
+            return self.xua.verify(env.security)
+        except XuaError as exc:
+            raise SoapFault(exc.reason, subcode=f"wsse:{exc.code}") from None
+
+    async def record(
+        self, request: Request, env: Envelope | None, user: VerifiedXua | None, status: int, why: str | None
+    ) -> None:
+        """One audit record per message read, naming its XUA user (ITI-40 X-Service Provider)."""
+        known = _TRANSACTIONS.get(env.action) if env is not None else None
+        if self.audit is None or known is None:
+            return
+        ctx = user.context if user else None
+        patient = ctx.patient if ctx else None
+        await self.audit.arecord(
+            AuditRecord(
+                transaction=known[0],
+                action=known[1],
+                outcome="0" if status < 400 else "4",
+                source=f"XDS {self.settings.home}",
+                user=ctx.subject if ctx else None,
+                user_issuer=user.issuer if user else None,
+                user_role=ctx.role if ctx else None,
+                user_organisation=ctx.organisation if ctx else None,
+                purpose_of_use=ctx.purpose_of_use if ctx else None,
+                patient=f"{patient.issuer}|{patient.id}" if patient else None,
+                home_community_id=self.settings.home_community_id,
+                request_id=request.headers.get("x-request-id"),
+                query=f"POST {request.url.path} {env.action if env else ''}",
+                status=status,
+                token_id=user.assertion_id if user else None,
+                detail=why,
+            )
+        )
 
     @staticmethod
     def of(request: Request) -> Xds:
@@ -86,18 +144,23 @@ def create_xds_app(settings: XdsSettings) -> Starlette:
 def _endpoint(handlers: dict[str, Handler]) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
         xds = Xds.of(request)
-        relates_to = None
+        relates_to = env = user = why = None
         try:
             data = await _read_bounded(request, xds.settings.max_message_bytes)
             env = parse_message(
-                request.headers.get("content-type", ""), data, max_part_bytes=xds.settings.max_part_bytes
+                request.headers.get("content-type", ""),
+                data,
+                max_part_bytes=xds.settings.max_part_bytes,
+                security=xds.xua is not None,
             )
             relates_to = env.message_id
             handler = handlers.get(env.action)
             if handler is None:
                 raise SoapFault(f"action {env.action!r} is not served here", subcode="wsa:ActionNotSupported")
+            user = xds.authorize(env)  # before the handler: a refused message stores nothing
             message = await handler(xds, env)
         except SoapFault as fault:
+            why = fault.reason
             message = fault_message(fault, relates_to=relates_to)
         except NcpError as exc:  # ncp.bodytimeout's 408: the body stopped arriving
             message = fault_message(SoapFault(exc.message, status=exc.status), relates_to=relates_to)
@@ -106,6 +169,7 @@ def _endpoint(handlers: dict[str, Handler]) -> Callable[[Request], Awaitable[Res
             message = fault_message(
                 SoapFault("internal error", code="Receiver", status=500), relates_to=relates_to
             )
+        await xds.record(request, env, user, message.status, why)
         return Response(
             message.body, status_code=message.status, headers={"content-type": message.content_type}
         )

@@ -6,6 +6,10 @@ the wire, never the registry's Python functions. Failures of the XDS side become
 (``XDSRegistryBusy``, ``XDSRepositoryBusy``), a document the repository no longer holds 404
 (``XDSDocumentUniqueIdError``, ITI TF-2b 3.43.4.2.3); anything else the XDS side refuses is 502 naming
 its error codes, since the facade built the request and the client's input was already checked.
+
+XUA (ITI-40): an assertion the caller hands over in the ``X-XUA-Assertion`` header (base64, from NCP-A's
+responding gateway) travels in the ``wsse:Security`` header of every SOAP message, never as HTTP header;
+one that cannot be read is the caller's error (400).
 """
 
 from __future__ import annotations
@@ -15,10 +19,11 @@ from collections.abc import Mapping
 import httpx
 from lxml import etree
 
-from ncp.errors import NotFound, Unavailable, UpstreamError, UpstreamTimeout
+from ncp.errors import InvalidRequest, NotFound, Unavailable, UpstreamError, UpstreamTimeout
 from ncp.registry.xds import iti18, iti43
 from ncp.registry.xds.ebrim import FAILURE, RS, DocumentEntry, XdsError, read_document_entry, rim
 from ncp.registry.xds.soap import Envelope, SoapFault, binary_content, parse_message, q, soap_message
+from ncp.security import xua
 
 __all__ = ["XdsConsumer"]
 
@@ -74,8 +79,9 @@ class XdsConsumer:
     async def _call(
         self, url: str, body: etree._Element, action: str, headers: Mapping[str, str] | None
     ) -> Envelope:
-        message = soap_message(body, action=action, to=url)
-        out = {**(headers or {}), "content-type": message.content_type}
+        message = soap_message(body, action=action, to=url, security=_security(headers or {}))
+        out = {k: v for k, v in (headers or {}).items() if k != xua.HEADER}
+        out["content-type"] = message.content_type
         what = url.rsplit("/", 1)[-1]  # "registry" or "repository"
         try:
             async with self.client.stream("POST", url, content=message.body, headers=out) as response:
@@ -102,6 +108,17 @@ class XdsConsumer:
                 raise UpstreamError(f"the XDS {what} answered more than {self.max_bytes} bytes")
             chunks.append(chunk)
         return b"".join(chunks)
+
+
+def _security(headers: Mapping[str, str]) -> etree._Element | None:
+    """The ``wsse:Security`` header block for the caller's XUA assertion, if it gave one."""
+    value = headers.get(xua.HEADER)
+    if value is None:
+        return None
+    try:
+        return xua.security_header(xua.read_header(value))
+    except ValueError as exc:
+        raise InvalidRequest(f"{xua.HEADER}: {exc}") from None
 
 
 def _refused(what: str, response: etree._Element) -> UpstreamError | NotFound:

@@ -18,15 +18,19 @@ The ITI-67 parameters, their validation and the answer's paging are the MHD regi
 records, only patient ids (ITI TF-3 4.2.3.2.18) and each entry's sourcePatientInfo; a patient is
 *known* when the registry holds a document for that id (Approved or Deprecated), and its demographics are
 the newest entry's sourcePatientInfo. So PDQm here takes ``identifier`` only.
+
+The same routes serve other XDS backends (a :class:`DocumentSource`): MHD grouped with an XCA
+Initiating Gateway (``ncp.registry.xca.initiating``) asks every community, and reports those that did not
+answer as OperationOutcome entries (``search.mode = outcome``) of the searchset.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 from starlette.applications import Starlette
@@ -41,7 +45,9 @@ from ncp.errors import (
     InvalidRequest,
     NotAcceptable,
     NotFound,
+    UpstreamError,
     fhir_exception_handlers,
+    operation_outcome,
 )
 from ncp.fhirsearch import split_alternatives, split_token
 from ncp.registry.fhirhttp import check_format, fhir_response, validate_id
@@ -63,11 +69,20 @@ from ncp.registry.xds.fhirmap import (
     plan_query,
 )
 from ncp.registry.xds.settings import XdsSettings
+from ncp.security.xua import HEADER
 
-__all__ = ["BridgeSettings", "create_xds_mhd_app"]
+__all__ = [
+    "BridgeSettings",
+    "DocumentSource",
+    "Found",
+    "NotAnswered",
+    "create_xds_mhd_app",
+    "facade_routes",
+    "serve_facade",
+]
 
 _CONTROL = frozenset({"_count", "_offset", "_format"})
-_CORRELATION = ("x-request-id",)
+_CORRELATION = ("x-request-id", HEADER)  # HEADER: the XUA assertion, into wsse:Security (consumer)
 
 
 @dataclass(frozen=True)
@@ -79,6 +94,8 @@ class BridgeSettings:
     max_message_bytes: int = 32 * 1024 * 1024  # an XDS answer (502 beyond)
     default_page_size: int = 100  # ITI-67 page size without _count, as the MHD registry
     max_page_size: int = 1000
+    # the community every DocumentReference names (ihe-HomeCommunityId); None: each entry's own ``home``
+    home_community_id: str | None = None
 
     @property
     def paging(self) -> RegistrySettings:
@@ -92,10 +109,50 @@ class BridgeSettings:
         )
 
 
+Params = list[tuple[str, str | list[str]]]
+
+
+@dataclass(frozen=True)
+class NotAnswered:
+    """A source that did not answer a query (XCA: a community, XDSUnavailableCommunity)."""
+
+    name: str  # what a reader of the OperationOutcome recognises (a region and its homeCommunityId)
+    why: str
+
+
+@dataclass(frozen=True)
+class Found:
+    """The DocumentEntries a stored query found, and the sources that could not be asked."""
+
+    entries: list[DocumentEntry]
+    unavailable: tuple[NotAnswered, ...] = ()
+
+
+class DocumentSource(Protocol):
+    """What the facade asks: ITI-18 (or ITI-38) stored queries, and one document by its entry."""
+
+    async def find(self, query_id: str, params: Params, headers: Mapping[str, str]) -> Found: ...
+
+    async def retrieve(self, entry: DocumentEntry, headers: Mapping[str, str]) -> bytes: ...
+
+
+@dataclass(frozen=True)
+class _Registry:
+    """One XDS.b registry and its repository (no partial answers)."""
+
+    consumer: XdsConsumer
+
+    async def find(self, query_id: str, params: Params, headers: Mapping[str, str]) -> Found:
+        return Found(await self.consumer.query(query_id, params, headers))
+
+    async def retrieve(self, entry: DocumentEntry, headers: Mapping[str, str]) -> bytes:
+        return await self.consumer.retrieve(entry, headers)
+
+
 @dataclass(frozen=True)
 class _Bridge:
     settings: BridgeSettings
-    xds: XdsConsumer
+    xds: DocumentSource
 
     @staticmethod
     def of(request: Request) -> _Bridge:
@@ -113,18 +170,14 @@ def create_xds_mhd_app(xds: XdsSettings, bridge: BridgeSettings) -> Starlette:
             consumer = XdsConsumer(
                 client, bridge.registry_url, bridge.repository_url, max_bytes=bridge.max_message_bytes
             )
-            app.state.bridge = _Bridge(bridge, consumer)
+            serve_facade(app, bridge, _Registry(consumer))
             yield
+        role.state.xds.close()
 
     role = create_xds_app(xds)
     routes = [
         *(Route(path, role) for path in ("/xds/registry", "/xds/repository", "/health")),  # SOAP Faults
-        Route("/fhir/DocumentReference", _search, methods=["GET"]),
-        Route("/fhir/DocumentReference/_search", _search, methods=["POST"]),
-        Route("/fhir/DocumentReference/{id}", _read, methods=["GET"]),
-        Route("/fhir/Binary/{id}", _binary, methods=["GET"]),
-        Route("/fhir/Patient", _patients, methods=["GET"]),
-        Route("/fhir/{rest:path}", _unknown, methods=["GET"]),
+        *facade_routes(),
     ]
     return Starlette(
         routes=routes,
@@ -132,6 +185,42 @@ def create_xds_mhd_app(xds: XdsSettings, bridge: BridgeSettings) -> Starlette:
         exception_handlers=fhir_exception_handlers(),
         lifespan=lifespan,
     )
+
+
+def facade_routes() -> list[Route]:
+    """The MHD Document Responder's routes under ``/fhir``; the app's state must hold a source
+    (:func:`serve_facade`) and its exception handlers be ``fhir_exception_handlers()``."""
+    return [
+        Route("/fhir/DocumentReference", _search, methods=["GET"]),
+        Route("/fhir/DocumentReference/_search", _search, methods=["POST"]),
+        Route("/fhir/DocumentReference/{id}", _read, methods=["GET"]),
+        Route("/fhir/Binary/{id}", _binary, methods=["GET"]),
+        Route("/fhir/Patient", _patients, methods=["GET"]),
+        Route("/fhir/{rest:path}", _unknown, methods=["GET"]),
+    ]
+
+
+def serve_facade(app: Starlette, settings: BridgeSettings, source: DocumentSource) -> None:
+    """Point the facade routes of ``app`` at ``source`` (from its lifespan, where clients are opened)."""
+    app.state.bridge = _Bridge(settings, source)
+
+
+def _presented(entry: DocumentEntry, settings: BridgeSettings) -> DocumentEntry:
+    hcid = settings.home_community_id
+    return replace(entry, home_community_id=f"urn:oid:{hcid}") if hcid else entry
+
+
+def _not_answered(unavailable: tuple[NotAnswered, ...]) -> list[dict[str, Any]]:
+    """Searchset entries for the sources that did not answer (a partial success, MHD ITI-67 3.67.4.2.2)."""
+    return [
+        {
+            "resource": operation_outcome(
+                f"{u.name} did not answer: {u.why}", code="incomplete", severity="warning"
+            ),
+            "search": {"mode": "outcome"},
+        }
+        for u in unavailable
+    ]
 
 
 def _correlation(request: Request) -> dict[str, str]:
@@ -147,40 +236,47 @@ async def _search(request: Request) -> Response:
         params += await form_params(request)
     query, paging = parse_document_search(params, bridge.settings.paging)
     plan = plan_query(query)
-    entries = (
-        await bridge.xds.query(plan.query_id, plan.params, _correlation(request)) if plan is not None else []
+    result = (
+        await bridge.xds.find(plan.query_id, plan.params, _correlation(request))
+        if plan is not None
+        else Found([])
     )
     base = bridge.settings.public_base_url
-    found = [r for r in (document_reference(e, base) for e in entries) if matches(r, query)]
+    mapped = (document_reference(_presented(e, bridge.settings), base) for e in result.entries)
+    found = [r for r in mapped if matches(r, query)]
     page = found[paging.offset : paging.offset + paging.count]
     bundle_entries = [
         {"fullUrl": f"{base}/DocumentReference/{r['id']}", "resource": r, "search": {"mode": "match"}}
         for r in page
-    ]
+    ] + _not_answered(result.unavailable)
     criteria = [(k, v) for k, v in params if k not in _CONTROL]
     return fhir_response(searchset(f"{base}/DocumentReference", criteria, paging, len(found), bundle_entries))
 
 
 async def _entry(request: Request, what: str) -> DocumentEntry:
-    """The DocumentEntry a FHIR id names (ITI-18 GetDocuments by entryUUID); 404 when none."""
+    """The DocumentEntry a FHIR id names (ITI-18 GetDocuments by entryUUID); 404 when none, 502 when none
+    was found but a source could not be asked."""
     resource_id = validate_id(request.path_params["id"], f"{what} id")
     uuid = entry_uuid(resource_id)
-    found = (
-        await _Bridge.of(request).xds.query(
+    result = (
+        await _Bridge.of(request).xds.find(
             iti18.GET_DOCUMENTS, [("$XDSDocumentEntryEntryUUID", [uuid])], _correlation(request)
         )
         if uuid
-        else []
+        else Found([])
     )
-    if not found:
+    if not result.entries and result.unavailable:  # it may be held where nobody could ask
+        raise UpstreamError("; ".join(f"{u.name} did not answer: {u.why}" for u in result.unavailable))
+    if not result.entries:
         raise NotFound(f"{what}/{resource_id} is not known")
-    return found[0]
+    return result.entries[0]
 
 
 async def _read(request: Request) -> Response:
     check_format(request)
     entry = await _entry(request, "DocumentReference")
-    return fhir_response(document_reference(entry, _Bridge.of(request).settings.public_base_url))
+    settings = _Bridge.of(request).settings
+    return fhir_response(document_reference(_presented(entry, settings), settings.public_base_url))
 
 
 async def _binary(request: Request) -> Response:
@@ -223,7 +319,7 @@ async def _patients(request: Request) -> Response:
         ("$XDSDocumentEntryPatientId", cx),
         ("$XDSDocumentEntryStatus", statuses),
     ]
-    entries = await bridge.xds.query(iti18.FIND_DOCUMENTS, query, _correlation(request))
+    entries = (await bridge.xds.find(iti18.FIND_DOCUMENTS, query, _correlation(request))).entries
     base = bridge.settings.public_base_url
     patients: list[dict[str, Any]] = []
     if entries and system and value:

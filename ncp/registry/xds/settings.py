@@ -16,6 +16,14 @@ class XdsSettings:
     patient_id_domain: str  # assigning authority OID of the affinity domain's patient ids
     max_message_bytes: int = 32 * 1024 * 1024  # a whole SOAP/MTOM request (a SOAP Fault beyond)
     max_part_bytes: int = 16 * 1024 * 1024  # one MIME part, i.e. one document
+    # XUA (ITI-40): (issuer, the certificate pinned for it) pairs; when given, every ITI-18/41/43 message
+    # must carry a valid assertion addressed to ``xua_audience`` in wsse:Security (docs/xua.md)
+    xua_trust: tuple[tuple[str, Path], ...] = ()
+    xua_audience: str = ""
+    # ITI-41 without an assertion accepted: the Document Source is a system, while XUA asserts the user
+    # behind a transaction (ITI TF-2b 3.40); an ITI-41 that does carry one is verified all the same
+    xua_system_submissions: bool = False
+    audit_db: Path | None = None  # where the XUA users of accepted and refused messages are recorded
 
     @property
     def home(self) -> str:

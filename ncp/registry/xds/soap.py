@@ -37,9 +37,11 @@ NS = {
     "wsa": "http://www.w3.org/2005/08/addressing",
     "xop": "http://www.w3.org/2004/08/xop/include",
     "xml": "http://www.w3.org/XML/1998/namespace",
+    "wsse": "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd",
 }
 _SOAP_XML = 'application/soap+xml; charset="utf-8"'
 _ENVELOPE_NAMESPACES = {"s": NS["s"], "wsa": NS["wsa"]}
+_FAULT_NAMESPACES = {**_ENVELOPE_NAMESPACES, "wsse": NS["wsse"]}  # WSS 1.1 fault subcodes are wsse: QNames
 _UNDERSTOOD_HEADERS = {
     f"{{{NS['wsa']}}}{n}" for n in ("Action", "MessageID", "To", "ReplyTo", "RelatesTo", "From")
 }
@@ -86,12 +88,14 @@ def parse_xml(data: bytes) -> etree._Element:
 # -- messages --------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Envelope:
-    """A received request: its body's single child, the WS-Addressing headers and the MIME parts."""
+    """A received request: its body's single child, the WS-Addressing headers, the MIME parts and the
+    ``wsse:Security`` header (for a receiver that processes it, see :func:`parse_message`)."""
 
     body: etree._Element
     action: str
     message_id: str | None
     attachments: dict[str, bytes] = field(default_factory=dict)
+    security: etree._Element | None = None
 
 
 @dataclass(frozen=True)
@@ -103,15 +107,18 @@ class SoapMessage:
     body: bytes
 
 
-def parse_message(content_type: str, data: bytes, *, max_part_bytes: int) -> Envelope:
-    """A SOAP 1.2 request, plain (``application/soap+xml``) or MTOM (``multipart/related``)."""
+def parse_message(content_type: str, data: bytes, *, max_part_bytes: int, security: bool = False) -> Envelope:
+    """A SOAP 1.2 request, plain (``application/soap+xml``) or MTOM (``multipart/related``).
+
+    ``security``: the caller processes ``wsse:Security`` (XUA, ITI TF-2b 3.40), so a mustUnderstand one is
+    understood; otherwise it is a MustUnderstand fault as any other header block we do not process."""
     media, params = _media_type(content_type)
     if media == "application/soap+xml":
-        return _envelope(parse_xml(data), {})
+        return _envelope(parse_xml(data), {}, security)
     if media != "multipart/related" or params.get("type", "").lower() != "application/xop+xml":
         raise SoapFault(f"unsupported media type {media!r}", status=415)
     root_part, attachments = _split_related(data, params, max_part_bytes)
-    return _envelope(parse_xml(root_part), attachments)
+    return _envelope(parse_xml(root_part), attachments, security)
 
 
 def _media_type(value: str) -> tuple[str, dict[str, str]]:
@@ -152,7 +159,7 @@ def _split_related(
     return root, {cid: body for cid, body in parts if cid is not None}
 
 
-def _envelope(root: etree._Element, attachments: dict[str, bytes]) -> Envelope:
+def _envelope(root: etree._Element, attachments: dict[str, bytes], security: bool) -> Envelope:
     if root.tag != q("s", "Envelope"):
         # SOAP 1.2 Part 1 5.4.7: another envelope namespace (SOAP 1.1) is a VersionMismatch
         code = "VersionMismatch" if etree.QName(root).localname == "Envelope" else "Sender"
@@ -163,16 +170,21 @@ def _envelope(root: etree._Element, attachments: dict[str, bytes]) -> Envelope:
     if len(children) != 1:
         raise SoapFault("the SOAP Body must hold exactly one element")
     headers = [h for h in (header if header is not None else []) if isinstance(h.tag, str)]
+    understood = _UNDERSTOOD_HEADERS | ({q("wsse", "Security")} if security else set())
     for h in headers:
         # SOAP 1.2 Part 1 5.2.3: a mustUnderstand header block we do not process is a fault
-        if h.get(q("s", "mustUnderstand")) in ("true", "1") and h.tag not in _UNDERSTOOD_HEADERS:
+        if h.get(q("s", "mustUnderstand")) in ("true", "1") and h.tag not in understood:
             raise SoapFault(f"header {h.tag} not understood", code="MustUnderstand")
+    wsse = [h for h in headers if h.tag == q("wsse", "Security")] if security else []
+    if len(wsse) > 1:  # WSS 1.1 SOAP Message Security 6.1: one per role; we are the only one
+        raise SoapFault("more than one wsse:Security header", subcode="wsse:InvalidSecurity")
     found = {h.tag: (h.text or "").strip() for h in headers}
     action = found.get(q("wsa", "Action"))
     if not action:
         raise SoapFault("WS-Addressing Action header missing", subcode="wsa:MessageAddressingHeaderRequired")
     _resolve_includes(children[0], attachments)
-    return Envelope(children[0], action, found.get(q("wsa", "MessageID")), attachments)
+    message_id = found.get(q("wsa", "MessageID"))
+    return Envelope(children[0], action, message_id, attachments, wsse[0] if wsse else None)
 
 
 def _resolve_includes(body: etree._Element, attachments: dict[str, bytes]) -> None:
@@ -196,10 +208,16 @@ def binary_content(element: etree._Element, attachments: dict[str, bytes]) -> by
 
 # -- writing ---------------------------------------------------------------------------------------
 def envelope_bytes(
-    body: etree._Element, *, action: str, relates_to: str | None = None, to: str | None = None
+    body: etree._Element,
+    *,
+    action: str,
+    relates_to: str | None = None,
+    to: str | None = None,
+    security: etree._Element | None = None,
 ) -> bytes:
     """An envelope with WS-Addressing Action (mustUnderstand), MessageID, and RelatesTo (a response)
-    or To and an anonymous ReplyTo (a request), as ITI TF-2x Appendix V asks."""
+    or To and an anonymous ReplyTo (a request), as ITI TF-2x Appendix V asks; ``security`` is a
+    ``wsse:Security`` header block (an XUA assertion, ITI TF-2b 3.40.4.1)."""
     env = etree.Element(q("s", "Envelope"), nsmap=_ENVELOPE_NAMESPACES)
     header = etree.SubElement(env, q("s", "Header"))
     action_el = etree.SubElement(header, q("wsa", "Action"))
@@ -214,6 +232,8 @@ def envelope_bytes(
         to_el = etree.SubElement(header, q("wsa", "To"))
         to_el.set(q("s", "mustUnderstand"), "true")
         to_el.text = to
+    if security is not None:
+        header.append(security)
     etree.SubElement(env, q("s", "Body")).append(body)
     result: bytes = etree.tostring(env, xml_declaration=True, encoding="UTF-8")
     return result
@@ -222,7 +242,7 @@ def envelope_bytes(
 def fault_message(fault: SoapFault, *, relates_to: str | None = None) -> SoapMessage:
     """SOAP 1.2 Part 1 5.4 Fault; HTTP status 400 for what the client caused (docs/decisions.md, where
     SOAP 1.2 Part 2 7.5 gives 500 for VersionMismatch and MustUnderstand), 500 only for a defect of ours."""
-    el = etree.Element(q("s", "Fault"), nsmap=_ENVELOPE_NAMESPACES)
+    el = etree.Element(q("s", "Fault"), nsmap=_FAULT_NAMESPACES)
     code = etree.SubElement(el, q("s", "Code"))
     etree.SubElement(code, q("s", "Value")).text = f"s:{fault.code}"
     if fault.subcode:
@@ -235,10 +255,16 @@ def fault_message(fault: SoapFault, *, relates_to: str | None = None) -> SoapMes
 
 
 def soap_message(
-    body: etree._Element, *, action: str, relates_to: str | None = None, to: str | None = None
+    body: etree._Element,
+    *,
+    action: str,
+    relates_to: str | None = None,
+    to: str | None = None,
+    security: etree._Element | None = None,
 ) -> SoapMessage:
     """A plain (inline) SOAP 1.2 message."""
-    return SoapMessage(200, _SOAP_XML, envelope_bytes(body, action=action, relates_to=relates_to, to=to))
+    data = envelope_bytes(body, action=action, relates_to=relates_to, to=to, security=security)
+    return SoapMessage(200, _SOAP_XML, data)
 
 
 def mtom_message(

@@ -1,0 +1,74 @@
+"""Whatever bytes reach a Responding Gateway, the answer is a SOAP envelope (or an MTOM answer) and never a
+5xx: valid ITI-38 and ITI-39 messages with random bytes replaced, deleted or inserted."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from lxml import etree
+from xca_support import NORTH
+from xds_support import MR, PATIENT_ISSUER, REPOSITORY, SOAP, patient_params
+
+from ncp.registry.xca import iti38, iti39
+from ncp.registry.xca.responding import create_responding_app
+from ncp.registry.xca.settings import QUERY_PATH, RETRIEVE_PATH
+from ncp.registry.xds import iti18
+from ncp.registry.xds.settings import XdsSettings
+from ncp.registry.xds.soap import soap_message
+from ncp.server import serve_in_thread
+
+HOME = f"urn:oid:{NORTH}"
+MESSAGES = [
+    (
+        QUERY_PATH,
+        soap_message(iti38.request(HOME, iti18.FIND_DOCUMENTS, patient_params()), action=iti38.ACTION),
+    ),
+    (
+        RETRIEVE_PATH,
+        soap_message(iti39.request(HOME, REPOSITORY, MR.manifest_sop_instance_uid), action=iti39.ACTION),
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One Responding Gateway for every example (hypothesis runs them inside one test call)."""
+    db = Path(tmp_path_factory.mktemp("xca-mutations")) / "xds.sqlite"
+    with serve_in_thread(create_responding_app(XdsSettings(db, NORTH, REPOSITORY, PATIENT_ISSUER))) as url:
+        yield url
+
+
+def _mutate(data: bytes, edits: list[tuple[int, int, bytes]]) -> bytes:
+    for position, delete, insert in edits:
+        at = position % (len(data) + 1)
+        data = data[:at] + insert + data[at + delete :]
+    return data
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    which=st.sampled_from(range(len(MESSAGES))),
+    edits=st.lists(
+        st.tuples(st.integers(0, 10**6), st.integers(0, 8), st.binary(max_size=8)), min_size=1, max_size=4
+    ),
+)
+def test_mutated_messages_are_never_a_server_error(
+    base: str, which: int, edits: list[tuple[int, int, bytes]]
+) -> None:
+    path, message = MESSAGES[which]
+    with httpx.Client(timeout=30) as http:
+        response = http.post(
+            f"{base}{path}",
+            content=_mutate(message.body, edits),
+            headers={"content-type": message.content_type},
+        )
+    assert response.status_code < 500, response.text
+    if response.headers["content-type"].startswith("application/soap+xml"):
+        assert etree.fromstring(response.content).tag == f"{{{SOAP}}}Envelope"
+    else:
+        assert response.headers["content-type"].startswith("multipart/related")
