@@ -9,11 +9,14 @@ from __future__ import annotations
 import json
 import os
 import socket
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
+
+from starlette.applications import Starlette
 
 from ncp.errors import InvalidRequest
 from ncp.gateway.app import create_border_app, create_gateway_app
@@ -27,7 +30,7 @@ from ncp.registry.xca.initiating import create_initiating_app
 from ncp.registry.xca.rad75 import RESPONDING_PATH, initiating_routes, responding_routes
 from ncp.registry.xca.responding import create_responding_app
 from ncp.registry.xca.settings import Community, InitiatingSettings
-from ncp.registry.xds.mhd import BridgeSettings, create_xds_mhd_app
+from ncp.registry.xds.mhd import BridgeSettings, create_mhd_facade_app, create_xds_mhd_app
 from ncp.registry.xds.settings import XdsSettings, soap_endpoints
 from ncp.security.pki import FederationPki
 from ncp.security.tokens import ncp_id
@@ -39,6 +42,7 @@ from ncp.topology import (
     Endpoints,
     Registry,
     Topology,
+    XdsEndpoints,
     builtin_topology,
     load_topology,
 )
@@ -52,6 +56,7 @@ __all__ = [
     "link_role_id",
     "load_source",
     "make_plan",
+    "xds_endpoints",
 ]
 
 
@@ -192,7 +197,7 @@ def make_plan(
             continue
         gw, border = ports.take(f"{code}/gateway"), ports.take(f"{code}/gateway border")
         roles.append(Role(f"{code}/gateway", (gw, border)))
-        registries, communities = {}, {}
+        registries, communities, xds = {}, {}, {}
         for reg in country.registries:
             port = ports.take(f"{code}/registry/{reg.id}")
             roles.append(Role(f"{code}/registry/{reg.id}", (port,)))
@@ -200,6 +205,8 @@ def make_plan(
                 communities[country.community_of(reg.id)] = f"http://{host}:{port}"
             else:
                 registries[reg.id] = f"http://{host}:{port}/fhir"
+            if reg.kind != "mhd":
+                xds[reg.id] = xds_endpoints(country, reg, f"http://{host}:{port}")
         if communities:  # the country's XCA Initiating Gateway, NCP-A's one registry (docs/xca.md)
             port = ports.take(f"{code}/{XCA_ROLE}")
             roles.append(Role(f"{code}/{XCA_ROLE}", (port,)))
@@ -222,6 +229,7 @@ def make_plan(
             pacs=pacs,
             public=country.public_url or "",
             communities=communities,
+            xds=xds,
         )
     faults = dict(link_faults or {})
     roles += [Role(rid, (ports.take(rid),)) for rid in _relayed_links(topology, faults)]
@@ -289,6 +297,13 @@ def _external_endpoints(country: Country) -> CountryEndpoints:
         registries={},
         pacs={p.retrieve_location_uid: _base(p.backend) for p in country.pacs},
     )
+
+
+def xds_endpoints(country: Country, reg: Registry, listener: str) -> XdsEndpoints:
+    """A registry's XDS.b endpoints: a team's own from the topology, else on our XDS role's listener."""
+    if reg.registry_url and reg.repository_url:
+        return XdsEndpoints(reg.registry_url, reg.repository_url, country.repository_of(reg.id))
+    return XdsEndpoints(*soap_endpoints(listener), country.repository_of(reg.id))
 
 
 def _base(url: str) -> str:
@@ -360,28 +375,33 @@ def build_role(plan: Plan, role_id: str) -> list[tuple[Any, int, dict[str, Any]]
         portal = PortalSettings.from_topology(topology, role.country, plan.endpoints[role.country].gateway)
         proxies = {"proxy_headers": True, "forwarded_allow_ips": list(country.trusted_proxies)}
         consumers = {"timeout_keep_alive": KEEP_ALIVE_S, **(proxies if country.trusted_proxies else {})}
+        gateway = with_portal(exact(create_gateway_app(settings)), exact(create_portal_app(portal)))
         return [
-            (with_portal(create_gateway_app(settings), create_portal_app(portal)), role.ports[0], consumers),
-            (create_border_app(settings), role.ports[1], {**tls, "timeout_keep_alive": KEEP_ALIVE_S}),
+            (gateway, role.ports[0], consumers),
+            (exact(create_border_app(settings)), role.ports[1], {**tls, "timeout_keep_alive": KEEP_ALIVE_S}),
         ]
     if role.kind == XCA_ROLE:
         initiating = _initiating_settings(plan, country)
         rad75 = {c.home_community_id: c.base + RESPONDING_PATH for c in initiating.communities}
         routes = initiating_routes(country.home_community_id, rad75)  # XCA-I: RAD-69 in, RAD-75 out
-        return [(create_initiating_app(initiating, extra_routes=routes), role.ports[0], {})]
+        return [(exact(create_initiating_app(initiating, extra_routes=routes)), role.ports[0], {})]
     if role.kind == "registry" and _registry(country, role.name).kind == "xca":
         xds, _ = _xds_settings(plan, country, role, state_dir)
         routes = responding_routes(xds.home_community_id, _region_sources(plan, country, role.name))
-        return [(create_responding_app(xds, extra_routes=routes), role.ports[0], {})]
+        return [(exact(create_responding_app(xds, extra_routes=routes)), role.ports[0], {})]
+    if role.kind == "registry" and _registry(country, role.name).external:
+        facade = create_mhd_facade_app(_bridge_settings(plan, role), verify=_registry_tls(plan, country))
+        return [(exact(facade), role.ports[0], {})]
     if role.kind == "registry" and _registry(country, role.name).kind == "xds":
-        return [(create_xds_mhd_app(*_xds_settings(plan, country, role, state_dir)), role.ports[0], {})]
+        xds_role = create_xds_mhd_app(*_xds_settings(plan, country, role, state_dir))
+        return [(exact(xds_role), role.ports[0], {})]
     if role.kind == "registry":
         registry = RegistrySettings(
             db_path=state_dir / f"registry-{role.name}.sqlite",
             public_base_url=plan.endpoints[role.country].registries[role.name],
             home_community_id=country.home_community_id,
         )
-        return [(create_registry_app(registry), role.ports[0], {})]
+        return [(exact(create_registry_app(registry)), role.ports[0], {})]
     if role.kind == "pacs":
         rluid = next(p.retrieve_location_uid for p in country.pacs if p.id == role.name)
         pacs = PacsSettings(
@@ -392,8 +412,16 @@ def build_role(plan: Plan, role_id: str) -> list[tuple[Any, int, dict[str, Any]]
             retrieve_location_uid=rluid,
             home_community_id=_community_of_source(country, rluid),
         )
-        return [(create_pacs_app(pacs), role.ports[0], {})]
+        return [(exact(create_pacs_app(pacs)), role.ports[0], {})]
     raise KeyError(f"unknown role kind {role.kind!r}")
+
+
+def exact(app: Starlette) -> Starlette:
+    """No redirect to the path without (or with) its trailing slash: a path a role does not serve is a
+    404 in the role's own error format, never a 307 to another resource (a hostile ``/`` segment, even
+    percent-encoded, once earned one at the gateway)."""
+    app.router.redirect_slashes = False
+    return app
 
 
 def _registry(country: Country, reg_id: str) -> Registry:
@@ -406,22 +434,31 @@ def _xds_settings(
     """An XDS affinity domain per registry: the country's patient issuer, its homeCommunityId (an xca
     region: its own), and a repository OID under it (``<hcid>.10.<n>``, n-th registry of the country)."""
     xca = _registry(country, role.name).kind == "xca"
-    fhir_base = (
-        f"http://{plan.host}:{role.ports[0]}/fhir"
-        if xca
-        else plan.endpoints[role.country].registries[role.name]
-    )
-    registry_url, repository_url = soap_endpoints(fhir_base)
-    index = [r.id for r in country.registries].index(role.name) + 1
     home = country.community_of(role.name) if xca else country.home_community_id
     xds = XdsSettings(
         db_path=state_dir / f"xds-{role.name}.sqlite",
         home_community_id=home,
-        repository_unique_id=f"{home}.10.{index}",
+        repository_unique_id=country.repository_of(role.name),
         patient_id_domain=country.patient_id_issuer,
         **(_xua_settings(plan, country, role, state_dir) if plan.pki_dir and not xca else {}),
     )
-    return xds, BridgeSettings(fhir_base, registry_url, repository_url)
+    return xds, _bridge_settings(plan, role)
+
+
+def _bridge_settings(plan: Plan, role: Role) -> BridgeSettings:
+    """The MHD facade of an xds registry (an xca region's has none: its base is the listener's ``/fhir``),
+    calling the XDS.b endpoints the plan names, ours or a team's own."""
+    endpoints = plan.endpoints[role.country]
+    xds = endpoints.xds[role.name]
+    fhir_base = endpoints.registries.get(role.name, f"http://{plan.host}:{role.ports[0]}/fhir")
+    return BridgeSettings(fhir_base, xds.registry, xds.repository)
+
+
+def _registry_tls(plan: Plan, country: Country) -> ssl.SSLContext | bool:
+    """A team's own https registry is trusted as an external NCP is: the federation CA of the topology's
+    ``pki_dir``, the country's NCP client certificate (mutual TLS); plain http needs neither."""
+    pki_dir = plan.topology.pki_dir
+    return FederationPki.load(pki_dir).client_ssl_context(country.code) if pki_dir else True
 
 
 def _xua_settings(plan: Plan, country: Country, role: Role, state_dir: Path) -> dict[str, Any]:

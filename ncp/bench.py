@@ -41,7 +41,6 @@ import aiohttp
 import httpx
 import uvicorn
 from pydicom.uid import UID
-from starlette.applications import Starlette
 
 from ncp.consumer.client import ImagingConsumer
 from ncp.dicom.kos import build_manifest, to_part10
@@ -53,7 +52,13 @@ from ncp.mhd import provide_document_bundle
 from ncp.model import InstanceRecord, StudyRecord
 from ncp.orthanc import OrthancConfig, orthanc_available, run_orthanc
 from ncp.publish import manifest_document
-from ncp.registry.xca.rad75 import INITIATING_PATH, RESPONDING_PATH, initiating_routes, responding_routes
+from ncp.registry.xca.rad75 import (
+    INITIATING_PATH,
+    RESPONDING_PATH,
+    gateway_app,
+    initiating_routes,
+    responding_routes,
+)
 from ncp.server import free_port, run_forever
 from ncp.soapcore import envelope_bytes
 from ncp.synth import synthesize
@@ -572,7 +577,7 @@ def xcai_gateway(kind: str, port: int, home: str, upstreams: dict[str, str]) -> 
     """One XCA-I imaging gateway process (ncp.registry.xca.rad75's routes), served as roles are."""
     factory = responding_routes if kind == "responding" else initiating_routes
     config = uvicorn.Config(
-        Starlette(routes=factory(home, upstreams)), host="127.0.0.1", port=port, log_level="warning",
+        gateway_app(factory(home, upstreams)), host="127.0.0.1", port=port, log_level="warning",
         access_log=False, proxy_headers=False,
     )  # fmt: skip
     run_forever(uvicorn.Server(config).serve())

@@ -36,7 +36,7 @@ class BodyTimeout:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        exchange = _Exchange(receive, send, self.idle_s)
+        exchange = _Exchange(receive, send, self.idle_s, _has_body(scope))
         try:
             await self.app(scope, exchange.receive, exchange.send)
         except ClientDisconnect:
@@ -46,12 +46,21 @@ class BodyTimeout:
                 await exchange.send_plain_408(exc.message)
 
 
+def _has_body(scope: Scope) -> bool:
+    """Whether the request announces a body (RFC 9112 6.3: without Content-Length or Transfer-Encoding a
+    request has none), as image GETs do not."""
+    for name, value in scope["headers"]:
+        if name == b"transfer-encoding" or (name == b"content-length" and value.strip() != b"0"):
+            return True
+    return False
+
+
 class _Exchange:
     """One request's receive/send, bounding the silence while its body is incomplete."""
 
-    def __init__(self, receive: Receive, send: Send, idle_s: float) -> None:
+    def __init__(self, receive: Receive, send: Send, idle_s: float, has_body: bool) -> None:
         self._receive, self._send, self._idle_s = receive, send, idle_s
-        self.body_complete = False
+        self.body_complete = not has_body  # nothing to wait for: no bound (and no cancel scope) needed
         self.started = False
         self.timed_out = False
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ncp.app import Plan, Role, build_relay, load_source, make_plan
+from ncp.app import XCA_ROLE, Plan, Role, build_relay, load_source, make_plan, xds_endpoints
 from ncp.errors import InvalidTopology
 from ncp.link import LinkProfile
 from ncp.topology import CountryEndpoints, Endpoints
@@ -72,11 +72,20 @@ def compose_plan(source: str) -> Plan:
     for code, country in topology.countries.items():
         gw = _service(f"{code}/gateway")
         roles.append(Role(f"{code}/gateway", (PORTS["gateway"], PORTS["border"])))
-        registries = {}
+        registries, communities, xds = {}, {}, {}
         for reg in country.registries:
             role = Role(f"{code}/registry/{reg.id}", (PORTS["registry"],))
             roles.append(role)
-            registries[reg.id] = f"http://{_service(role.id)}:{PORTS['registry']}/fhir"
+            if reg.kind == "xca":  # as make_plan: NCP-A asks the Initiating Gateway, not the regions
+                communities[country.community_of(reg.id)] = f"http://{_service(role.id)}:{PORTS['registry']}"
+            else:
+                registries[reg.id] = f"http://{_service(role.id)}:{PORTS['registry']}/fhir"
+            if reg.kind != "mhd":
+                xds[reg.id] = xds_endpoints(country, reg, f"http://{_service(role.id)}:{PORTS['registry']}")
+        if communities:
+            role = Role(f"{code}/{XCA_ROLE}", (PORTS["registry"],))
+            roles.append(role)
+            registries[XCA_ROLE] = f"http://{_service(role.id)}:{PORTS['registry']}/fhir"
         pacs = {}
         for p in country.pacs:
             kind = "pacs" if p.backend == "embedded" else "orthanc"
@@ -91,6 +100,8 @@ def compose_plan(source: str) -> Plan:
             border=f"{scheme}://{gw}:{PORTS['border']}",
             registries=registries,
             pacs=pacs,
+            communities=communities,
+            xds=xds,
         )
     # In the containers the topology is the mounted file, so editing it needs no rebuild.
     return Plan(

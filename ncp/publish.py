@@ -4,7 +4,8 @@ Images go to the PACS with STOW-RS (grouped per Retrieve Location UID), document
 registry with ITI-65 and to an XDS registry with ITI-41 Provide and Register (MTOM). Publication
 variants (MCWG 2.17 / 3.2): variant A publishes the manifest together with the validated report;
 variant B publishes the manifest at acquisition, before the report exists, so only the manifest is
-found.
+found. A team's own XDS registry (topology ``url``) holds its own data and is published into only when its
+topology entry says ``seed = true``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import base64
 import hashlib
 import uuid
 from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -29,8 +31,8 @@ from ncp.model import PatientRecord, ReportRecord, StudyRecord
 from ncp.registry.xds import iti41
 from ncp.registry.xds.ebrim import SUCCESS
 from ncp.registry.xds.imaging import manifest_entry, report_entry, submission_set
-from ncp.registry.xds.settings import soap_endpoints
-from ncp.registry.xds.soap import SoapFault, mtom_message, parse_message
+from ncp.security.pki import FederationPki
+from ncp.soapcore import SoapFault, mtom_message, parse_message
 from ncp.synth import CountryData, render_pdf, synthesize
 from ncp.topology import Country, Endpoints, Topology
 
@@ -87,14 +89,13 @@ async def publish_country(
             if report is not None:
                 reports.add(study.study_instance_uid)
         for reg_id, studies in by_registry.items():
-            kind = next(r for r in country.registries if r.id == reg_id).kind
-            if kind in ("xds", "xca"):  # an xca region is seeded on its own listener (its XDS.b role)
-                base = (
-                    f"{ep.communities[country.community_of(reg_id)]}/fhir"
-                    if kind == "xca"
-                    else ep.registries[reg_id]
-                )
-                await _provide_and_register(client, base, country, patient, studies, manifests)
+            registry = next(r for r in country.registries if r.id == reg_id)
+            if registry.external and not registry.seed:
+                continue  # a team's own XDS registry holds its own data, unless its topology says seed
+            if registry.kind in ("xds", "xca"):  # ITI-41 to the repository the plan names (xca: the region's)
+                repository = ep.xds[reg_id].repository
+                async with _client_for(client, topology, code, repository) as http:
+                    await _provide_and_register(http, repository, country, patient, studies, manifests)
                 continue
             docs = [
                 manifest_document(country, study, manifests[study.study_instance_uid]) for study, _ in studies
@@ -105,9 +106,23 @@ async def publish_country(
     return Published(data, encoding, manifests, frozenset(reports))
 
 
+@asynccontextmanager
+async def _client_for(
+    client: httpx.AsyncClient, topology: Topology, code: str, url: str
+) -> AsyncIterator[httpx.AsyncClient]:
+    """``client``, or for an https registry (a team's own) one with the country's NCP client certificate
+    and the federation CA of the topology's ``pki_dir``, as our facade reaches it."""
+    if not url.startswith("https://") or topology.pki_dir is None:
+        yield client
+        return
+    tls = FederationPki.load(topology.pki_dir).client_ssl_context(code)
+    async with httpx.AsyncClient(timeout=client.timeout, verify=tls) as secure:
+        yield secure
+
+
 async def _provide_and_register(
     client: httpx.AsyncClient,
-    fhir_base: str,
+    repository: str,
     country: Country,
     patient: PatientRecord,
     studies: list[tuple[StudyRecord, ReportRecord | None]],
@@ -146,7 +161,6 @@ async def _provide_and_register(
         submission_time=datetime.now(UTC).strftime("%Y%m%d%H%M%S"),
     )
     body, parts = iti41.provide_and_register_request(ss, documents)
-    _, repository = soap_endpoints(fhir_base)
     message = mtom_message(body, action=iti41.ACTION, attachments=parts, to=repository)
     response = await client.post(
         repository, content=message.body, headers={"Content-Type": message.content_type}

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 from ncp.dicom.uids import is_valid_uid, validate_oid
 from ncp.errors import InvalidRequest
-from ncp.topology import CountryEndpoints, Endpoints
+from ncp.topology import CountryEndpoints, Endpoints, XdsEndpoints
 
 __all__ = [
     "STATE_ENV",
@@ -76,6 +76,8 @@ class CountryState:
     # xca regions: homeCommunityId -> Responding Gateway listener (docs/xca.md)
     communities: Mapping[str, str] = field(default_factory=dict)
     treatment_token: TokenRecipe | None = None
+    # registries of kind xds and xca, ours and a team's own: registry id -> its XDS.b endpoints
+    xds: Mapping[str, XdsEndpoints] = field(default_factory=dict)
 
     def endpoints(self) -> CountryEndpoints:
         return CountryEndpoints(
@@ -87,6 +89,7 @@ class CountryState:
             pacs=dict(self.pacs),
             public="" if self.public == self.gateway else self.public,
             communities=dict(self.communities),
+            xds=dict(self.xds),
         )
 
     def pacs_base(self, retrieve_location_uid: str) -> str:
@@ -261,6 +264,7 @@ _COUNTRY_KEYS = (
     "registry_ids",
     "pacs",
     "communities",
+    "xds",
 )
 
 
@@ -280,7 +284,14 @@ def _country(c: _Json, tokens: Mapping[str, TokenRecipe]) -> CountryState:
         hcp_token=tokens.get("hcp_token"),
         treatment_token=tokens.get("treatment_token"),
         communities=_communities(c),
+        xds={reg_id: _xds(body) for reg_id, body in c.items_of("xds")},
     )
+
+
+def _xds(x: _Json) -> XdsEndpoints:
+    """One registry's XDS.b endpoints: ITI-18, ITI-41/43, and the repository's uniqueId."""
+    x.only("registry", "repository", "repository_unique_id")
+    return XdsEndpoints(x.url("registry"), x.url("repository"), x.oid("repository_unique_id"))
 
 
 def _communities(c: _Json) -> dict[str, str]:

@@ -14,7 +14,7 @@ import socket
 import tomllib
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -33,6 +33,7 @@ __all__ = [
     "Registry",
     "SynthOptions",
     "Topology",
+    "XdsEndpoints",
     "builtin_names",
     "builtin_topology",
     "load_topology",
@@ -59,6 +60,17 @@ class Registry:
     id: str
     kind: RegistryKind = "mhd"
     home_community_id: str | None = None  # xca: the region's community (default <country hcid>.<n>)
+    # xds, a team's own XDS.b registry + repository that the federation does not start (docs/xds.md, "Your
+    # own XDS.b registry behind our NCP-A"): its ITI-18 and ITI-41/43 endpoints, its repository OID
+    # (default <hcid>.10.<n>, our rule), and whether seeding publishes the synthetic catalogue into it
+    registry_url: str | None = None
+    repository_url: str | None = None
+    repository_unique_id: str | None = None
+    seed: bool = False
+
+    @property
+    def external(self) -> bool:
+        return self.registry_url is not None
 
 
 @dataclass(frozen=True)
@@ -129,6 +141,14 @@ class Country:
     def on_xca(self) -> bool:
         """Architecture B with every region its own XCA community (``kind = "xca"``)."""
         return all(r.kind == "xca" for r in self.registries)
+
+    def repository_of(self, reg_id: str) -> str:
+        """An xds or xca registry's repository uniqueId: the topology's, else ``<community>.10.<n>`` for the
+        n-th registry of the country (its community: an xca region's own, else the country's)."""
+        index = [r.id for r in self.registries].index(reg_id)
+        registry = self.registries[index]
+        home = self.community_of(reg_id) if registry.kind == "xca" else self.home_community_id
+        return registry.repository_unique_id or f"{home}.10.{index + 1}"
 
     def registry_of(self, rluid: str) -> str:
         """The registry that indexes a PACS's studies: its region (architecture B), else the central one."""
@@ -221,7 +241,8 @@ _COUNTRY_KEYS = (
     "registries", "pacs", "faults", "border", "gateway", "public_url", "trusted_proxies",
     "viewer_resources", "cors_origins",
 )  # fmt: skip
-_REGISTRY_KEYS = ("id", "kind", "home_community_id")
+_EXTERNAL_XDS_KEYS = ("url", "registry_url", "repository_url", "repository_unique_id", "seed")
+_REGISTRY_KEYS = ("id", "kind", "home_community_id", *_EXTERNAL_XDS_KEYS)
 _PACS_KEYS = ("id", "retrieve_location_uid", "backend", "registry")
 _LINK_KEYS = ("between", "rtt_ms", "bandwidth_mbit", "jitter_ms")
 
@@ -240,6 +261,8 @@ def parse_topology(raw: Mapping[str, Any], *, source: str = "topology") -> Topol
         source, "home_community_id", [c.home_community_id for c in countries.values()] + communities
     )
     _check_unique(source, "patient_id_issuer", [c.patient_id_issuer for c in countries.values()])
+    pki_dir = _pki_dir(r)
+    _check_external_registries(source, countries, pki_dir)
     _check_unique(
         source, "retrieve_location_uid", [p.retrieve_location_uid for c in countries.values() for p in c.pacs]
     )
@@ -254,7 +277,7 @@ def parse_topology(raw: Mapping[str, Any], *, source: str = "topology") -> Topol
         links=links,
         synth=synth,
         security=r.flag("security", False),
-        pki_dir=_pki_dir(r),
+        pki_dir=pki_dir,
     )
 
 
@@ -314,7 +337,42 @@ def _registry(r: _Reader) -> Registry:
     hcid = r.oid("home_community_id") if "home_community_id" in r.raw else None
     if hcid is not None and kind != "xca":
         raise InvalidTopology(f"{r.where('home_community_id')}: only an xca region is a community of its own")
-    return Registry(id=r.text("id"), kind=kind, home_community_id=hcid)  # type: ignore[arg-type]
+    registry = Registry(id=r.text("id"), kind=kind, home_community_id=hcid)  # type: ignore[arg-type]
+    return _external_xds(r, registry) if set(_EXTERNAL_XDS_KEYS) & set(r.raw) else registry
+
+
+def _external_xds(r: _Reader, registry: Registry) -> Registry:
+    """A team's own XDS.b registry + repository: ``url``, the base from which ``{url}/xds/registry`` and
+    ``{url}/xds/repository`` derive as for our XDS role, and/or ``registry_url`` and ``repository_url``."""
+    present = [k for k in _EXTERNAL_XDS_KEYS if k in r.raw]
+    if registry.kind != "xds":
+        raise InvalidTopology(f"{r.where(present[0])}: only a registry of kind xds is declared by URL")
+    base = _external_url(r, "url")
+    registry_url, repository_url = _external_url(r, "registry_url"), _external_url(r, "repository_url")
+    if base is None and (registry_url is None or repository_url is None):
+        raise InvalidTopology(f"{r.where('url')} is required unless both registry_url and repository_url are")
+    return replace(
+        registry,
+        registry_url=registry_url or f"{base}/xds/registry",  # ncp.registry.xds.settings.soap_endpoints
+        repository_url=repository_url or f"{base}/xds/repository",
+        repository_unique_id=r.oid("repository_unique_id") if "repository_unique_id" in r.raw else None,
+        seed=r.flag("seed", False),
+    )
+
+
+def _check_external_registries(source: str, countries: Mapping[str, Country], pki_dir: Path | None) -> None:
+    """Our facade reaches an https registry as NCPs reach an external border: the shared test PKI's CA and
+    the country's client certificate; a registry of an external NCP is that NCP's business."""
+    for code, country in countries.items():
+        for i, reg in enumerate(country.registries):
+            where = f"{source}: field 'countries.{code}.registries[{i}]'"
+            if reg.external and country.external:
+                raise InvalidTopology(f"{where}: an external NCP's registry is not declared by URL here")
+            urls = (reg.registry_url or "", reg.repository_url or "")
+            if pki_dir is None and any(u.startswith("https://") for u in urls):
+                raise InvalidTopology(
+                    f"{where}: an https registry needs the topology's 'pki_dir' (xcwado pki)"
+                )
 
 
 def _check_xca(r: _Reader, architecture: str, registries: tuple[Registry, ...]) -> None:
@@ -553,6 +611,22 @@ def nothing_listens(down: Mapping[str, str]) -> str:
 
 
 @dataclass(frozen=True)
+class XdsEndpoints:
+    """One registry's XDS.b endpoints (the state file's ``countries.<code>.xds.<registry id>``, contract)."""
+
+    registry: str  # ITI-18 Registry Stored Query
+    repository: str  # ITI-41 Provide and Register, ITI-43 Retrieve Document Set
+    repository_unique_id: str  # bare OID, the DocumentEntries' repositoryUniqueId
+
+    def to_json(self) -> dict[str, str]:
+        return {
+            "registry": self.registry,
+            "repository": self.repository,
+            "repository_unique_id": self.repository_unique_id,
+        }
+
+
+@dataclass(frozen=True)
 class CountryEndpoints:
     """Where one country's roles listen (the state file's ``countries.<code>`` object, contract)."""
 
@@ -565,6 +639,8 @@ class CountryEndpoints:
     public: str = ""  # the gateway's public base (topology public_url); "" = the gateway's own address
     # xca regions: homeCommunityId -> base of the region's listener (XCA Responding Gateway and XDS.b)
     communities: Mapping[str, str] = field(default_factory=dict)
+    # xds and xca registries, ours and a team's own: registry id -> its XDS.b endpoints
+    xds: Mapping[str, XdsEndpoints] = field(default_factory=dict)
 
     @property
     def public_base(self) -> str:
@@ -581,6 +657,7 @@ class CountryEndpoints:
             "registry_ids": dict(self.registries),
             "pacs": dict(self.pacs),
             "communities": dict(self.communities),
+            "xds": {reg_id: ep.to_json() for reg_id, ep in self.xds.items()},
         }
 
 
@@ -618,6 +695,7 @@ class Endpoints:
                     registries=c.get("registry_ids") or {str(i): u for i, u in enumerate(c["registries"])},
                     pacs=c["pacs"],
                     communities=c.get("communities", {}),
+                    xds={reg_id: XdsEndpoints(**ep) for reg_id, ep in c.get("xds", {}).items()},
                 )
                 for code, c in raw.items()
             }

@@ -8,6 +8,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from ncp.server import serve_in_thread
@@ -24,6 +25,13 @@ def serve() -> Iterator[Callable[..., str]]:
         yield start
 
 
+@pytest.fixture
+def http() -> Iterator[httpx.Client]:
+    """A plain HTTP client for a test to drive the servers with."""
+    with httpx.Client(timeout=30) as client:
+        yield client
+
+
 # The fast tier (`make check`) leaves these out: each starts federations, subprocesses, Docker, Orthanc
 # or a browser. `make test` runs everything.
 _INTEGRATION_DIRS = frozenset(
@@ -38,6 +46,7 @@ _INTEGRATION_FILES = frozenset(
         "security/test_audit_durability.py",
         "xds/test_xds_mutations.py",
         "xds/test_xds_country.py",
+        "xds/test_xds_external.py",
         "xca/test_xca_country.py",
         "xca/test_xca_mutations.py",
     }

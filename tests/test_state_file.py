@@ -37,6 +37,22 @@ registries = [{ id = "national" }]
 pacs = [{ id = "vna", retrieve_location_uid = "2.25.124730087464102372658485198995786580382", backend = "https://pacs.example.at/dicom-web" }]
 """  # noqa: E501
 
+# France's documents in a team's own XDS.b registry + repository, declared by URL (docs/xds.md)
+EXTERNAL_XDS = """
+name = "external-xds"
+security = false
+[countries.FR]
+home_community_id = "2.999.250.1"
+patient_id_issuer = "2.999.250.2"
+registries = [{ id = "national", kind = "xds", url = "http://xds.example.fr:8080/base", repository_unique_id = "2.999.250.77" }]
+pacs = [{ id = "pacs-1", retrieve_location_uid = "2.25.249112837101579105183278066551769719101" }]
+[countries.AT]
+home_community_id = "2.999.40.1"
+patient_id_issuer = "2.999.40.2"
+registries = [{ id = "national" }]
+pacs = [{ id = "vna", retrieve_location_uid = "2.25.124730087464102372658485198995786580382" }]
+"""  # noqa: E501
+
 
 def up_state(run: Path, source: str) -> dict[str, Any]:
     """What ``xcwado up`` writes for ``source`` once seeded, as read back from disk; nothing is started:
@@ -64,14 +80,19 @@ def up_state(run: Path, source: str) -> dict[str, Any]:
         "builtin:xds",
         "builtin:xca",
         "external",
+        "external-xds",
     ]
 )
 def written(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:
     source = str(request.param)
-    if source == "external":
-        (tmp_path / "external.toml").write_text(EXTERNAL)
-        source = str(tmp_path / "external.toml")
-    return up_state(tmp_path, source)
+    return up_state(tmp_path, _file(tmp_path, source) if not source.startswith("builtin:") else source)
+
+
+def _file(folder: Path, name: str) -> str:
+    """One of the topologies above, written as a file."""
+    path = folder / f"{name}.toml"
+    path.write_text({"external": EXTERNAL, "external-xds": EXTERNAL_XDS}[name])
+    return str(path)
 
 
 def test_the_schema_is_valid_json_schema_2020_12() -> None:
@@ -254,13 +275,60 @@ def test_the_loader_also_checks_what_json_schema_cannot_say(
         FederationState.from_json(doc)
 
 
-def test_an_xds_registry_is_named_by_the_fhir_base_of_its_mhd_facade(tmp_path: Path) -> None:
-    """The contract does not change with ``kind = "xds"``: clients use the FHIR base; the SOAP endpoints
-    are on the same listener (docs/state-file.md)."""
+def test_an_xds_registry_is_named_by_its_mhd_facade_and_its_xds_endpoints(tmp_path: Path) -> None:
+    """FHIR clients use the facade's base; the XDS.b endpoints are keys of their own, here on the role's
+    listener, with the repository OID of the rule ``<hcid>.10.<n>`` (docs/state-file.md)."""
     state = FederationState.from_json(up_state(tmp_path, "builtin:xds"))
-    base = state.countries["FR"].registries["national"]
+    fr = state.countries["FR"]
+    base = fr.registries["national"]
     assert base.endswith("/fhir")
-    assert soap_endpoints(base) == (
-        base.removesuffix("/fhir") + "/xds/registry",
-        base.removesuffix("/fhir") + "/xds/repository",
+    xds = fr.xds["national"]
+    assert (xds.registry, xds.repository) == soap_endpoints(base)
+    assert xds.repository_unique_id == "2.999.250.1.10.1"
+    assert dict(state.countries["AT"].xds) == {}  # an MHD registry has no XDS endpoints
+
+
+def test_a_team_s_own_xds_registry_is_named_by_the_urls_of_the_topology(tmp_path: Path) -> None:
+    """Declared by URL, the registry keeps our facade (a FHIR base on a listener of ours) in front of the
+    team's endpoints, which the state file names as the topology derives them from ``url``."""
+    state = FederationState.from_json(up_state(tmp_path, _file(tmp_path, "external-xds")))
+    fr = state.countries["FR"]
+    assert fr.registries["national"].startswith("http://127.0.0.1:")
+    xds = fr.xds["national"]
+    assert (xds.registry, xds.repository, xds.repository_unique_id) == (
+        "http://xds.example.fr:8080/base/xds/registry",
+        "http://xds.example.fr:8080/base/xds/repository",
+        "2.999.250.77",
     )
+
+
+def test_every_region_on_xca_names_its_xds_endpoints_on_its_own_listener(tmp_path: Path) -> None:
+    state = FederationState.from_json(up_state(tmp_path, "builtin:xca"))
+    country = next(c for c in state.countries.values() if c.communities)
+    registries = {ep.registry.removesuffix("/xds/registry") for ep in country.xds.values()}
+    assert country.xds and registries == set(country.communities.values())
+
+
+XDS = "countries.FR.xds.national"
+XDS_BROKEN: dict[str, tuple[Breakage, str]] = {
+    "an unknown key": (_set(f"{XDS}.wsdl", "http://h"), r"'countries\.FR\.xds\.national\.wsdl' is not"),
+    "a non-http registry": (_set(f"{XDS}.registry", "tcp://h:1"), "not an http"),
+    "a urn:oid: repository": (_set(f"{XDS}.repository_unique_id", "urn:oid:1.2"), "not an OID"),
+    "a missing repository": (
+        _drop(f"{XDS}.repository"),
+        r"'countries\.FR\.xds\.national\.repository' is missing",
+    ),
+}
+
+
+@pytest.mark.parametrize("breakage", XDS_BROKEN.values(), ids=XDS_BROKEN.keys())
+def test_schema_and_loader_refuse_the_same_broken_xds_endpoints(
+    tmp_path: Path, breakage: tuple[Breakage, str]
+) -> None:
+    break_it, reason = breakage
+    doc = copy.deepcopy(up_state(tmp_path, "builtin:xds"))
+    break_it(doc)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.Draft202012Validator(SCHEMA).validate(doc)
+    with pytest.raises(StateFileError, match=reason):
+        FederationState.from_json(doc)

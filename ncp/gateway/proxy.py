@@ -115,8 +115,14 @@ class AiohttpUpstream:
             timeout = aiohttp.ClientTimeout(
                 total=None, connect=self._timeouts.connect, sock_read=self._timeouts.read
             )
+            # no cookie jar: one session serves every consumer, so a cookie a next hop set for one request
+            # must not ride on another's (and matching jars per request is CPU spent for nothing)
             self._session = aiohttp.ClientSession(
-                connector=connector, timeout=timeout, auto_decompress=False, skip_auto_headers=("User-Agent",)
+                connector=connector,
+                timeout=timeout,
+                auto_decompress=False,
+                skip_auto_headers=("User-Agent",),
+                cookie_jar=aiohttp.DummyCookieJar(),
             )
         return self._session
 

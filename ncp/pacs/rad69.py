@@ -21,30 +21,26 @@ or a codec failing later aborts the stream, which the client sees as a truncated
 from __future__ import annotations
 
 import dataclasses
-import logging
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from ncp.dicom.multipart import Part
 from ncp.dicom.uids import is_valid_uid
-from ncp.errors import NcpError, NotAcceptable
+from ncp.errors import NotAcceptable
 from ncp.pacs.context import PacsContext
 from ncp.pacs.store import StoredInstance
 from ncp.pacs.transcode import can_produce, transcode
 from ncp.soapcore import (
-    SoapFault,
+    Envelope,
     XdsError,
+    bounded_endpoint,
     envelope_bytes,
-    fault_message,
     mtom_stream,
-    parse_message,
-    read_bounded,
     registry_response,
 )
 from ncp.xdsi import (
@@ -63,7 +59,6 @@ __all__ = ["PATH", "rad69_routes"]
 PATH = "/xdsi/rad69"
 MAX_REQUEST_BYTES = 1 << 20  # a request lists UIDs only: about 5000 instances
 _DICOM = "application/dicom"
-_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -79,32 +74,12 @@ def rad69_routes(ctx: PacsContext) -> list[Route]:
     if ctx.settings.retrieve_location_uid is None:
         return []
 
-    async def endpoint(request: Request) -> Response:
-        relates_to = None
-        try:
-            data = await read_bounded(
-                request.stream(), MAX_REQUEST_BYTES, request.headers.get("content-length", "")
-            )
-            env = parse_message(
-                request.headers.get("content-type", ""), data, max_part_bytes=MAX_REQUEST_BYTES
-            )
-            relates_to = env.message_id
-            if env.action != RAD69_ACTION:
-                raise SoapFault(f"action {env.action!r} is not served here", subcode="wsa:ActionNotSupported")
-            return await _answer(ctx, read_request(env.body), relates_to)
-        except SoapFault as fault:
-            message = fault_message(fault, relates_to=relates_to)
-        except NcpError as exc:  # ncp.bodytimeout's 408: the body stopped arriving
-            message = fault_message(SoapFault(exc.message, status=exc.status), relates_to=relates_to)
-        except Exception:  # a defect of ours: a Receiver fault, never a traceback to the client
-            _log.exception("RAD-69 request failed")
-            message = fault_message(
-                SoapFault("internal error", code="Receiver", status=500), relates_to=relates_to
-            )
-        return Response(
-            message.body, status_code=message.status, headers={"content-type": message.content_type}
-        )
+    async def retrieve(env: Envelope) -> Response:
+        return await _answer(ctx, read_request(env.body), env.message_id)
 
+    endpoint = bounded_endpoint(
+        {RAD69_ACTION: retrieve}, max_message_bytes=MAX_REQUEST_BYTES, max_part_bytes=MAX_REQUEST_BYTES
+    )
     return [Route(PATH, endpoint, methods=["POST"])]
 
 

@@ -48,3 +48,11 @@ def test_a_shaped_link_is_refused_with_what_to_do_instead() -> None:
     """Compose has no link relays: a topology that shapes a link must not deploy silently unshaped."""
     with pytest.raises(InvalidTopology, match=r"links between FR and AT: .*xcwado up.*tc netem"):
         compose_plan("builtin:wan")
+
+
+def test_an_xca_country_deploys_its_initiating_gateway_and_ncp_a_asks_only_it() -> None:
+    plan = compose_plan("builtin:xca")
+    fr = plan.endpoints["FR"]
+    assert {r.id for r in plan.roles} >= {"FR/xca", "FR/registry/north", "FR/registry/south"}
+    assert fr.registries == {"xca": "http://fr-xca:8081/fhir"}
+    assert sorted(fr.communities.values()) == ["http://fr-registry-north:8081", "http://fr-registry-south:8081"]

@@ -4,7 +4,7 @@ recorder on the wire in front of each; the schemas and catalogue of tests/xds.""
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -16,12 +16,6 @@ sys.path.insert(0, str(Path(__file__).parent.parent / "xcai"))  # xcai_support: 
 
 from xca_support import NORTH, SOUTH, Region, start_region
 from xds_support import CT, CT_REPORT, MR, xds_schema
-
-
-@pytest.fixture
-def http() -> Iterator[httpx.Client]:
-    with httpx.Client(timeout=30) as client:
-        yield client
 
 
 @pytest.fixture(scope="session")

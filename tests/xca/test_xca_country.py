@@ -15,7 +15,8 @@ from typing import Any
 
 import httpx
 import pytest
-from xcai_support import SUCCESS, post, request
+from xcai_support import SUCCESS, request
+from xds_support import post
 
 from ncp.consumer.client import ImagingConsumer
 from ncp.dicom.kos import to_part10

@@ -27,7 +27,7 @@ from ncp.registry.xca.responding import create_responding_app
 from ncp.registry.xca.settings import Community
 from ncp.registry.xds import iti41
 from ncp.registry.xds.settings import XdsSettings
-from ncp.registry.xds.soap import NS
+from ncp.soapcore import NS
 
 NORTH = "2.999.250.1.1"
 SOUTH = "2.999.250.1.2"

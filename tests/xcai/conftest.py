@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
 from lxml import etree
+
+sys.path.insert(0, str(Path(__file__).parent.parent / "xds"))  # xds_support: the SOAP client, schemas
+
 from xcai_support import DE_HCID, DE_RLUID, FR_HCID, FR_RLUID, Study, ct_study, stow, xdsi_schema
 
 from ncp.pacs.app import PacsSettings, create_pacs_app
-
-
-@pytest.fixture
-def http() -> Iterator[httpx.Client]:
-    with httpx.Client(timeout=30) as client:
-        yield client
 
 
 @pytest.fixture(scope="session")

@@ -22,15 +22,11 @@ from xcai_support import (
     JPEG_BASELINE,
     PARTIAL,
     RLE,
-    SCHEMAS,
     SUCCESS,
     Study,
-    assert_valid,
-    post,
-    post_raw,
-    read_answer,
     request,
 )
+from xds_support import SCHEMAS, assert_valid, post, post_raw, read_answer
 from zeep.wsa import WsAddressingPlugin
 
 import ncp.pacs.rad69
@@ -255,4 +251,5 @@ def test_read_answer_refuses_a_truncated_message() -> None:
     """The test client's own check: a multipart answer without its closing delimiter fails."""
     content_type = 'multipart/related; type="application/xop+xml"; boundary="b"'
     with pytest.raises(AssertionError):
-        read_answer(200, content_type, b"--b\r\nContent-Type: application/xop+xml\r\n\r\n<x/>\r\n--b\r\n")
+        content = b"--b\r\nContent-Type: application/xop+xml\r\n\r\n<x/>\r\n--b\r\n"
+        read_answer(httpx.Response(200, headers={"content-type": content_type}, content=content))

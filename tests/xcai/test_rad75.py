@@ -27,19 +27,22 @@ from xcai_support import (
     IG_HCID,
     PARTIAL,
     RLE,
-    SCHEMAS,
     SUCCESS,
     Study,
-    assert_valid,
-    post,
-    post_raw,
     request,
 )
+from xds_support import SCHEMAS, assert_valid, post, post_raw
 from zeep.wsa import WsAddressingPlugin
 
 import ncp.pacs.rad69
 from ncp.pacs.rad69 import PATH
-from ncp.registry.xca.rad75 import INITIATING_PATH, RESPONDING_PATH, initiating_routes, responding_routes
+from ncp.registry.xca.rad75 import (
+    INITIATING_PATH,
+    RESPONDING_PATH,
+    gateway_app,
+    initiating_routes,
+    responding_routes,
+)
 from ncp.server import free_port
 from ncp.soapcore import envelope_bytes
 from ncp.xdsi import (
@@ -64,9 +67,9 @@ class Xcai:
 
 @pytest.fixture
 def xcai(serve: Callable[..., str], fr_pacs: str, de_pacs: str) -> Xcai:
-    fr_rg = serve(Starlette(routes=responding_routes(FR_HCID, {FR_RLUID: fr_pacs + PATH}))) + RESPONDING_PATH
-    de_rg = serve(Starlette(routes=responding_routes(DE_HCID, {DE_RLUID: de_pacs + PATH}))) + RESPONDING_PATH
-    ig = serve(Starlette(routes=initiating_routes(IG_HCID, {FR_HCID: fr_rg, DE_HCID: de_rg})))
+    fr_rg = serve(gateway_app(responding_routes(FR_HCID, {FR_RLUID: fr_pacs + PATH}))) + RESPONDING_PATH
+    de_rg = serve(gateway_app(responding_routes(DE_HCID, {DE_RLUID: de_pacs + PATH}))) + RESPONDING_PATH
+    ig = serve(gateway_app(initiating_routes(IG_HCID, {FR_HCID: fr_rg, DE_HCID: de_rg})))
     return Xcai(ig + INITIATING_PATH, fr_rg, de_rg)
 
 
@@ -135,9 +138,9 @@ def test_the_initiating_gateway_refuses_missing_and_unknown_communities(
 def test_a_region_down_is_reported_for_its_documents_and_the_others_arrive(
     serve: Callable[..., str], fr_pacs: str, ct: Study, mr: Study, http: httpx.Client
 ) -> None:
-    fr_rg = serve(Starlette(routes=responding_routes(FR_HCID, {FR_RLUID: fr_pacs + PATH}))) + RESPONDING_PATH
+    fr_rg = serve(gateway_app(responding_routes(FR_HCID, {FR_RLUID: fr_pacs + PATH}))) + RESPONDING_PATH
     nobody = f"http://127.0.0.1:{free_port()}{RESPONDING_PATH}"
-    ig = serve(Starlette(routes=initiating_routes(IG_HCID, {FR_HCID: fr_rg, DE_HCID: nobody})))
+    ig = serve(gateway_app(initiating_routes(IG_HCID, {FR_HCID: fr_rg, DE_HCID: nobody})))
     answer = post(
         http,
         ig + INITIATING_PATH,
@@ -155,7 +158,7 @@ def test_a_source_answering_a_soap_fault_is_a_repository_error(
     serve: Callable[..., str], xcai: Xcai, ct: Study, http: httpx.Client
 ) -> None:
     """The FR gateway's RAD-75 endpoint as a "source": it answers our RAD-69 with a plain SOAP Fault."""
-    rg = serve(Starlette(routes=responding_routes(FR_HCID, {FR_RLUID: xcai.fr_rg}))) + RESPONDING_PATH
+    rg = serve(gateway_app(responding_routes(FR_HCID, {FR_RLUID: xcai.fr_rg}))) + RESPONDING_PATH
     answer = post(http, rg, request(ct.documents(FR, FR_RLUID)), RAD75_ACTION)
     assert answer.status == 200 and answer.status_value == FAILURE and answer.parts == {}
     errors = answer.errors()
@@ -221,7 +224,7 @@ def test_an_upstream_part_its_envelope_does_not_announce_breaks_the_answer(
         return Response(lying, headers={"content-type": content_type})
 
     liar = serve(Starlette(routes=[Route("/rad69", source, methods=["POST"])]))
-    rg = serve(Starlette(routes=responding_routes(FR_HCID, {FR_RLUID: liar + "/rad69"}))) + RESPONDING_PATH
+    rg = serve(gateway_app(responding_routes(FR_HCID, {FR_RLUID: liar + "/rad69"}))) + RESPONDING_PATH
     body = envelope_bytes(request(ct.documents(FR, FR_RLUID)[:1]), action=RAD75_ACTION)
     with pytest.raises(httpx.RemoteProtocolError):
         http.post(rg, content=body, headers={"content-type": "application/soap+xml"})

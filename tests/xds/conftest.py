@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from lxml import etree
 from xds_support import HCID, PATIENT_ISSUER, REPOSITORY, xds_schema
 
 from ncp.registry.xds.app import XdsSettings, create_xds_app
-
-
-@pytest.fixture
-def http() -> Iterator[httpx.Client]:
-    with httpx.Client(timeout=30) as client:
-        yield client
 
 
 @pytest.fixture

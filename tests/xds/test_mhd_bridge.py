@@ -43,7 +43,7 @@ from ncp.registry.xds.app import create_xds_app
 from ncp.registry.xds.ebrim import RIM, RS
 from ncp.registry.xds.mhd import BridgeSettings, create_xds_mhd_app
 from ncp.registry.xds.settings import XdsSettings
-from ncp.registry.xds.soap import NS
+from ncp.soapcore import NS
 
 PATIENT = f"urn:oid:{PATIENT_ISSUER}|{ALICE.id}"
 SOAP_BODY = f"{{{NS['s']}}}Body"

@@ -38,8 +38,8 @@ from ncp.model import PatientRecord
 from ncp.registry.xds import iti18, iti41, iti43
 from ncp.registry.xds.ebrim import FAILURE
 from ncp.registry.xds.iti18 import FIND_DOCUMENTS
-from ncp.registry.xds.soap import mtom_message
 from ncp.server import free_port
+from ncp.soapcore import mtom_message
 
 HOME = f"urn:oid:{HCID}"
 QUERY = (

@@ -10,13 +10,14 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from lxml import etree
 from xds_support import (
+    BYTE_EDITS,
     HCID,
     MR,
     PATIENT_ISSUER,
     REPOSITORY,
-    SOAP,
+    assert_soap_answer,
+    mutate,
     patient_params,
     study_documents,
     submission_request,
@@ -24,8 +25,8 @@ from xds_support import (
 
 from ncp.registry.xds import iti18, iti41, iti43
 from ncp.registry.xds.app import XdsSettings, create_xds_app
-from ncp.registry.xds.soap import SoapMessage, mtom_message, soap_message
 from ncp.server import serve_in_thread
+from ncp.soapcore import SoapMessage, mtom_message, soap_message
 
 
 @pytest.fixture(scope="module")
@@ -53,19 +54,10 @@ def _messages() -> list[tuple[str, SoapMessage]]:
 MESSAGES = _messages()
 
 
-def _mutate(data: bytes, edits: list[tuple[int, int, bytes]]) -> bytes:
-    for position, delete, insert in edits:
-        at = position % (len(data) + 1)
-        data = data[:at] + insert + data[at + delete :]
-    return data
-
-
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     which=st.sampled_from(range(len(MESSAGES))),
-    edits=st.lists(
-        st.tuples(st.integers(0, 10**6), st.integers(0, 8), st.binary(max_size=8)), min_size=1, max_size=4
-    ),
+    edits=BYTE_EDITS,
     type_edits=st.lists(
         st.tuples(
             st.integers(0, 200),
@@ -79,17 +71,13 @@ def test_mutated_messages_are_never_a_server_error(
     base: str, which: int, edits: list[tuple[int, int, bytes]], type_edits: list[tuple[int, int, str]]
 ) -> None:
     path, message = MESSAGES[which]
-    content_type = _mutate(
+    content_type = mutate(
         message.content_type.encode(), [(at, n, text.encode()) for at, n, text in type_edits]
     )
     with httpx.Client(timeout=30) as http:
         response = http.post(
             f"{base}{path}",
-            content=_mutate(message.body, edits),
-            headers={"content-type": content_type.decode()},
+            content=mutate(message.body, edits),
+            headers={"content-type": content_type.decode().strip()},  # no edge white space (RFC 9110 5.5)
         )
-    assert response.status_code < 500, response.text
-    if response.headers["content-type"].startswith("application/soap+xml"):
-        assert etree.fromstring(response.content).tag == f"{{{SOAP}}}Envelope"
-    else:
-        assert response.headers["content-type"].startswith("multipart/related")
+    assert_soap_answer(response)

@@ -42,7 +42,6 @@ from ncp.publish import Published, seed_federation
 from ncp.registry.xds import iti18, iti41, iti43
 from ncp.registry.xds.mhd import BridgeSettings, create_xds_mhd_app
 from ncp.registry.xds.settings import XdsSettings
-from ncp.registry.xds.soap import soap_message
 from ncp.security.audit import AuditStore
 from ncp.security.pki import FederationPki
 from ncp.security.tokens import PatientRef
@@ -59,6 +58,7 @@ from ncp.security.xua import (
     national_audience,
     security_header,
 )
+from ncp.soapcore import soap_message
 
 FR_NCP = "urn:xcwado:ncp:FR"
 AUDIENCE = national_audience("FR")

@@ -1,7 +1,7 @@
 """A small imaging catalogue, the official schemas, and a SOAP client that reads answers on its own.
 
 Answers are read here with the standard library's MIME parser and a plain lxml parse, not with
-ncp.registry.xds.soap, so that a fault in our MTOM writer cannot be hidden by the same fault in our reader.
+ncp.soapcore, so that a fault in our MTOM writer cannot be hidden by the same fault in our reader.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from hypothesis import strategies as st
 from lxml import etree
 
 from ncp.codes import LOINC, SCT, Code
@@ -23,7 +24,7 @@ from ncp.model import InstanceRecord, PatientRecord, ReportRecord, RequestRecord
 from ncp.registry.xds import iti18, iti41, iti43
 from ncp.registry.xds.ebrim import DocumentEntry
 from ncp.registry.xds.imaging import manifest_entry, report_entry, submission_set
-from ncp.registry.xds.soap import NS, mtom_message, soap_message
+from ncp.soapcore import NS, mtom_message, soap_message
 from ncp.synth.reports import render_pdf
 
 HCID = "2.999.250.1"
@@ -168,6 +169,22 @@ class Answer:
     def errors(self) -> list[dict[str, str]]:
         return [dict(e.attrib) for e in self.body.iter(f"{{{RS}}}RegistryError")]
 
+    @property
+    def status_value(self) -> str | None:
+        """The status of a RetrieveDocumentSetResponse's RegistryResponse."""
+        return self.body.find(f"{{{RS}}}RegistryResponse").get("status")  # type: ignore[union-attr]
+
+    def documents(self) -> dict[str, bytes]:
+        """Each DocumentResponse's bytes by DocumentUniqueId, through its xop:Include."""
+        found = {}
+        for doc in self.body.iterfind(f"{{{IHE}}}DocumentResponse"):
+            href = doc.find(f"{{{IHE}}}Document/{{{XOP}}}Include").get("href")  # type: ignore[union-attr]
+            found[doc.findtext(f"{{{IHE}}}DocumentUniqueId") or ""] = self.parts[href[4:]]  # type: ignore[index]
+        return found
+
+    def document_field(self, local: str) -> set[str | None]:
+        return {d.findtext(f"{{{IHE}}}{local}") for d in self.body.iterfind(f"{{{IHE}}}DocumentResponse")}
+
 
 def read_answer(response: httpx.Response) -> Answer:
     content_type = response.headers.get("content-type", "")
@@ -175,6 +192,7 @@ def read_answer(response: httpx.Response) -> Answer:
         return Answer(response.status_code, content_type, etree.fromstring(response.content), {})
     head = f"Content-Type: {content_type}\r\nMIME-Version: 1.0\r\n\r\n".encode()
     message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + response.content)
+    assert not message.defects, message.defects  # a missing closing boundary is a defect here
     parts = list(message.iter_parts())
     attachments = {str(p["Content-ID"]).strip("<>"): p.get_payload(decode=True) for p in parts[1:]}
     root = parts[0].get_payload(decode=True)
@@ -194,7 +212,11 @@ def post(
         if parts
         else soap_message(body, action=action, to=url)
     )
-    response = http.post(url, content=message.body, headers={"content-type": message.content_type})
+    return post_raw(http, url, message.body, message.content_type)
+
+
+def post_raw(http: httpx.Client, url: str, content: bytes, content_type: str) -> Answer:
+    response = http.post(url, content=content, headers={"content-type": content_type})
     assert response.status_code < 500, response.text
     return read_answer(response)
 
@@ -228,3 +250,26 @@ def unique_ids(answer: Answer) -> list[str]:
         for e in answer.body.iter(f"{{{RIM}}}ExternalIdentifier")
         if e.get("identificationScheme") == scheme
     ]
+
+
+# -- mutated messages --------------------------------------------------------------------------------
+# Edits (position, bytes deleted, bytes inserted) that damage a valid message anywhere.
+BYTE_EDITS = st.lists(
+    st.tuples(st.integers(0, 10**6), st.integers(0, 8), st.binary(max_size=8)), min_size=1, max_size=4
+)
+
+
+def mutate(data: bytes, edits: list[tuple[int, int, bytes]]) -> bytes:
+    for position, delete, insert in edits:
+        at = position % (len(data) + 1)
+        data = data[:at] + insert + data[at + delete :]
+    return data
+
+
+def assert_soap_answer(response: httpx.Response) -> None:
+    """Never a 5xx: a SOAP envelope (a Fault or a registry response) or an MTOM answer."""
+    assert response.status_code < 500, response.text
+    if response.headers["content-type"].startswith("application/soap+xml"):
+        assert etree.fromstring(response.content).tag == f"{{{SOAP}}}Envelope"
+    else:
+        assert response.headers["content-type"].startswith("multipart/related")

@@ -34,10 +34,11 @@ from starlette.routing import BaseRoute, Route
 from ncp.bodytimeout import BodyTimeout
 from ncp.errors import NcpError, NotFound, UpstreamError, UpstreamTimeout, fhir_exception_handlers
 from ncp.registry.xca import iti38, iti39
-from ncp.registry.xca.client import exchange
+from ncp.registry.xca.rad75 import closing_lifespan
 from ncp.registry.xca.settings import Community, InitiatingSettings, query_url, retrieve_url
 from ncp.registry.xds.ebrim import DocumentEntry, XdsError
 from ncp.registry.xds.mhd import BridgeSettings, Found, NotAnswered, Params, facade_routes, serve_facade
+from ncp.soapcore import post_soap
 
 __all__ = ["CrossCommunitySource", "create_initiating_app"]
 
@@ -58,7 +59,8 @@ def create_initiating_app(settings: InitiatingSettings, extra_routes: Sequence[B
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with httpx.AsyncClient(timeout=httpx.Timeout(settings.timeout_s, connect=5.0)) as client:
+        timeout = httpx.Timeout(settings.timeout_s, connect=5.0)
+        async with httpx.AsyncClient(timeout=timeout) as client, closing_lifespan(app):
             app.state.xca = CrossCommunitySource(client, settings)
             serve_facade(app, bridge, app.state.xca)
             yield
@@ -100,7 +102,7 @@ class CrossCommunitySource:
         self, community: Community, query_id: str, params: Params, headers: Mapping[str, str]
     ) -> list[DocumentEntry]:
         """One community's entries, each routed back to it (``home``); a Failure raises."""
-        env = await exchange(
+        env = await post_soap(
             self.client,
             query_url(community.base),
             iti38.request(community.home, query_id, params),
@@ -119,7 +121,7 @@ class CrossCommunitySource:
         if community is None:
             raise NotFound(f"no community {entry.home_community_id!r} behind this gateway")
         try:
-            env = await exchange(
+            env = await post_soap(
                 self.client,
                 retrieve_url(community.base),
                 iti39.request(community.home, entry.repository_unique_id, entry.unique_id),

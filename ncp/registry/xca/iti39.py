@@ -13,8 +13,8 @@ from lxml import etree
 from ncp.registry.xds import iti43
 from ncp.registry.xds.ebrim import RS, XdsError
 from ncp.registry.xds.settings import XdsSettings
-from ncp.registry.xds.soap import SoapFault, binary_content
 from ncp.registry.xds.store import XdsStore
+from ncp.soapcore import SoapFault, binary_content
 
 __all__ = ["ACTION", "RESPONSE_ACTION", "document", "errors", "request", "respond"]
 

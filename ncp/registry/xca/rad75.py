@@ -25,33 +25,33 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import AsyncExitStack
+import dataclasses
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
 import aiohttp
 from lxml import etree
+from starlette.applications import Starlette
+from starlette.datastructures import State
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from ncp.dicom.multipart import Part
-from ncp.errors import NcpError
 from ncp.soapcore import (
     FAILURE,
     PARTIAL,
     RS,
     SUCCESS,
+    Envelope,
     MtomAnswer,
     SoapFault,
     XdsError,
+    bounded_endpoint,
     envelope_bytes,
-    fault_message,
     mtom_stream,
-    parse_message,
     q,
-    read_bounded,
     read_mtom,
     registry_response,
     soap_message,
@@ -71,11 +71,18 @@ from ncp.xdsi import (
     response_element,
 )
 
-__all__ = ["INITIATING_PATH", "RESPONDING_PATH", "Limits", "initiating_routes", "responding_routes"]
+__all__ = [
+    "INITIATING_PATH",
+    "RESPONDING_PATH",
+    "Limits",
+    "closing_lifespan",
+    "gateway_app",
+    "initiating_routes",
+    "responding_routes",
+]
 
 INITIATING_PATH = "/xcai/rad69"
 RESPONDING_PATH = "/xcai/rad75"
-_log = logging.getLogger(__name__)
 _CHUNK = 256 * 1024
 
 
@@ -117,6 +124,33 @@ class _Client:
                 timeout=self._timeout, auto_decompress=False, skip_auto_headers=("User-Agent",)
             )
         return self._session
+
+    def closes_with(self, state: State) -> None:
+        """Register with the hosting app, whose lifespan runs ``state.closers`` on shutdown."""
+        closers: list[Callable[[], Awaitable[None]]] = state.closers
+        if self._close not in closers:
+            closers.append(self._close)
+
+    async def _close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+@asynccontextmanager
+async def closing_lifespan(app: Starlette) -> AsyncIterator[None]:
+    """A hosting app's lifespan: the routes' pooled sessions (``state.closers``) close on shutdown."""
+    app.state.closers = []
+    try:
+        yield
+    finally:
+        for close in app.state.closers:
+            await close()
+
+
+def gateway_app(routes: Sequence[BaseRoute]) -> Starlette:
+    """An app of RAD-75 routes alone (tests, the bench's gateway processes)."""
+    return Starlette(routes=list(routes), lifespan=closing_lifespan)
 
 
 def responding_routes(
@@ -162,31 +196,15 @@ def initiating_routes(
 
 
 def _endpoint(hop: _Hop) -> Callable[[Request], Awaitable[Response]]:
+    async def forward(env: Envelope) -> Response:
+        return await _forward(hop, read_request(env.body), env.message_id)
+
+    bound = hop.limits.max_request_bytes
+    serve = bounded_endpoint({hop.action_in: forward}, max_message_bytes=bound, max_part_bytes=bound)
+
     async def endpoint(request: Request) -> Response:
-        relates_to = None
-        try:
-            data = await read_bounded(
-                request.stream(), hop.limits.max_request_bytes, request.headers.get("content-length", "")
-            )
-            env = parse_message(
-                request.headers.get("content-type", ""), data, max_part_bytes=hop.limits.max_request_bytes
-            )
-            relates_to = env.message_id
-            if env.action != hop.action_in:
-                raise SoapFault(f"action {env.action!r} is not served here", subcode="wsa:ActionNotSupported")
-            return await _forward(hop, read_request(env.body), relates_to)
-        except SoapFault as fault:
-            message = fault_message(fault, relates_to=relates_to)
-        except NcpError as exc:  # ncp.bodytimeout's 408: the body stopped arriving
-            message = fault_message(SoapFault(exc.message, status=exc.status), relates_to=relates_to)
-        except Exception:  # a defect of ours: a Receiver fault, never a traceback to the client
-            _log.exception("XCA-I request failed")
-            message = fault_message(
-                SoapFault("internal error", code="Receiver", status=500), relates_to=relates_to
-            )
-        return Response(
-            message.body, status_code=message.status, headers={"content-type": message.content_type}
-        )
+        hop.client.closes_with(request.app.state)
+        return await serve(request)
 
     return endpoint
 
@@ -269,14 +287,10 @@ async def _checked(answer: MtomAnswer, expected: set[str]) -> AsyncIterator[Part
         if cid not in expected or cid in seen:
             raise SoapFault(f"an upstream sent MIME part {cid!r} that its envelope does not announce")
         seen.add(cid)
-        content_type = part.content_type or "application/octet-stream"
-        yield Part(content_type, _once(part.body), headers={"Content-ID": f"<{cid}>"})
+        relayed = Part.from_bytes(part.body, part.content_type or "application/octet-stream")
+        yield dataclasses.replace(relayed, headers={"Content-ID": f"<{cid}>"})
     if seen != expected:
         raise SoapFault(f"an upstream answer lacks {len(expected - seen)} announced part(s)")
-
-
-async def _once(data: bytes) -> AsyncIterator[bytes]:
-    yield data
 
 
 async def _relay(upstreams: list[_Upstream], stack: AsyncExitStack) -> AsyncIterator[Part]:

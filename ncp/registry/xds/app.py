@@ -22,7 +22,6 @@ module is the one place where both are turned into HTTP.
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Awaitable, Callable
 
 from starlette.applications import Starlette
@@ -38,22 +37,21 @@ from ncp.errors import NcpError
 from ncp.registry.xds import iti18, iti41, iti43
 from ncp.registry.xds.ebrim import XdsError, registry_response
 from ncp.registry.xds.settings import XdsSettings
-from ncp.registry.xds.soap import (
-    Envelope,
-    SoapFault,
-    SoapMessage,
-    fault_message,
-    mtom_message,
-    parse_message,
-    soap_message,
-)
 from ncp.registry.xds.store import XdsStore
 from ncp.security.audit import AuditRecord, AuditStore
 from ncp.security.xua import VerifiedXua, XuaError, XuaVerifier
+from ncp.soapcore import (
+    Envelope,
+    SoapFault,
+    SoapMessage,
+    fault_response,
+    mtom_message,
+    serve_soap,
+    soap_message,
+)
 
 __all__ = ["XdsSettings", "create_xds_app"]
 
-_log = logging.getLogger(__name__)
 Handler = Callable[["Xds", Envelope], Awaitable[SoapMessage]]
 # audited transaction and its DICOM/ATNA action (E query, C create, R read)
 _TRANSACTIONS = {iti18.ACTION: ("ITI-18", "E"), iti41.ACTION: ("ITI-41", "C"), iti43.ACTION: ("ITI-43", "R")}
@@ -135,7 +133,7 @@ def create_xds_app(settings: XdsSettings) -> Starlette:
     app = Starlette(
         routes=routes,
         middleware=[Middleware(BodyTimeout)],
-        exception_handlers={HTTPException: _http_error, NcpError: _ncp_error},
+        exception_handlers={HTTPException: fault_response, NcpError: fault_response},
     )
     app.state.xds = Xds(settings)
     return app
@@ -144,50 +142,24 @@ def create_xds_app(settings: XdsSettings) -> Starlette:
 def _endpoint(handlers: dict[str, Handler]) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
         xds = Xds.of(request)
-        relates_to = env = user = why = None
-        try:
-            data = await _read_bounded(request, xds.settings.max_message_bytes)
-            env = parse_message(
-                request.headers.get("content-type", ""),
-                data,
-                max_part_bytes=xds.settings.max_part_bytes,
-                security=xds.xua is not None,
-            )
-            relates_to = env.message_id
-            handler = handlers.get(env.action)
-            if handler is None:
-                raise SoapFault(f"action {env.action!r} is not served here", subcode="wsa:ActionNotSupported")
+        user = None
+
+        async def authorized(env: Envelope) -> SoapMessage:
+            nonlocal user
             user = xds.authorize(env)  # before the handler: a refused message stores nothing
-            message = await handler(xds, env)
-        except SoapFault as fault:
-            why = fault.reason
-            message = fault_message(fault, relates_to=relates_to)
-        except NcpError as exc:  # ncp.bodytimeout's 408: the body stopped arriving
-            message = fault_message(SoapFault(exc.message, status=exc.status), relates_to=relates_to)
-        except Exception:  # a defect of ours: a Receiver fault, never a traceback to the client
-            _log.exception("XDS request failed")
-            message = fault_message(
-                SoapFault("internal error", code="Receiver", status=500), relates_to=relates_to
-            )
-        await xds.record(request, env, user, message.status, why)
-        return Response(
-            message.body, status_code=message.status, headers={"content-type": message.content_type}
+            return await handlers[env.action](xds, env)
+
+        served = await serve_soap(
+            request,
+            dict.fromkeys(handlers, authorized),
+            max_message_bytes=xds.settings.max_message_bytes,
+            max_part_bytes=xds.settings.max_part_bytes,
+            security=xds.xua is not None,
         )
+        await xds.record(request, served.envelope, user, served.response.status_code, served.fault)
+        return served.response
 
     return endpoint
-
-
-async def _read_bounded(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise SoapFault(f"message larger than {limit} bytes", status=413)
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise SoapFault(f"message larger than {limit} bytes", status=413)
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 async def _stored_query(xds: Xds, env: Envelope) -> SoapMessage:
@@ -224,18 +196,3 @@ async def _health(request: Request) -> Response:
     counts = await run_in_threadpool(xds.store.counts)
     body = {"status": "ok", "home_community_id": xds.settings.home_community_id, **counts}
     return Response(json.dumps(body), media_type="application/json")
-
-
-def _http_error(request: Request, exc: Exception) -> Response:
-    """Starlette's own 404 (no route) and 405 (method) as SOAP Faults, like every other refusal."""
-    assert isinstance(exc, HTTPException)
-    message = fault_message(SoapFault(str(exc.detail), status=exc.status_code))
-    return Response(message.body, status_code=message.status, headers={"content-type": message.content_type})
-
-
-def _ncp_error(request: Request, exc: Exception) -> Response:
-    """ncp.bodytimeout's 408 (a body that stopped arriving) as a SOAP Fault."""
-    assert isinstance(exc, NcpError)
-    message = fault_message(SoapFault(exc.message, status=exc.status))
-    headers = {**exc.headers, "content-type": message.content_type}
-    return Response(message.body, status_code=message.status, headers=headers)

@@ -19,11 +19,11 @@ from collections.abc import Mapping
 import httpx
 from lxml import etree
 
-from ncp.errors import InvalidRequest, NotFound, Unavailable, UpstreamError, UpstreamTimeout
+from ncp.errors import InvalidRequest, NotFound, Unavailable, UpstreamError
 from ncp.registry.xds import iti18, iti43
 from ncp.registry.xds.ebrim import FAILURE, RS, DocumentEntry, XdsError, read_document_entry, rim
-from ncp.registry.xds.soap import Envelope, SoapFault, binary_content, parse_message, q, soap_message
 from ncp.security import xua
+from ncp.soapcore import Envelope, SoapFault, binary_content, post_soap
 
 __all__ = ["XdsConsumer"]
 
@@ -79,35 +79,15 @@ class XdsConsumer:
     async def _call(
         self, url: str, body: etree._Element, action: str, headers: Mapping[str, str] | None
     ) -> Envelope:
-        message = soap_message(body, action=action, to=url, security=_security(headers or {}))
+        security = _security(headers or {})  # the assertion travels in wsse:Security, not as HTTP header
         out = {k: v for k, v in (headers or {}).items() if k != xua.HEADER}
-        out["content-type"] = message.content_type
-        what = url.rsplit("/", 1)[-1]  # "registry" or "repository"
         try:
-            async with self.client.stream("POST", url, content=message.body, headers=out) as response:
-                data = await self._bounded(response, what)
-                content_type = response.headers.get("content-type", "")
-        except httpx.TimeoutException:
-            raise UpstreamTimeout(f"the XDS {what} did not answer in time") from None
-        except httpx.HTTPError as exc:
-            raise UpstreamError(f"the XDS {what} is unreachable ({type(exc).__name__})") from None
-        try:
-            env = parse_message(content_type, data, max_part_bytes=self.max_bytes)
-        except SoapFault as fault:
-            raise UpstreamError(f"the XDS {what} answered no readable SOAP message ({fault})") from None
-        if env.body.tag == q("s", "Fault"):
-            reason = env.body.findtext(f"{q('s', 'Reason')}/{q('s', 'Text')}", "")
-            raise UpstreamError(f"the XDS {what} answered a SOAP Fault: {reason}")
-        return env
-
-    async def _bounded(self, response: httpx.Response, what: str) -> bytes:
-        chunks, size = [], 0
-        async for chunk in response.aiter_bytes():
-            size += len(chunk)
-            if size > self.max_bytes:
-                raise UpstreamError(f"the XDS {what} answered more than {self.max_bytes} bytes")
-            chunks.append(chunk)
-        return b"".join(chunks)
+            return await post_soap(
+                self.client, url, body, action, headers=out, max_bytes=self.max_bytes, security=security
+            )
+        except UpstreamError as exc:  # UpstreamTimeout included
+            what = url.rsplit("/", 1)[-1]  # "registry" or "repository"
+            raise type(exc)(f"the XDS {what} {exc.message}") from None
 
 
 def _security(headers: Mapping[str, str]) -> etree._Element | None:

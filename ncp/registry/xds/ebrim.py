@@ -1,10 +1,11 @@
-"""ebRIM 3.0 metadata of XDS.b: DocumentEntry and SubmissionSet builders and readers, registry responses.
+"""ebRIM 3.0 metadata of XDS.b: DocumentEntry and SubmissionSet builders and readers.
 
 Attribute encodings per IHE ITI TF-3 4.2.3 (Slot, Classification, ExternalIdentifier) and the
 referenceIdList (CXi values), which carries the MCWG targeted keys: accession
 (``urn:ihe:iti:xds:2013:accession``), order (``urn:ihe:iti:xds:2013:order``) and Study Instance UID
 (``urn:ihe:iti:xds:2016:studyInstanceUID``). The level-1 keys, modality and anatomical region, are
-eventCodeList codes (MADO Vol 3 App. A).
+eventCodeList codes (MADO Vol 3 App. A). Registry responses and XdsError are ncp.soapcore's (shared with
+XDS-I.b at the PACS), re-exported here.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
 from lxml import etree
+
+from ncp.soapcore import FAILURE, PARTIAL, RS, SUCCESS, XdsError, append_errors, registry_response
 
 __all__ = [
     "ACCESSION",
@@ -42,12 +45,7 @@ __all__ = [
 ]
 
 RIM = "urn:oasis:names:tc:ebxml-regrep:xsd:rim:3.0"
-RS = "urn:oasis:names:tc:ebxml-regrep:xsd:rs:3.0"
 APPROVED = "urn:oasis:names:tc:ebxml-regrep:StatusType:Approved"
-SUCCESS = "urn:oasis:names:tc:ebxml-regrep:ResponseStatusType:Success"
-FAILURE = "urn:oasis:names:tc:ebxml-regrep:ResponseStatusType:Failure"
-PARTIAL = "urn:ihe:iti:2007:ResponseStatusType:PartialSuccess"
-ERROR_SEVERITY = "urn:oasis:names:tc:ebxml-regrep:ErrorSeverityType:Error"
 HAS_MEMBER = "urn:oasis:names:tc:ebxml-regrep:AssociationType:HasMember"
 CLASSIFICATION_NODE = "urn:oasis:names:tc:ebxml-regrep:ObjectType:RegistryObject:ClassificationNode"
 # referenceIdList CXi identifier types (ITI TF-3 Table 4.2.3.1.7-2, MADO App. A)
@@ -76,15 +74,6 @@ _SS_UNIQUE_ID = "urn:uuid:96fdda7c-d067-4183-912e-bf5ee74998a8"
 
 def rim(local: str) -> str:
     return f"{{{RIM}}}{local}"
-
-
-class XdsError(Exception):
-    """A refusal reported as a RegistryResponse error (ITI TF-3 Table 4.2.4.1-2), not a SOAP Fault."""
-
-    def __init__(self, code: str, context: str) -> None:
-        super().__init__(f"{code}: {context}")
-        self.code = code
-        self.context = context
 
 
 @dataclass(frozen=True)
@@ -250,26 +239,6 @@ def submission_elements(ss: SubmissionSet, entries: Iterable[DocumentEntry]) -> 
 
 def object_ref_element(entry_uuid: str, home: str) -> etree._Element:
     return etree.Element(rim("ObjectRef"), {"id": entry_uuid, "home": home}, nsmap={"rim": RIM})
-
-
-def registry_response(errors: list[XdsError], location: str, *, partial: bool = False) -> etree._Element:
-    """An rs:RegistryResponse: Success, Failure, or PartialSuccess; every error's ``location`` is the
-    responding homeCommunityId (XCA-I RAD75-005, kept here so a gateway can pass it on unchanged)."""
-    status = SUCCESS if not errors else PARTIAL if partial else FAILURE
-    el = etree.Element(f"{{{RS}}}RegistryResponse", status=status, nsmap={"rs": RS})
-    append_errors(el, errors, location)
-    return el
-
-
-def append_errors(response: etree._Element, errors: list[XdsError], location: str) -> None:
-    if not errors:
-        return
-    error_list = etree.SubElement(response, f"{{{RS}}}RegistryErrorList")
-    for error in errors:
-        etree.SubElement(
-            error_list, f"{{{RS}}}RegistryError", errorCode=error.code, codeContext=error.context,
-            severity=ERROR_SEVERITY, location=location,
-        )  # fmt: skip
 
 
 # -- reading ---------------------------------------------------------------------------------------

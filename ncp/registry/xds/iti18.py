@@ -28,8 +28,8 @@ from ncp.registry.xds.ebrim import (
     rim,
 )
 from ncp.registry.xds.settings import XdsSettings
-from ncp.registry.xds.soap import SoapFault
 from ncp.registry.xds.store import XdsStore
+from ncp.soapcore import SoapFault
 
 __all__ = [
     "ACTION",

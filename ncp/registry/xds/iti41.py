@@ -29,8 +29,8 @@ from ncp.registry.xds.ebrim import (
     submission_elements,
 )
 from ncp.registry.xds.settings import XdsSettings
-from ncp.registry.xds.soap import NS, SoapFault, binary_content, q
 from ncp.registry.xds.store import XdsStore
+from ncp.soapcore import NS, SoapFault, binary_content, q
 
 __all__ = [
     "ACTION",

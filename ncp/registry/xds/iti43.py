@@ -14,8 +14,8 @@ from lxml import etree
 
 from ncp.registry.xds.ebrim import RS, XdsError, registry_response
 from ncp.registry.xds.settings import XdsSettings
-from ncp.registry.xds.soap import NS, SoapFault, q
 from ncp.registry.xds.store import XdsStore
+from ncp.soapcore import NS, SoapFault, q
 
 __all__ = [
     "ACTION",

@@ -19,6 +19,9 @@ records, only patient ids (ITI TF-3 4.2.3.2.18) and each entry's sourcePatientIn
 *known* when the registry holds a document for that id (Approved or Deprecated), and its demographics are
 the newest entry's sourcePatientInfo. So PDQm here takes ``identifier`` only.
 
+A team's own XDS.b registry + repository (topology ``url``) gets the facade alone,
+:func:`create_mhd_facade_app`, over mutual TLS with the federation PKI for ``https`` endpoints.
+
 The same routes serve other XDS backends (a :class:`DocumentSource`): MHD grouped with an XCA
 Initiating Gateway (``ncp.registry.xca.initiating``) asks every community, and reports those that did not
 answer as OperationOutcome entries (``search.mode = outcome``) of the searchset.
@@ -26,6 +29,8 @@ answer as OperationOutcome entries (``search.mode = outcome``) of the searchset.
 
 from __future__ import annotations
 
+import json
+import ssl
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
@@ -76,6 +81,7 @@ __all__ = [
     "DocumentSource",
     "Found",
     "NotAnswered",
+    "create_mhd_facade_app",
     "create_xds_mhd_app",
     "facade_routes",
     "serve_facade",
@@ -165,12 +171,7 @@ def create_xds_mhd_app(xds: XdsSettings, bridge: BridgeSettings) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        timeout = httpx.Timeout(bridge.timeout_s, connect=5.0)
-        async with httpx.AsyncClient(timeout=timeout) as client:
-            consumer = XdsConsumer(
-                client, bridge.registry_url, bridge.repository_url, max_bytes=bridge.max_message_bytes
-            )
-            serve_facade(app, bridge, _Registry(consumer))
+        async with _consumer(app, bridge, verify=True):
             yield
         role.state.xds.close()
 
@@ -185,6 +186,45 @@ def create_xds_mhd_app(xds: XdsSettings, bridge: BridgeSettings) -> Starlette:
         exception_handlers=fhir_exception_handlers(),
         lifespan=lifespan,
     )
+
+
+def create_mhd_facade_app(bridge: BridgeSettings, *, verify: ssl.SSLContext | bool = True) -> Starlette:
+    """The MHD Document Responder facade alone, in front of an XDS.b registry + repository that runs
+    elsewhere (a team's own, topology ``url``); ``verify``: the TLS client context for ``https`` endpoints
+    (the federation CA and the country's client certificate, as NCPs reach an external border)."""
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with _consumer(app, bridge, verify=verify):
+            yield
+
+    return Starlette(
+        routes=[Route("/health", _facade_health, methods=["GET"]), *facade_routes()],
+        middleware=[Middleware(BodyTimeout)],
+        exception_handlers=fhir_exception_handlers(),
+        lifespan=lifespan,
+    )
+
+
+@asynccontextmanager
+async def _consumer(
+    app: Starlette, bridge: BridgeSettings, *, verify: ssl.SSLContext | bool
+) -> AsyncIterator[None]:
+    """The facade's XDS Document Consumer, one pooled client for the app's lifetime."""
+    timeout = httpx.Timeout(bridge.timeout_s, connect=5.0)
+    async with httpx.AsyncClient(timeout=timeout, verify=verify) as client:
+        consumer = XdsConsumer(
+            client, bridge.registry_url, bridge.repository_url, max_bytes=bridge.max_message_bytes
+        )
+        serve_facade(app, bridge, _Registry(consumer))
+        yield
+
+
+async def _facade_health(request: Request) -> Response:
+    """The facade is up; whether its registry answers is what ITI-67 finds out (502 when it does not)."""
+    settings = _Bridge.of(request).settings
+    body = {"status": "ok", "registry": settings.registry_url, "repository": settings.repository_url}
+    return Response(json.dumps(body), media_type="application/json")
 
 
 def facade_routes() -> list[Route]:
