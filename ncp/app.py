@@ -387,7 +387,8 @@ def build_role(plan: Plan, role_id: str) -> list[tuple[Any, int, dict[str, Any]]
         return [(exact(create_initiating_app(initiating, extra_routes=routes)), role.ports[0], {})]
     if role.kind == "registry" and _registry(country, role.name).kind == "xca":
         xds, _ = _xds_settings(plan, country, role, state_dir)
-        routes = responding_routes(xds.home_community_id, _region_sources(plan, country, role.name))
+        sources = _region_sources(plan, country, role.name)
+        routes = responding_routes(xds.home_community_id, sources, guarded=True)  # RAD-75: the region's XUA
         return [(exact(create_responding_app(xds, extra_routes=routes)), role.ports[0], {})]
     if role.kind == "registry" and _registry(country, role.name).external:
         facade = create_mhd_facade_app(_bridge_settings(plan, role), verify=_registry_tls(plan, country))
@@ -440,7 +441,7 @@ def _xds_settings(
         home_community_id=home,
         repository_unique_id=country.repository_of(role.name),
         patient_id_domain=country.patient_id_issuer,
-        **(_xua_settings(plan, country, role, state_dir) if plan.pki_dir and not xca else {}),
+        **(_xua_settings(plan, country, role, state_dir) if plan.pki_dir else {}),
     )
     return xds, _bridge_settings(plan, role)
 
@@ -462,7 +463,8 @@ def _registry_tls(plan: Plan, country: Country) -> ssl.SSLContext | bool:
 
 
 def _xua_settings(plan: Plan, country: Country, role: Role, state_dir: Path) -> dict[str, Any]:
-    """Security on: the XDS role requires XUA (ITI-40) signed by its country's NCP (docs/xua.md)."""
+    """Security on: the XDS role (an xca region: also its Responding Gateway, ITI-38/39 and RAD-75) requires
+    XUA (ITI-40) signed by its country's NCP (docs/xua.md)."""
     assert plan.pki_dir is not None
     certificate = FederationPki.load(plan.pki_dir).client_credentials(country.code).cert
     return {

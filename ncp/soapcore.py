@@ -12,6 +12,7 @@ in memory (:mod:`ncp.dicom.multipart`).
 from __future__ import annotations
 
 import base64
+import copy
 import logging
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
@@ -270,7 +271,7 @@ def envelope_bytes(
         to_el.set(q("s", "mustUnderstand"), "true")
         to_el.text = to
     if security is not None:
-        header.append(security)
+        header.append(copy.deepcopy(security))  # the caller's block may go into several messages
     etree.SubElement(env, q("s", "Body")).append(body)
     result: bytes = etree.tostring(env, xml_declaration=True, encoding="UTF-8")
     return result
@@ -387,13 +388,18 @@ async def serve_soap(
 
 
 def bounded_endpoint(
-    handlers: Mapping[str, Handler], *, max_message_bytes: int, max_part_bytes: int
+    handlers: Mapping[str, Handler], *, max_message_bytes: int, max_part_bytes: int, security: bool = False
 ) -> Callable[[Request], Awaitable[Response]]:
-    """A Starlette endpoint serving ``handlers`` within fixed bounds (:func:`serve_soap`)."""
+    """A Starlette endpoint serving ``handlers`` within fixed bounds (:func:`serve_soap`; ``security``: the
+    handlers process ``wsse:Security``, found as ``Envelope.security``)."""
 
     async def endpoint(request: Request) -> Response:
         served = await serve_soap(
-            request, handlers, max_message_bytes=max_message_bytes, max_part_bytes=max_part_bytes
+            request,
+            handlers,
+            max_message_bytes=max_message_bytes,
+            max_part_bytes=max_part_bytes,
+            security=security,
         )
         return served.response
 

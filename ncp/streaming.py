@@ -29,8 +29,11 @@ class StreamedResponse(StreamingResponse):
 
         async def watch() -> None:
             nonlocal left
-            while (await receive())["type"] != "http.disconnect":
-                pass
+            try:
+                while (await receive())["type"] != "http.disconnect":
+                    pass
+            except Exception:  # e.g. BodyTimeout's 408 on a body that never came: no disconnect to see
+                return
             left = True
             me.cancel()
 

@@ -49,13 +49,15 @@ _INTEGRATION_FILES = frozenset(
         "xds/test_xds_external.py",
         "xca/test_xca_country.py",
         "xca/test_xca_mutations.py",
+        "xca/test_xca_xua.py",
     }
 )
 
 
 # `make test` runs everything else on both cores (pytest-xdist, a file per worker), then these alone: they
-# measure rates and sample at fixed intervals, which a test running beside them would distort.
-_SERIAL_FILES = frozenset({"bench/test_bench.py", "soak/test_soak.py"})
+# measure rates or sample at fixed intervals, or (Locust distributed) need the workers' last reports to
+# reach the master in time, which a test saturating the other core would distort.
+_SERIAL_FILES = frozenset({"bench/test_bench.py", "soak/test_soak.py", "load/test_locust_smoke.py"})
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -89,12 +89,15 @@ class PacsContext:
             (missing if lost else available).append(inst)
         return Resolved(available, missing)
 
+    def _lookup(self, target: Target) -> Resolved | None:
+        instances = self.store.instances(target.study, target.series, target.sop)
+        return self._partition(instances) if instances else None
+
     async def resolve(self, target: Target) -> Resolved:
         """Instances of ``target``; NotFound (404 + Warning) when none exists or none is available."""
-        instances = await run_in_threadpool(self.store.instances, target.study, target.series, target.sop)
-        if not instances:
+        resolved = await run_in_threadpool(self._lookup, target)  # one worker-thread call per request
+        if resolved is None:
             raise NotFound(f"{target.describe()} not found")
-        resolved = await run_in_threadpool(self._partition, instances)
         if not resolved.available:
             raise NotFound(f"{target.describe()} not available: {_uid_list(resolved.missing)}")
         return resolved

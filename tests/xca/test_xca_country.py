@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 from xcai_support import SUCCESS, request
-from xds_support import post
+from xds_support import post_raw
 
 from ncp.consumer.client import ImagingConsumer
 from ncp.dicom.kos import to_part10
@@ -26,6 +26,10 @@ from ncp.model import PatientRecord
 from ncp.publish import Published, seed_federation
 from ncp.registry.xca.rad75 import INITIATING_PATH
 from ncp.registry.xca.settings import query_url
+from ncp.security.pki import FederationPki
+from ncp.security.tokens import ncp_id
+from ncp.security.xua import XuaContext, XuaIssuer, national_audience, security_header
+from ncp.soapcore import soap_message
 from ncp.synth import render_pdf
 from ncp.topology import Country, parse_topology
 from ncp.xdsi import RAD69_ACTION, DocumentRequest
@@ -182,7 +186,9 @@ def test_a_national_consumer_retrieves_a_study_by_xca_i_through_both_gateways(
     federation: XcaFederation,
 ) -> None:
     """XCA-I inside France: RAD-69 to the Initiating Gateway, RAD-75 to the study's region, RAD-69 at its
-    PACS; every instance arrives as the publisher stored it, each DocumentResponse naming the region."""
+    PACS; every instance arrives as the publisher stored it, each DocumentResponse naming the region. With
+    security on the region requires XUA on RAD-75: the consumer presents an assertion of FR's NCP, which
+    the Initiating Gateway passes on (tests/xca/test_xca_xua.py)."""
     study = next(
         s for s in federation.fr.data.studies if len({x.retrieve_location_uid for x in s.series}) == 1
     )
@@ -195,9 +201,16 @@ def test_a_national_consumer_retrieves_a_study_by_xca_i_through_both_gateways(
         for s in study.series
         for i in s.instances
     )
-    initiating = federation.fed.plan.endpoints["FR"].registries["xca"].removesuffix("/fhir")
+    initiating = federation.fed.plan.endpoints["FR"].registries["xca"].removesuffix("/fhir") + INITIATING_PATH
+    assert federation.fed.plan.pki_dir is not None
+    pair = FederationPki.load(federation.fed.plan.pki_dir).client_credentials("FR")
+    fr_ncp = XuaIssuer.from_files(ncp_id("FR"), pair.key, pair.cert)
+    user = fr_ncp.issue(XuaContext("dr-fr", purpose_of_use="TREATMENT"), audience=national_audience("FR"))
+    message = soap_message(
+        request(documents), action=RAD69_ACTION, to=initiating, security=security_header(user)
+    )
     with httpx.Client(timeout=60) as http:
-        answer = post(http, initiating + INITIATING_PATH, request(documents), RAD69_ACTION)
+        answer = post_raw(http, initiating, message.body, message.content_type)
     assert answer.status == 200 and answer.status_value == SUCCESS, answer.errors()
     expected = {str(ds.SOPInstanceUID): to_part10(ds) for ds in federation.fr.data.instances(study)}
     assert answer.documents() == expected

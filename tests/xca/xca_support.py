@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 from lxml import etree
@@ -41,6 +42,7 @@ class Exchange:
     action: str
     request: etree._Element  # the SOAP Body's child
     answer: Answer
+    security: etree._Element | None = None  # the request's wsse:Security header (XUA), if any
 
 
 @dataclass
@@ -81,7 +83,9 @@ def recorder(target: str, wire: Wire) -> Starlette:
             )
         envelope = etree.fromstring(body)
         action = str(envelope.findtext(f"{{{NS['s']}}}Header/{{{NS['wsa']}}}Action"))
-        wire.exchanges.append(Exchange(action, envelope.find(f"{{{NS['s']}}}Body")[0], read_answer(answer)))  # type: ignore[index]
+        security = envelope.find(f"{{{NS['s']}}}Header/{{{NS['wsse']}}}Security")
+        request_body = envelope.find(f"{{{NS['s']}}}Body")[0]  # type: ignore[index]
+        wire.exchanges.append(Exchange(action, request_body, read_answer(answer), security))
         return Response(
             answer.content, answer.status_code, headers={"content-type": answer.headers["content-type"]}
         )
@@ -95,9 +99,16 @@ def start_region(
     http: httpx.Client,
     home_community_id: str,
     studies: list[tuple[StudyRecord, ReportRecord | None]],
+    **overrides: Any,
 ) -> Region:
+    """A region seeded with ITI-41 (without XUA: with trust anchors, give ``xua_system_submissions``);
+    ``overrides``: more XdsSettings (XUA trust, audit)."""
     settings = XdsSettings(
-        tmp_path / home_community_id / "xds.sqlite", home_community_id, REPOSITORY, PATIENT_ISSUER
+        tmp_path / home_community_id / "xds.sqlite",
+        home_community_id,
+        REPOSITORY,
+        PATIENT_ISSUER,
+        **overrides,
     )
     direct = serve(create_responding_app(settings))
     documents: dict[str, bytes] = {}

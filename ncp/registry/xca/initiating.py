@@ -12,6 +12,9 @@ NCP-A's responding gateway asks one FHIR base for the whole architecture-B count
 - a DocumentReference read or a Binary (ITI-68) is ITI-38 GetDocuments to every community (its home
   named), then ITI-39 to the community whose ``home`` the entry carries.
 
+XUA (ITI-40): the assertion NCP-A's gateway hands over in ``X-XUA-Assertion`` travels in ``wsse:Security`` of
+every ITI-38 and ITI-39 message (as the XDS facade's ITI-18/43), for the Responding Gateways to verify.
+
 Every DocumentReference names NCP-A's community (``InitiatingSettings.home_community_id``): a consumer
 abroad routes RAD-160 by community to the NCP, and the regional communities stay internal to the country.
 """
@@ -25,6 +28,7 @@ from contextlib import asynccontextmanager
 from dataclasses import replace
 
 import httpx
+from lxml import etree
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -36,6 +40,7 @@ from ncp.errors import NcpError, NotFound, UpstreamError, UpstreamTimeout, fhir_
 from ncp.registry.xca import iti38, iti39
 from ncp.registry.xca.rad75 import closing_lifespan
 from ncp.registry.xca.settings import Community, InitiatingSettings, query_url, retrieve_url
+from ncp.registry.xds.consumer import soap_headers
 from ncp.registry.xds.ebrim import DocumentEntry, XdsError
 from ncp.registry.xds.mhd import BridgeSettings, Found, NotAnswered, Params, facade_routes, serve_facade
 from ncp.soapcore import post_soap
@@ -82,8 +87,9 @@ class CrossCommunitySource:
 
     async def find(self, query_id: str, params: Params, headers: Mapping[str, str]) -> Found:
         communities = self.settings.communities
+        out, security = soap_headers(headers)  # an unreadable assertion is the caller's 400, asked of nobody
         answers = await asyncio.gather(
-            *(self._query(c, query_id, params, headers) for c in communities), return_exceptions=True
+            *(self._query(c, query_id, params, out, security) for c in communities), return_exceptions=True
         )
         entries: list[DocumentEntry] = []
         failed: list[tuple[Community, BaseException]] = []
@@ -99,7 +105,12 @@ class CrossCommunitySource:
         return Found(entries, tuple(NotAnswered(_name(c), _why(exc)) for c, exc in failed))
 
     async def _query(
-        self, community: Community, query_id: str, params: Params, headers: Mapping[str, str]
+        self,
+        community: Community,
+        query_id: str,
+        params: Params,
+        headers: Mapping[str, str],
+        security: etree._Element | None,
     ) -> list[DocumentEntry]:
         """One community's entries, each routed back to it (``home``); a Failure raises."""
         env = await post_soap(
@@ -109,6 +120,7 @@ class CrossCommunitySource:
             iti38.ACTION,
             headers=headers,
             max_bytes=self.settings.max_message_bytes,
+            security=security,
         )
         answer = iti38.read_answer(env.body)
         if answer.failed:
@@ -120,14 +132,16 @@ class CrossCommunitySource:
         community = next((c for c in self.settings.communities if c.home == entry.home_community_id), None)
         if community is None:
             raise NotFound(f"no community {entry.home_community_id!r} behind this gateway")
+        out, security = soap_headers(headers)
         try:
             env = await post_soap(
                 self.client,
                 retrieve_url(community.base),
                 iti39.request(community.home, entry.repository_unique_id, entry.unique_id),
                 iti39.ACTION,
-                headers=headers,
+                headers=out,
                 max_bytes=self.settings.max_message_bytes,
+                security=security,
             )
         except UpstreamError as exc:
             raise type(exc)(f"{_name(community)} {exc.message}") from None

@@ -19,6 +19,9 @@ The images stream through: the upstream answers are read up to their envelopes b
 line, then their MIME parts are passed on one at a time (one instance in memory, never the study). A
 part the envelope does not announce, a missing part or an upstream cut mid-stream aborts our answer,
 so the consumer sees a truncated message, never a short set presented as complete.
+
+XUA (ITI-40, docs/xua.md): the Initiating Gateway passes its consumer's ``wsse:Security`` on with every
+RAD-75; a Responding Gateway mounted ``guarded`` in a region's listener requires it as the region does.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from ncp.dicom.multipart import Part
+from ncp.registry.xds.app import Xds, secured_endpoint
 from ncp.soapcore import (
     FAILURE,
     PARTIAL,
@@ -83,6 +87,7 @@ __all__ = [
 
 INITIATING_PATH = "/xcai/rad69"
 RESPONDING_PATH = "/xcai/rad75"
+_AUDITED = {RAD75_ACTION: ("RAD-75", "R")}  # a guarded Responding Gateway's audit (DICOM/ATNA action R)
 _CHUNK = 256 * 1024
 
 
@@ -107,6 +112,7 @@ class _Hop:
     rewrite: bool  # Responding Gateway: its homeCommunityId on every DocumentResponse and error
     limits: Limits
     client: _Client
+    relay_security: bool = False  # Initiating Gateway: the consumer's wsse:Security goes on upstream
 
 
 class _Client:
@@ -154,10 +160,17 @@ def gateway_app(routes: Sequence[BaseRoute]) -> Starlette:
 
 
 def responding_routes(
-    home_community_id: str, repositories: Mapping[str, str], *, limits: Limits = Limits()
+    home_community_id: str,
+    repositories: Mapping[str, str],
+    *,
+    limits: Limits = Limits(),
+    guarded: bool = False,
 ) -> list[Route]:
     """RAD-75 in at ``/xcai/rad75``; RAD-69 out to the source ``repositories`` maps each
-    RepositoryUniqueId to (its ``POST`` URL)."""
+    RepositoryUniqueId to (its ``POST`` URL). ``guarded``: mounted in a region's listener
+    (``ncp.registry.xca.responding``), RAD-75 is one of the region's transactions: with XUA trust anchors
+    a valid assertion is required and each message audited, as ITI-38/39 (docs/xua.md). The RAD-69 to
+    the sources, inside the community, carries none."""
 
     def route(doc: DocumentRequest) -> str:
         if doc.home and doc.home.removeprefix("urn:oid:") != home_community_id:
@@ -170,7 +183,7 @@ def responding_routes(
         f"urn:oid:{home_community_id}", RAD75_ACTION, RAD69_ACTION, RAD75_RESPONSE_ACTION, route,
         "XDSRepositoryError", rewrite=True, limits=limits, client=_Client(limits.timeout_s),
     )  # fmt: skip
-    return [Route(RESPONDING_PATH, _endpoint(hop), methods=["POST"])]
+    return [Route(RESPONDING_PATH, _endpoint(hop, guarded=guarded), methods=["POST"])]
 
 
 def initiating_routes(
@@ -178,7 +191,8 @@ def initiating_routes(
 ) -> list[Route]:
     """RAD-69 in at ``/xcai/rad69``; RAD-75 out to the Responding Gateway ``communities`` maps each
     homeCommunityId (bare OID) to. ``home_community_id`` is this gateway's own, the location of its
-    errors."""
+    errors. The consumer's ``wsse:Security`` (its XUA assertion, ITI TF-2b 3.40) goes on with every RAD-75:
+    the Responding Gateways decide whether they require one."""
 
     def route(doc: DocumentRequest) -> str:
         if not doc.home:  # ITI TF-2b 3.39.4.1.3, which RAD-75 follows
@@ -191,16 +205,29 @@ def initiating_routes(
     hop = _Hop(
         f"urn:oid:{home_community_id}", RAD69_ACTION, RAD75_ACTION, RETRIEVE_RESPONSE_ACTION, route,
         "XDSUnavailableCommunity", rewrite=False, limits=limits, client=_Client(limits.timeout_s),
+        relay_security=True,
     )  # fmt: skip
     return [Route(INITIATING_PATH, _endpoint(hop), methods=["POST"])]
 
 
-def _endpoint(hop: _Hop) -> Callable[[Request], Awaitable[Response]]:
+def _endpoint(hop: _Hop, *, guarded: bool = False) -> Callable[[Request], Awaitable[Response]]:
     async def forward(env: Envelope) -> Response:
-        return await _forward(hop, read_request(env.body), env.message_id)
+        return await _forward(hop, read_request(env.body), env.message_id, env.security)
+
+    async def forward_for(_: Xds, env: Envelope) -> Response:
+        return await forward(env)
 
     bound = hop.limits.max_request_bytes
-    serve = bounded_endpoint({hop.action_in: forward}, max_message_bytes=bound, max_part_bytes=bound)
+    serve = (
+        secured_endpoint({hop.action_in: forward_for}, _AUDITED, max_message_bytes=bound)
+        if guarded
+        else bounded_endpoint(
+            {hop.action_in: forward},
+            max_message_bytes=bound,
+            max_part_bytes=bound,
+            security=hop.relay_security,
+        )
+    )
 
     async def endpoint(request: Request) -> Response:
         hop.client.closes_with(request.app.state)
@@ -218,7 +245,9 @@ class _Upstream:
     parts: AsyncIterator[Part]
 
 
-async def _forward(hop: _Hop, request: ImagingRequest, relates_to: str | None) -> Response:
+async def _forward(
+    hop: _Hop, request: ImagingRequest, relates_to: str | None, security: etree._Element | None
+) -> Response:
     groups: dict[str, list[DocumentRequest]] = {}
     errors: list[XdsError] = []
     for doc in request.documents:
@@ -229,7 +258,8 @@ async def _forward(hop: _Hop, request: ImagingRequest, relates_to: str | None) -
     stack = AsyncExitStack()
     try:
         answers = await asyncio.gather(
-            *(_ask(hop, hop.client.get(), stack, url, ImagingRequest(tuple(docs), request.transfer_syntaxes))
+            *(_ask(hop, hop.client.get(), stack, url, ImagingRequest(tuple(docs), request.transfer_syntaxes),
+                   security if hop.relay_security else None)
               for url, docs in groups.items())
         )  # fmt: skip
         upstreams = []
@@ -248,10 +278,15 @@ async def _forward(hop: _Hop, request: ImagingRequest, relates_to: str | None) -
 
 
 async def _ask(
-    hop: _Hop, session: aiohttp.ClientSession, stack: AsyncExitStack, url: str, request: ImagingRequest
+    hop: _Hop,
+    session: aiohttp.ClientSession,
+    stack: AsyncExitStack,
+    url: str,
+    request: ImagingRequest,
+    security: etree._Element | None,
 ) -> _Upstream | XdsError:
     """Send one upstream request and read its answer up to the body; a failure is an XdsError."""
-    message = soap_message(request_element(request), action=hop.action_out, to=url)
+    message = soap_message(request_element(request), action=hop.action_out, to=url, security=security)
     headers = {"content-type": message.content_type}
     try:
         response = await stack.enter_async_context(

@@ -15,15 +15,12 @@ response with the XDS error code and ``location`` = this region's homeCommunityI
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import Request
-from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 
 from ncp.bodytimeout import BodyTimeout
@@ -31,23 +28,28 @@ from ncp.errors import NcpError
 from ncp.registry.xca import iti38, iti39
 from ncp.registry.xca.rad75 import closing_lifespan
 from ncp.registry.xca.settings import QUERY_PATH, RETRIEVE_PATH
-from ncp.registry.xds.app import Xds, create_xds_app
+from ncp.registry.xds.app import Xds, create_xds_app, secured_endpoint
 from ncp.registry.xds.settings import XdsSettings
-from ncp.soapcore import Envelope, SoapMessage, fault_response, mtom_message, serve_soap, soap_message
+from ncp.soapcore import Envelope, SoapMessage, fault_response, mtom_message, soap_message
 
-__all__ = ["Handler", "create_responding_app", "soap_endpoint"]
+__all__ = ["create_responding_app"]
 
-Handler = Callable[[Xds, Envelope], Awaitable[SoapMessage]]
+# Every method reaches the SOAP endpoints: another than POST is their Fault (405), not the mounted role's 404
 _ANY_METHOD = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+_AUDITED = {iti38.ACTION: ("ITI-38", "E"), iti39.ACTION: ("ITI-39", "R")}
 
 
 def create_responding_app(xds: XdsSettings, extra_routes: Sequence[BaseRoute] = ()) -> Starlette:
     """The region's listener: ITI-38/39, ``extra_routes`` (their handlers find the region's settings and
-    store as ``request.app.state.xds``, an ``ncp.registry.xds.app.Xds``), and the XDS.b role."""
+    store as ``request.app.state.xds``, an ``ncp.registry.xds.app.Xds``), and the XDS.b role.
+
+    ITI-38/39 are served as the role's own transactions (``secured_endpoint``): with XUA trust anchors
+    (``XdsSettings.xua_trust``) every message needs a valid assertion in ``wsse:Security`` (ITI TF-2b 3.40,
+    the Responding Gateway as X-Service Provider), and each message read is audited with its user."""
     role = create_xds_app(xds)
     routes = [
-        Route(QUERY_PATH, soap_endpoint({iti38.ACTION: _query}), methods=_ANY_METHOD),
-        Route(RETRIEVE_PATH, soap_endpoint({iti39.ACTION: _retrieve}), methods=_ANY_METHOD),
+        Route(QUERY_PATH, secured_endpoint({iti38.ACTION: _query}, _AUDITED), methods=_ANY_METHOD),
+        Route(RETRIEVE_PATH, secured_endpoint({iti39.ACTION: _retrieve}, _AUDITED), methods=_ANY_METHOD),
         *extra_routes,
         Mount("/", role),  # /xds/registry, /xds/repository, /health, and its SOAP Faults for anything else
     ]
@@ -59,23 +61,6 @@ def create_responding_app(xds: XdsSettings, extra_routes: Sequence[BaseRoute] = 
     )
     app.state.xds = role.state.xds
     return app
-
-
-def soap_endpoint(handlers: dict[str, Handler]) -> Callable[[Request], Awaitable[Response]]:
-    """One SOAP endpoint with the region's bounds (ncp.soapcore.serve_soap). Every method reaches it:
-    another than POST is this endpoint's Fault (405), not the mounted role's 404."""
-
-    async def endpoint(request: Request) -> Response:
-        xds: Xds = request.app.state.xds
-        served = await serve_soap(
-            request,
-            {action: functools.partial(handler, xds) for action, handler in handlers.items()},
-            max_message_bytes=xds.settings.max_message_bytes,
-            max_part_bytes=xds.settings.max_part_bytes,
-        )
-        return served.response
-
-    return endpoint
 
 
 async def _query(xds: Xds, env: Envelope) -> SoapMessage:

@@ -10,7 +10,9 @@
 With XUA trust configured (``XdsSettings.xua_trust``), every message must carry an ITI-40 assertion in
 ``wsse:Security`` (:mod:`ncp.security.xua`), checked before the handler runs: missing, forged, expired,
 foreign or misaddressed is a SOAP Fault with the WSS 1.1 subcode and nothing is stored; the user and
-patient it asserts are recorded in the role's audit trail (``XdsSettings.audit_db``), refusals too.
+patient it asserts are recorded in the role's audit trail (``XdsSettings.audit_db``), refusals too. A
+listener grouped with the role (an XCA Responding Gateway: ITI-38/39, RAD-75) serves its own transactions
+the same way with :func:`secured_endpoint`.
 
 The endpoint is chosen by path and the operation by the WS-Addressing Action (an Action the endpoint
 does not take is the Fault ``wsa:ActionNotSupported``, WS-Addressing 1.0 SOAP Binding 6.4). What
@@ -22,7 +24,7 @@ module is the one place where both are turned into HTTP.
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -50,10 +52,10 @@ from ncp.soapcore import (
     soap_message,
 )
 
-__all__ = ["XdsSettings", "create_xds_app"]
+__all__ = ["Audited", "Handler", "Xds", "XdsSettings", "create_xds_app", "secured_endpoint"]
 
-Handler = Callable[["Xds", Envelope], Awaitable[SoapMessage]]
-# audited transaction and its DICOM/ATNA action (E query, C create, R read)
+Handler = Callable[["Xds", Envelope], Awaitable[SoapMessage | Response]]
+Audited = Mapping[str, tuple[str, str]]  # Action -> audited transaction, DICOM/ATNA action (E, C or R)
 _TRANSACTIONS = {iti18.ACTION: ("ITI-18", "E"), iti41.ACTION: ("ITI-41", "C"), iti43.ACTION: ("ITI-43", "R")}
 
 
@@ -84,10 +86,16 @@ class Xds:
             raise SoapFault(exc.reason, subcode=f"wsse:{exc.code}") from None
 
     async def record(
-        self, request: Request, env: Envelope | None, user: VerifiedXua | None, status: int, why: str | None
+        self,
+        request: Request,
+        env: Envelope | None,
+        user: VerifiedXua | None,
+        status: int,
+        why: str | None,
+        audited: Audited = _TRANSACTIONS,
     ) -> None:
         """One audit record per message read, naming its XUA user (ITI-40 X-Service Provider)."""
-        known = _TRANSACTIONS.get(env.action) if env is not None else None
+        known = audited.get(env.action) if env is not None else None
         if self.audit is None or known is None:
             return
         ctx = user.context if user else None
@@ -122,10 +130,10 @@ class Xds:
 def create_xds_app(settings: XdsSettings) -> Starlette:
     """One registry + repository; its SQLite file is opened (and created) here."""
     routes = [
-        Route("/xds/registry", _endpoint({iti18.ACTION: _stored_query}), methods=["POST"]),
+        Route("/xds/registry", secured_endpoint({iti18.ACTION: _stored_query}), methods=["POST"]),
         Route(
             "/xds/repository",
-            _endpoint({iti41.ACTION: _provide_and_register, iti43.ACTION: _retrieve}),
+            secured_endpoint({iti41.ACTION: _provide_and_register, iti43.ACTION: _retrieve}),
             methods=["POST"],
         ),
         Route("/health", _health, methods=["GET"]),
@@ -139,12 +147,19 @@ def create_xds_app(settings: XdsSettings) -> Starlette:
     return app
 
 
-def _endpoint(handlers: dict[str, Handler]) -> Callable[[Request], Awaitable[Response]]:
+def secured_endpoint(
+    handlers: Mapping[str, Handler], audited: Audited = _TRANSACTIONS, *, max_message_bytes: int | None = None
+) -> Callable[[Request], Awaitable[Response]]:
+    """A SOAP endpoint of an app whose ``state.xds`` is an :class:`Xds` (this role, or a listener grouped
+    with it): with XUA trust anchors every message needs a valid assertion, checked before its handler;
+    each message read is audited as ``audited`` names its Action. ``max_message_bytes`` bounds message
+    and part below the role's own bounds (a request that lists UIDs only)."""
+
     async def endpoint(request: Request) -> Response:
         xds = Xds.of(request)
         user = None
 
-        async def authorized(env: Envelope) -> SoapMessage:
+        async def authorized(env: Envelope) -> SoapMessage | Response:
             nonlocal user
             user = xds.authorize(env)  # before the handler: a refused message stores nothing
             return await handlers[env.action](xds, env)
@@ -152,11 +167,12 @@ def _endpoint(handlers: dict[str, Handler]) -> Callable[[Request], Awaitable[Res
         served = await serve_soap(
             request,
             dict.fromkeys(handlers, authorized),
-            max_message_bytes=xds.settings.max_message_bytes,
-            max_part_bytes=xds.settings.max_part_bytes,
+            max_message_bytes=max_message_bytes or xds.settings.max_message_bytes,
+            max_part_bytes=max_message_bytes or xds.settings.max_part_bytes,
             security=xds.xua is not None,
         )
-        await xds.record(request, served.envelope, user, served.response.status_code, served.fault)
+        status, why = served.response.status_code, served.fault
+        await xds.record(request, served.envelope, user, status, why, audited)
         return served.response
 
     return endpoint

@@ -25,7 +25,7 @@ from ncp.registry.xds.ebrim import FAILURE, RS, DocumentEntry, XdsError, read_do
 from ncp.security import xua
 from ncp.soapcore import Envelope, SoapFault, binary_content, post_soap
 
-__all__ = ["XdsConsumer"]
+__all__ = ["XdsConsumer", "soap_headers"]
 
 _BUSY = frozenset({"XDSRegistryBusy", "XDSRepositoryBusy", "XDSRegistryNotAvailable"})
 _EXTRINSIC_OBJECT = rim("ExtrinsicObject")
@@ -79,8 +79,7 @@ class XdsConsumer:
     async def _call(
         self, url: str, body: etree._Element, action: str, headers: Mapping[str, str] | None
     ) -> Envelope:
-        security = _security(headers or {})  # the assertion travels in wsse:Security, not as HTTP header
-        out = {k: v for k, v in (headers or {}).items() if k != xua.HEADER}
+        out, security = soap_headers(headers or {})
         try:
             return await post_soap(
                 self.client, url, body, action, headers=out, max_bytes=self.max_bytes, security=security
@@ -90,13 +89,16 @@ class XdsConsumer:
             raise type(exc)(f"the XDS {what} {exc.message}") from None
 
 
-def _security(headers: Mapping[str, str]) -> etree._Element | None:
-    """The ``wsse:Security`` header block for the caller's XUA assertion, if it gave one."""
+def soap_headers(headers: Mapping[str, str]) -> tuple[dict[str, str], etree._Element | None]:
+    """The HTTP headers of a SOAP request made for the caller, and the ``wsse:Security`` block of the XUA
+    assertion it handed over (ITI TF-2b 3.40.4.1), if any: the assertion travels in SOAP, never as HTTP
+    header. An unreadable one is the caller's error (400)."""
+    out = {k: v for k, v in headers.items() if k != xua.HEADER}
     value = headers.get(xua.HEADER)
     if value is None:
-        return None
+        return out, None
     try:
-        return xua.security_header(xua.read_header(value))
+        return out, xua.security_header(xua.read_header(value))
     except ValueError as exc:
         raise InvalidRequest(f"{xua.HEADER}: {exc}") from None
 

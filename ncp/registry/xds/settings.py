@@ -16,8 +16,9 @@ class XdsSettings:
     patient_id_domain: str  # assigning authority OID of the affinity domain's patient ids
     max_message_bytes: int = 32 * 1024 * 1024  # a whole SOAP/MTOM request (a SOAP Fault beyond)
     max_part_bytes: int = 16 * 1024 * 1024  # one MIME part, i.e. one document
-    # XUA (ITI-40): (issuer, the certificate pinned for it) pairs; when given, every ITI-18/41/43 message
-    # must carry a valid assertion addressed to ``xua_audience`` in wsse:Security (docs/xua.md)
+    # XUA (ITI-40): (issuer, the certificate pinned for it) pairs; when given, every ITI-18/41/43 message (and
+    # ITI-38/39, RAD-75 at a grouped XCA Responding Gateway) must carry a valid assertion addressed to
+    # ``xua_audience`` in wsse:Security (docs/xua.md)
     xua_trust: tuple[tuple[str, Path], ...] = ()
     xua_audience: str = ""
     # ITI-41 without an assertion accepted: the Document Source is a system, while XUA asserts the user
