@@ -54,10 +54,10 @@ _INTEGRATION_FILES = frozenset(
 )
 
 
-# `make test` runs everything else on both cores (pytest-xdist, a file per worker), then these alone: they
-# measure rates or sample at fixed intervals, or (Locust distributed) need the workers' last reports to
-# reach the master in time, which a test saturating the other core would distort.
-_SERIAL_FILES = frozenset({"bench/test_bench.py", "soak/test_soak.py", "load/test_locust_smoke.py"})
+# `make test` runs everything else in three workers (pytest-xdist, a file per worker), then these alone:
+# the soak samples at fixed intervals and must see no request fail, and Locust's distributed run needs its
+# workers' last reports to reach the master in time; saturated cores distort both.
+_SERIAL_FILES = frozenset({"soak/test_soak.py", "load/test_locust_smoke.py"})
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -19,7 +19,8 @@ from ncp.security.tokens import Claims, PatientRef, patient_ref
 PATIENT = PatientRef("2.999.250.2", "FR-1")
 
 
-def claims(expires_in: float) -> Claims:
+def claims(expires_in: float, patient: PatientRef = PATIENT) -> Claims:
+    """An NCP assertion's claims for a treatment context, lapsing in ``expires_in`` seconds."""
     now = datetime.now(UTC)
     return Claims(
         issuer="urn:xcwado:ncp:AT",
@@ -37,7 +38,7 @@ def claims(expires_in: float) -> Claims:
         facility=None,
         home_community_id=None,
         purpose_of_use="TREATMENT",
-        patient=PATIENT,
+        patient=patient,
         country="AT",
         origin_issuer=None,
         origin_token_id=None,

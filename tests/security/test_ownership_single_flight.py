@@ -3,35 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime, timedelta
 
 import pytest
+from test_guard_decisions import claims
 
 from ncp.errors import Forbidden
 from ncp.gateway.guard import Guard
-from ncp.security.tokens import Claims, PatientRef
-
-
-def claims(expires_in: float, patient: str = "FR-1") -> Claims:
-    now = datetime.now(UTC)
-    none = dict.fromkeys(("not_before", "client_id", "organisation", "organisation_id", "facility"))
-    return Claims(
-        issuer="urn:xcwado:ncp:AT",
-        subject="dr",
-        audience=("urn:xcwado:ncp:FR",),
-        token_id="jti",
-        issued_at=now,
-        expires_at=now + timedelta(seconds=expires_in),
-        scopes=frozenset(),
-        role="221",
-        home_community_id=None,
-        purpose_of_use="TREATMENT",
-        patient=PatientRef("2.999.250.2", patient),
-        country="AT",
-        origin_issuer=None,
-        origin_token_id=None,
-        **none,
-    )
+from ncp.security.tokens import PatientRef
 
 
 class SlowRegistry:
@@ -74,7 +52,7 @@ def test_a_refusal_reaches_every_request_that_waited_for_it() -> None:
 
 def test_another_study_or_patient_is_asked_on_its_own() -> None:
     guard, registry = Guard("FR", None), SlowRegistry(owned=True)
-    other = claims(3600, patient="FR-2")
+    other = claims(3600, patient=PatientRef("2.999.250.2", "FR-2"))
 
     async def viewer() -> None:
         await asyncio.gather(
