@@ -55,9 +55,18 @@ _INTEGRATION_FILES = frozenset(
 
 
 # `make test` runs everything else in three workers (pytest-xdist, a file per worker), then these alone:
-# the soak samples at fixed intervals and must see no request fail, and Locust's distributed run needs its
-# workers' last reports to reach the master in time; saturated cores distort both.
-_SERIAL_FILES = frozenset({"soak/test_soak.py", "load/test_locust_smoke.py"})
+# the emulated links' tests bound elapsed times from above, the soak samples at fixed intervals and must
+# see no request fail, and Locust's distributed run needs its workers' last reports to reach the master
+# in time; saturated cores distort all of them.
+_SERIAL_FILES = frozenset(
+    {
+        "link/test_link_shaping.py",
+        "link/test_link_faults.py",
+        "link/test_link_relay_api.py",
+        "soak/test_soak.py",
+        "load/test_locust_smoke.py",
+    }
+)
 
 
 def pytest_configure(config: pytest.Config) -> None:
