@@ -411,7 +411,7 @@ def build_role(plan: Plan, role_id: str) -> list[tuple[Any, int, dict[str, Any]]
             partial_as_ok=country.faults.partial_as_ok,
             # XDS-I.b RAD-69 (ncp.pacs.rad69): the source's RepositoryUniqueId is its Retrieve Location UID
             retrieve_location_uid=rluid,
-            home_community_id=_community_of_source(country, rluid),
+            home_community_id=country.home_of(country.registry_of(rluid)),  # an xca region's own
         )
         return [(exact(create_pacs_app(pacs)), role.ports[0], {})]
     raise KeyError(f"unknown role kind {role.kind!r}")
@@ -434,11 +434,9 @@ def _xds_settings(
 ) -> tuple[XdsSettings, BridgeSettings]:
     """An XDS affinity domain per registry: the country's patient issuer, its homeCommunityId (an xca
     region: its own), and a repository OID under it (``<hcid>.10.<n>``, n-th registry of the country)."""
-    xca = _registry(country, role.name).kind == "xca"
-    home = country.community_of(role.name) if xca else country.home_community_id
     xds = XdsSettings(
         db_path=state_dir / f"xds-{role.name}.sqlite",
-        home_community_id=home,
+        home_community_id=country.home_of(role.name),
         repository_unique_id=country.repository_of(role.name),
         patient_id_domain=country.patient_id_issuer,
         **(_xua_settings(plan, country, role, state_dir) if plan.pki_dir else {}),
@@ -473,11 +471,6 @@ def _xua_settings(plan: Plan, country: Country, role: Role, state_dir: Path) -> 
         "xua_system_submissions": True,  # the publisher seeds ITI-41 as the national Document Source
         "audit_db": state_dir / f"xds-{role.name}-audit.sqlite",
     }
-
-
-def _community_of_source(country: Country, rluid: str) -> str:
-    """The community an imaging source answers RAD-69 for: its region's on XCA, else the country's."""
-    return country.community_of(country.registry_of(rluid)) if country.on_xca else country.home_community_id
 
 
 def _region_sources(plan: Plan, country: Country, region: str) -> dict[str, str]:

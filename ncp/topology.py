@@ -142,13 +142,17 @@ class Country:
         """Architecture B with every region its own XCA community (``kind = "xca"``)."""
         return all(r.kind == "xca" for r in self.registries)
 
+    def home_of(self, reg_id: str) -> str:
+        """The community a registry's documents (and the PACS it indexes) belong to: an xca region's own,
+        else the country's."""
+        registry = next(r for r in self.registries if r.id == reg_id)
+        return self.community_of(reg_id) if registry.kind == "xca" else self.home_community_id
+
     def repository_of(self, reg_id: str) -> str:
         """An xds or xca registry's repository uniqueId: the topology's, else ``<community>.10.<n>`` for the
-        n-th registry of the country (its community: an xca region's own, else the country's)."""
+        n-th registry of the country (its community: :meth:`home_of`)."""
         index = [r.id for r in self.registries].index(reg_id)
-        registry = self.registries[index]
-        home = self.community_of(reg_id) if registry.kind == "xca" else self.home_community_id
-        return registry.repository_unique_id or f"{home}.10.{index + 1}"
+        return self.registries[index].repository_unique_id or f"{self.home_of(reg_id)}.10.{index + 1}"
 
     def registry_of(self, rluid: str) -> str:
         """The registry that indexes a PACS's studies: its region (architecture B), else the central one."""

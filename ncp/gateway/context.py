@@ -13,8 +13,7 @@ from starlette.requests import Request
 from ncp.gateway.guard import Guard
 from ncp.gateway.proxy import Upstream
 from ncp.gateway.settings import GatewaySettings
-from ncp.security.tokens import ncp_id
-from ncp.security.xua import HEADER, XuaContext, XuaIssuer, national_audience
+from ncp.security.xua import HEADER, XuaContext, national_audience
 
 __all__ = ["Clients", "Hop"]
 
@@ -50,7 +49,6 @@ class Hop:
     name: str  # e.g. "ncp-at-gateway" (Server-Timing metric name, audit source)
     request_id: str
     request_state: Any = None  # the request's state: the claims the guard verified land there
-    xua: XuaIssuer | None = None  # this NCP's XUA signer (security on)
 
     @classmethod
     def of(cls, request: Request) -> Hop:
@@ -59,9 +57,7 @@ class Hop:
         if not _REQUEST_ID.fullmatch(rid):  # it goes into headers at every hop: visible ASCII only
             rid = str(uuid.uuid4())
         request.state.request_id = rid
-        return cls(
-            state.settings, state.clients, state.guard, state.hop_name, rid, request.state, _xua(state)
-        )
+        return cls(state.settings, state.clients, state.guard, state.hop_name, rid, request.state)
 
     @property
     def upstream(self) -> Upstream:
@@ -76,7 +72,8 @@ class Hop:
         the NCP assertion the guard verified, re-signed by this NCP for its national infrastructure
         (docs/xua.md); signed once per request. Nothing without security or off the border."""
         claims = getattr(self.request_state, "claims", None)
-        if self.xua is None or claims is None or getattr(self.request_state, "peer", None) is None:
+        xua = self.guard.xua
+        if xua is None or claims is None or getattr(self.request_state, "peer", None) is None:
             return {}
         header: str | None = getattr(self.request_state, "xua_header", None)
         if header is None:
@@ -89,7 +86,7 @@ class Hop:
                 claims.purpose_of_use,
                 claims.patient,
             )
-            header = self.xua.header(context, audience=national_audience(self.settings.country))
+            header = xua.header(context, audience=national_audience(self.settings.country))
             self.request_state.xua_header = header
         return {HEADER: header}
 
@@ -103,15 +100,3 @@ class Hop:
         headers.update(extra or {})
         return headers
 
-
-def _xua(app_state: Any) -> XuaIssuer | None:
-    """The app's XUA signer, made on first use: the NCP's key and certificate from the federation PKI."""
-    pki = app_state.guard.pki
-    if pki is None:
-        return None
-    issuer: XuaIssuer | None = getattr(app_state, "xua_issuer", None)
-    if issuer is None:
-        country = app_state.settings.country
-        pair = pki.client_credentials(country)
-        issuer = app_state.xua_issuer = XuaIssuer.from_files(ncp_id(country), pair.key, pair.cert)
-    return issuer

@@ -32,6 +32,7 @@ from ncp.security.audit import FAILURE_STATE, AuditRecord, AuditStore, user_fiel
 from ncp.security.pki import FederationPki, peer_certificate
 from ncp.security.replay import SeenAssertions
 from ncp.security.tokens import Claims, PatientRef, ncp_id, patient_ref
+from ncp.security.xua import XuaIssuer
 
 __all__ = ["OWNERSHIP_TTL_S", "AuditMiddleware", "Guard", "idp_routes_handlers"]
 
@@ -50,6 +51,7 @@ class Guard:
         self._gateway_verifier = pki.gateway_verifier(country) if pki else None
         self._border_verifier = pki.border_verifier(country) if pki else None
         self._signer = pki.ncp_signer(country) if pki else None
+        self.xua = _xua_issuer(country, pki) if pki else None  # signs ITI-40 for its national registries
         self._owned: OrderedDict[tuple[str, str], float] = OrderedDict()  # -> epoch time it lapses
         self._asking: dict[tuple[str, str], asyncio.Task[bool]] = {}  # lookups in flight, shared
         self._replay_db = replay_db
@@ -312,3 +314,9 @@ async def _form(request: Request, fields: tuple[str, ...]) -> dict[str, str]:
 def _token_response(token: str) -> Response:
     body: dict[str, Any] = {"access_token": token, "token_type": "Bearer", "expires_in": 300}
     return JSONResponse(body, headers={"Cache-Control": "no-store"})
+
+
+def _xua_issuer(country: str, pki: FederationPki) -> XuaIssuer:
+    """This NCP's XUA signer: its key and certificate from the federation PKI (docs/xua.md)."""
+    pair = pki.client_credentials(country)
+    return XuaIssuer.from_files(ncp_id(country), pair.key, pair.cert)
