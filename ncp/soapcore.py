@@ -48,6 +48,7 @@ __all__ = [
     "bounded_endpoint",
     "envelope_bytes",
     "fault_message",
+    "fault_reason",
     "fault_response",
     "mtom_message",
     "mtom_stream",
@@ -57,6 +58,7 @@ __all__ = [
     "q",
     "read_bounded",
     "read_mtom",
+    "registry_errors",
     "registry_response",
     "serve_soap",
     "soap_message",
@@ -466,10 +468,17 @@ async def post_soap(
         env = parse_message(content_type, data, max_part_bytes=max_bytes)
     except SoapFault as fault:
         raise UpstreamError(f"answered no readable SOAP message ({fault})") from None
-    if env.body.tag == q("s", "Fault"):
-        reason = env.body.findtext(f"{q('s', 'Reason')}/{q('s', 'Text')}", "")
+    reason = fault_reason(env.body)
+    if reason is not None:
         raise UpstreamError(f"answered a SOAP Fault: {reason}")
     return env
+
+
+def fault_reason(body: etree._Element) -> str | None:
+    """The reason text of a SOAP Fault body, None when the body is an answer."""
+    if body.tag != q("s", "Fault"):
+        return None
+    return body.findtext(f"{q('s', 'Reason')}/{q('s', 'Text')}", "")
 
 
 async def _answer_bytes(response: httpx.Response, limit: int) -> bytes:
@@ -509,6 +518,14 @@ def append_errors(response: etree._Element, errors: list[XdsError], location: st
             error_list, f"{{{RS}}}RegistryError", errorCode=error.code, codeContext=error.context,
             severity=_ERROR_SEVERITY, location=error.location or location,
         )  # fmt: skip
+
+
+def registry_errors(body: etree._Element) -> list[tuple[str, str, str]]:
+    """(errorCode, codeContext, location) of each rs:RegistryError anywhere in an answer."""
+    return [
+        (e.get("errorCode", ""), e.get("codeContext", ""), e.get("location", ""))
+        for e in body.iter(f"{{{RS}}}RegistryError")
+    ]
 
 
 # -- streamed MTOM (XOP 1.0, RFC 2387) ---------------------------------------------------------------

@@ -71,11 +71,13 @@ class _Planned:
 
 
 def rad69_routes(ctx: PacsContext) -> list[Route]:
-    if ctx.settings.retrieve_location_uid is None:
+    rluid, hcid = ctx.settings.retrieve_location_uid, ctx.settings.home_community_id
+    if rluid is None:
         return []
+    source = _Source(f"urn:oid:{hcid}" if hcid else None, rluid)
 
     async def retrieve(env: Envelope) -> Response:
-        return await _answer(ctx, read_request(env.body), env.message_id)
+        return await _answer(ctx, source, read_request(env.body), env.message_id)
 
     endpoint = bounded_endpoint(
         {RAD69_ACTION: retrieve}, max_message_bytes=MAX_REQUEST_BYTES, max_part_bytes=MAX_REQUEST_BYTES
@@ -83,7 +85,17 @@ def rad69_routes(ctx: PacsContext) -> list[Route]:
     return [Route(PATH, endpoint, methods=["POST"])]
 
 
-async def _answer(ctx: PacsContext, request: ImagingRequest, relates_to: str | None) -> Response:
+@dataclass(frozen=True)
+class _Source:
+    """Who answers: its homeCommunityId (``urn:oid:``, None without one) and its RepositoryUniqueId."""
+
+    home: str | None
+    repository: str
+
+
+async def _answer(
+    ctx: PacsContext, source: _Source, request: ImagingRequest, relates_to: str | None
+) -> Response:
     planned, errors = await run_in_threadpool(_plan, ctx, request)
     first: Part | None = None
     while planned and first is None:  # the first part is ready before the 200 (see the module doc)
@@ -91,16 +103,12 @@ async def _answer(ctx: PacsContext, request: ImagingRequest, relates_to: str | N
             first = await _part(ctx, planned[0])
         except NotAcceptable as exc:
             errors.append(XdsError("XDSRepositoryError", exc.message, planned.pop(0).instance.sop_uid))
-    settings = ctx.settings
-    home = f"urn:oid:{settings.home_community_id}" if settings.home_community_id else None
     # every error names its document (RAD69-016), so the response's own location is never used
     root = response_element(registry_response(errors, "", partial=bool(planned)))
     for p in planned:
         add_document_response(
             root,
-            DocumentResponse(
-                home, settings.retrieve_location_uid or "", p.instance.sop_uid, _DICOM, p.content_id
-            ),
+            DocumentResponse(source.home, source.repository, p.instance.sop_uid, _DICOM, p.content_id),
         )
     envelope = envelope_bytes(root, action=RETRIEVE_RESPONSE_ACTION, relates_to=relates_to)
     content_type, chunks = mtom_stream(envelope, _parts(ctx, first, planned[1:]))

@@ -43,7 +43,7 @@ from ncp.registry.xca.settings import Community, InitiatingSettings, query_url, 
 from ncp.registry.xds.consumer import soap_headers
 from ncp.registry.xds.ebrim import DocumentEntry, XdsError
 from ncp.registry.xds.mhd import BridgeSettings, Found, NotAnswered, Params, facade_routes, serve_facade
-from ncp.soapcore import post_soap
+from ncp.soapcore import post_soap, registry_errors
 
 __all__ = ["CrossCommunitySource", "create_initiating_app"]
 
@@ -148,7 +148,7 @@ class CrossCommunitySource:
         data = iti39.document(env.body, env.attachments, entry.unique_id)
         if data is not None:
             return data
-        errors = iti39.errors(env.body)
+        errors = registry_errors(env.body)
         if errors and {code for code, _, _ in errors} <= _NOT_HELD:
             raise NotFound(f"{_name(community)} does not hold the document ({_codes(errors)})")
         raise UpstreamError(f"{_name(community)} refused ITI-39 ({_codes(errors) or 'no document'})")

@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from lxml import etree
 
 from ncp.registry.xds import iti18
-from ncp.registry.xds.ebrim import FAILURE, RS, DocumentEntry, XdsError, read_document_entry, rim
+from ncp.registry.xds.ebrim import FAILURE, DocumentEntry, XdsError, read_document_entry, rim
 from ncp.registry.xds.settings import XdsSettings
 from ncp.registry.xds.store import XdsStore
+from ncp.soapcore import registry_errors
 
 __all__ = ["ACTION", "RESPONSE_ACTION", "QueryAnswer", "read_answer", "request", "respond"]
 
@@ -62,9 +63,5 @@ def read_answer(body: etree._Element) -> QueryAnswer:
     """An AdhocQueryResponse; unreadable metadata is an XdsError (the answering gateway's fault)."""
     if body.tag != f"{{{iti18.QUERY}}}AdhocQueryResponse":
         raise XdsError("XDSRegistryError", "the answer to ITI-38 is not an AdhocQueryResponse")
-    errors = [
-        (e.get("errorCode", ""), e.get("codeContext", ""), e.get("location", ""))
-        for e in body.iter(f"{{{RS}}}RegistryError")
-    ]
     entries = [read_document_entry(el) for el in body.iter(rim("ExtrinsicObject"))]
-    return QueryAnswer(entries, errors, body.get("status") == FAILURE)
+    return QueryAnswer(entries, registry_errors(body), body.get("status") == FAILURE)

@@ -11,12 +11,12 @@ from __future__ import annotations
 from lxml import etree
 
 from ncp.registry.xds import iti43
-from ncp.registry.xds.ebrim import RS, XdsError
+from ncp.registry.xds.ebrim import XdsError
 from ncp.registry.xds.settings import XdsSettings
 from ncp.registry.xds.store import XdsStore
 from ncp.soapcore import SoapFault, binary_content
 
-__all__ = ["ACTION", "RESPONSE_ACTION", "document", "errors", "request", "respond"]
+__all__ = ["ACTION", "RESPONSE_ACTION", "document", "request", "respond"]
 
 ACTION = "urn:ihe:iti:2007:CrossGatewayRetrieve"
 RESPONSE_ACTION = "urn:ihe:iti:2007:CrossGatewayRetrieveResponse"
@@ -56,10 +56,3 @@ def document(body: etree._Element, attachments: dict[str, bytes], unique_id: str
                 return None
     return None
 
-
-def errors(body: etree._Element) -> list[tuple[str, str, str]]:
-    """(code, context, location) of each RegistryError of the answer."""
-    return [
-        (e.get("errorCode", ""), e.get("codeContext", ""), e.get("location", ""))
-        for e in body.iter(f"{{{RS}}}RegistryError")
-    ]

@@ -54,8 +54,8 @@ from ncp.soapcore import (
     XdsError,
     bounded_endpoint,
     envelope_bytes,
+    fault_reason,
     mtom_stream,
-    q,
     read_mtom,
     registry_response,
     soap_message,
@@ -304,8 +304,8 @@ async def _ask(
 
 
 def _upstream(answer: MtomAnswer) -> _Upstream:
-    if answer.body.tag == q("s", "Fault"):
-        reason = answer.body.findtext(f"{q('s', 'Reason')}/{q('s', 'Text')}", "")
+    reason = fault_reason(answer.body)
+    if reason is not None:
         raise SoapFault(f"a SOAP Fault: {reason}")
     documents = read_document_responses(answer.body)
     errors = list(

@@ -23,7 +23,7 @@ from ncp.errors import InvalidRequest, NotFound, Unavailable, UpstreamError
 from ncp.registry.xds import iti18, iti43
 from ncp.registry.xds.ebrim import FAILURE, RS, DocumentEntry, XdsError, read_document_entry, rim
 from ncp.security import xua
-from ncp.soapcore import Envelope, SoapFault, binary_content, post_soap
+from ncp.soapcore import Envelope, SoapFault, binary_content, post_soap, registry_errors
 
 __all__ = ["XdsConsumer", "soap_headers"]
 
@@ -105,9 +105,7 @@ def soap_headers(headers: Mapping[str, str]) -> tuple[dict[str, str], etree._Ele
 
 def _refused(what: str, response: etree._Element) -> UpstreamError | NotFound:
     """The error of a registry response without the result asked for (ITI TF-3 Table 4.2.4.1-2 codes)."""
-    errors = [
-        (e.get("errorCode", ""), e.get("codeContext", "")) for e in response.iter(f"{{{RS}}}RegistryError")
-    ]
+    errors = [(code, context) for code, context, _ in registry_errors(response)]
     codes = {code for code, _ in errors}
     text = "; ".join(f"{code}: {context}" for code, context in errors) or "no result and no error"
     if codes & _BUSY:
