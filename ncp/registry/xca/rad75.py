@@ -36,7 +36,6 @@ from dataclasses import dataclass
 import aiohttp
 from lxml import etree
 from starlette.applications import Starlette
-from starlette.datastructures import State
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
@@ -131,27 +130,30 @@ class _Client:
             )
         return self._session
 
-    def closes_with(self, state: State) -> None:
-        """Register with the hosting app, whose lifespan runs ``state.closers`` on shutdown."""
-        closers: list[Callable[[], Awaitable[None]]] = state.closers
-        if self._close not in closers:
-            closers.append(self._close)
-
-    async def _close(self) -> None:
+    async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
             self._session = None
 
 
+class _GatewayRoute(Route):
+    """A RAD-75 gateway route; it owns its gateway's pooled session, which its host's
+    :func:`closing_lifespan` closes."""
+
+    def __init__(self, path: str, hop: _Hop, *, guarded: bool = False) -> None:
+        super().__init__(path, _endpoint(hop, guarded=guarded), methods=["POST"])
+        self.client = hop.client
+
+
 @asynccontextmanager
 async def closing_lifespan(app: Starlette) -> AsyncIterator[None]:
-    """A hosting app's lifespan: the routes' pooled sessions (``state.closers``) close on shutdown."""
-    app.state.closers = []
+    """A hosting app's lifespan: the pooled sessions of its RAD-75 routes close on shutdown."""
     try:
         yield
     finally:
-        for close in app.state.closers:
-            await close()
+        for route in app.routes:
+            if isinstance(route, _GatewayRoute):
+                await route.client.close()
 
 
 def gateway_app(routes: Sequence[BaseRoute]) -> Starlette:
@@ -183,7 +185,7 @@ def responding_routes(
         f"urn:oid:{home_community_id}", RAD75_ACTION, RAD69_ACTION, RAD75_RESPONSE_ACTION, route,
         "XDSRepositoryError", rewrite=True, limits=limits, client=_Client(limits.timeout_s),
     )  # fmt: skip
-    return [Route(RESPONDING_PATH, _endpoint(hop, guarded=guarded), methods=["POST"])]
+    return [_GatewayRoute(RESPONDING_PATH, hop, guarded=guarded)]
 
 
 def initiating_routes(
@@ -207,7 +209,7 @@ def initiating_routes(
         "XDSUnavailableCommunity", rewrite=False, limits=limits, client=_Client(limits.timeout_s),
         relay_security=True,
     )  # fmt: skip
-    return [Route(INITIATING_PATH, _endpoint(hop), methods=["POST"])]
+    return [_GatewayRoute(INITIATING_PATH, hop)]
 
 
 def _endpoint(hop: _Hop, *, guarded: bool = False) -> Callable[[Request], Awaitable[Response]]:
@@ -218,22 +220,11 @@ def _endpoint(hop: _Hop, *, guarded: bool = False) -> Callable[[Request], Awaita
         return await forward(env)
 
     bound = hop.limits.max_request_bytes
-    serve = (
-        secured_endpoint({hop.action_in: forward_for}, _AUDITED, max_message_bytes=bound)
-        if guarded
-        else bounded_endpoint(
-            {hop.action_in: forward},
-            max_message_bytes=bound,
-            max_part_bytes=bound,
-            security=hop.relay_security,
-        )
+    if guarded:
+        return secured_endpoint({hop.action_in: forward_for}, _AUDITED, max_message_bytes=bound)
+    return bounded_endpoint(
+        {hop.action_in: forward}, max_message_bytes=bound, max_part_bytes=bound, security=hop.relay_security
     )
-
-    async def endpoint(request: Request) -> Response:
-        hop.client.closes_with(request.app.state)
-        return await serve(request)
-
-    return endpoint
 
 
 @dataclass(frozen=True)
