@@ -83,6 +83,13 @@ _DEFAULT_LIFETIME = timedelta(minutes=5)  # as the consumer's tokens (IUA: <= 5 
 _LEEWAY_S = 60.0  # eHDSI CONDITIONS_SECOND_RANGE
 _MAX_HEADER_BYTES = 32 * 1024
 _SIGNATURE_METHODS = frozenset({SignatureMethod.ECDSA_SHA256, SignatureMethod.RSA_SHA256})
+# what a verified signature must be (signxml's configuration is frozen: one for every verification)
+_EXPECTED = SignatureConfiguration(
+    location="./",  # the signature is the assertion's own child (SAML core 5.4.1)
+    expect_references=1,
+    signature_methods=_SIGNATURE_METHODS,
+    digest_algorithms=frozenset({DigestAlgorithm.SHA256}),
+)
 
 
 def _q(prefix: str, local: str) -> str:
@@ -320,15 +327,9 @@ class XuaVerifier:
         cert = self._trusted.get(issuer)
         if cert is None:
             raise XuaError(f"assertion issuer {issuer!r} is not trusted here")
-        config = SignatureConfiguration(
-            location="./",  # the signature is the assertion's own child (SAML core 5.4.1)
-            expect_references=1,
-            signature_methods=_SIGNATURE_METHODS,
-            digest_algorithms=frozenset({DigestAlgorithm.SHA256}),
-        )
         try:
             result = XMLVerifier().verify(
-                etree.tostring(assertion), x509_cert=cert, id_attribute="ID", expect_config=config
+                etree.tostring(assertion), x509_cert=cert, id_attribute="ID", expect_config=_EXPECTED
             )
         except InvalidDigest:
             raise XuaError("the assertion was changed after it was signed", "FailedCheck") from None
