@@ -1,7 +1,8 @@
 """Start and stop a whole topology: every role on its own loopback port, health-checked.
 
 Roles run as child processes (``xcwado up``, the demo) or as uvicorn threads in this process
-(tests); both go through :func:`ncp.app.build_role`, so they exercise the same code. The relays of
+(tests); both go through :func:`ncp.app.build_role`, so they exercise the same code. Child processes are
+forked from a fork server that has imported the roles' code once (:func:`_role_process`). The relays of
 emulated links (:func:`ncp.app.build_relay`) run as ``python -m ncp.link.relay`` or in a thread.
 """
 
@@ -12,13 +13,12 @@ import fcntl
 import json
 import logging
 import os
-import signal
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import AbstractContextManager, ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
@@ -27,6 +27,7 @@ import httpx
 
 from ncp.app import Plan, Role, build_relay, build_role, make_plan
 from ncp.errors import NcpError
+from ncp.forkserver import ForkServer, RoleChild
 from ncp.link import FaultSpec, RelayThread
 from ncp.orthanc import OrthancConfig, run_orthanc
 from ncp.security.pki import FederationPki
@@ -65,7 +66,9 @@ class Federation:
         if self.plan.pki_dir is not None and not (self.plan.pki_dir / "registry.json").exists():
             FederationPki.create(self.plan.pki_dir, list(self.plan.endpoints.countries), host=self.plan.host)
         self.pids: dict[str, int] = {}
-        self._procs: dict[str, subprocess.Popen[bytes]] = {}  # process mode: to see a role that died
+        # process mode: to see a role that died, and to tell every role to stop at once
+        self._procs: dict[str, subprocess.Popen[bytes] | RoleChild] = {}
+        self._forks: ForkServer | None = None
         self.relays: dict[str, RelayThread] = {}  # thread mode: link relays by role id, for their counters
         self.mode = mode
         self._roles: dict[str, ExitStack] = {}
@@ -104,7 +107,9 @@ class Federation:
                 stack.enter_context(run_orthanc(config))
             elif self.mode == "process":
                 plan_file = self.plan.run_dir / "plan.json"
-                proc = stack.enter_context(_process(plan_file, role.id, self.plan.run_dir))
+                if self._forks is None:
+                    self._forks = ForkServer(_log_path(self.plan.run_dir, "forkserver"))
+                proc = stack.enter_context(_role_process(self._forks, plan_file, role.id, self.plan.run_dir))
                 self.pids[role.id] = proc.pid
                 self._procs[role.id] = proc
             else:
@@ -165,8 +170,13 @@ class Federation:
             relay.set_profile(shape, drop=True)
 
     def stop(self) -> None:
+        for proc in self._procs.values():  # all wind down at once; each role's stack then waits for its own
+            proc.terminate()
         while self._roles:
             self._roles.popitem()[1].close()  # last started, first stopped
+        if self._forks is not None:
+            self._forks.close()
+            self._forks = None
 
     def health_urls(self) -> list[str]:
         """Every listener but secure borders (they take only NCP client certificates)."""
@@ -201,7 +211,7 @@ class Federation:
                 for url in sorted(pending):
                     if _healthy(client, url):
                         del pending[url]
-                dead = {r: p.returncode for r, p in self._procs.items() if p.poll() is not None}
+                dead = {r: status for r, p in self._procs.items() if (status := p.poll()) is not None}
                 if dead:
                     raise NotHealthy(self._why(dead, "exited with status"))
                 if pending and time.monotonic() > deadline:
@@ -358,17 +368,28 @@ def security_document(plan: Plan) -> dict[str, Any]:
     }
 
 
-def _process(plan_file: Path, role_id: str, run_dir: Path) -> AbstractContextManager[subprocess.Popen[bytes]]:
-    # the container entrypoint's command (docker/Dockerfile): one code path for both
-    return _child(["ncp.cli", "serve-role", "--plan", str(plan_file), "--role", role_id], role_id, run_dir)
+@contextmanager
+def _role_process(forks: ForkServer, plan_file: Path, role_id: str, run_dir: Path) -> Iterator[RoleChild]:
+    """The role forked from ``forks``, which has imported the roles' code once (:mod:`ncp.forkserver`),
+    logging to ``logs/<role>.log``. The container entrypoint runs the same :func:`run_role` as
+    ``python -m ncp.cli serve-role`` (docker/Dockerfile)."""
+    proc = forks.spawn(plan_file, role_id, _log_path(run_dir, role_id))
+    try:
+        yield proc
+    finally:
+        _stop(proc)
+
+
+def _log_path(run_dir: Path, role_id: str) -> Path:
+    path = run_dir / "logs" / (role_id.replace("/", "-") + ".log")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 @contextmanager
 def _child(module_args: list[str], role_id: str, run_dir: Path) -> Iterator[subprocess.Popen[bytes]]:
     """``python -m MODULE ARGS`` logging to ``logs/<role>.log``, stopped with SIGTERM."""
-    log_path = run_dir / "logs" / (role_id.replace("/", "-") + ".log")
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "ab") as out:
+    with open(_log_path(run_dir, role_id), "ab") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", *module_args],
             stdout=out,
@@ -378,12 +399,17 @@ def _child(module_args: list[str], role_id: str, run_dir: Path) -> Iterator[subp
     try:
         yield proc
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _stop(proc)
+
+
+def _stop(proc: subprocess.Popen[bytes] | RoleChild) -> None:
+    """SIGTERM, then SIGKILL after 10 s."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def run_role(plan_file: Path, role_id: str) -> None:

@@ -14,14 +14,25 @@ from cli_support import refused
 
 DYING_ROLE = "AT/registry/national"
 
-# Fault injection: every Python process of the run imports this; the one serving DYING_ROLE exits at once,
-# as a role whose port, storage or configuration fails would.
+LOG_NAME = DYING_ROLE.replace("/", "-") + ".log"
+
+# Fault injection: every Python process of the run imports this; the one that opens DYING_ROLE's log (the
+# role's process, as it starts) exits at once, as a role whose port, storage or configuration fails would.
 _SITECUSTOMIZE = f"""
 import os
 import sys
-if "serve-role" in sys.argv and {DYING_ROLE!r} in sys.argv:
-    print("injected fault: this role cannot start", flush=True)
-    os._exit(3)  # SystemExit would be reported by site as an error
+
+
+def _fail(event, args):
+    if event == "open" and not _fail.done and str(args[0]).endswith({LOG_NAME!r}):
+        _fail.done = True
+        fd = os.open(args[0], os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        os.write(fd, b"injected fault: this role cannot start\\n")
+        os._exit(3)  # SystemExit would be reported by site as an error
+
+
+_fail.done = False
+sys.addaudithook(_fail)
 """
 
 
@@ -57,5 +68,5 @@ def test_a_role_that_exits_while_starting_is_named_in_one_line(tmp_path: Path) -
     assert "did not start" in line
     assert elapsed < 45, f"waited {elapsed:.0f} s for a role that had already exited"
     assert not state.exists()
-    log = run_dir / "logs" / (DYING_ROLE.replace("/", "-") + ".log")
+    log = run_dir / "logs" / LOG_NAME
     assert "injected fault" in log.read_text()
