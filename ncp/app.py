@@ -13,13 +13,14 @@ import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
 
 from ncp.errors import InvalidRequest
 from ncp.gateway.app import create_border_app, create_gateway_app
+from ncp.gateway.proxy import DataPlane
 from ncp.gateway.settings import GatewaySettings
 from ncp.link.profile import FaultSpec, LinkProfile, parse_fault
 from ncp.pacs.app import PacsSettings, create_pacs_app
@@ -100,7 +101,7 @@ class Plan:
     endpoints: Endpoints
     roles: tuple[Role, ...]
     host: str = "127.0.0.1"
-    data_plane: Literal["aiohttp", "httpx"] = "aiohttp"
+    data_plane: DataPlane = "h1"
     secure: bool = True  # mTLS between NCPs, tokens on every request
     link_faults: Mapping[str, FaultSpec] = field(default_factory=dict)  # link role id -> injected fault
 
@@ -153,7 +154,7 @@ class Plan:
             endpoints=Endpoints.from_json(raw["countries"]),
             roles=tuple(Role(k, tuple(v)) for k, v in raw["roles"].items()),
             host=raw.get("host", "127.0.0.1"),
-            data_plane=raw.get("data_plane", "aiohttp"),
+            data_plane=raw.get("data_plane", "h1"),
             secure=raw.get("secure", True),
             link_faults={k: parse_fault(v) for k, v in raw.get("link_faults", {}).items()},
         )
@@ -174,7 +175,7 @@ def make_plan(
     source: str,
     run_dir: Path,
     host: str = "127.0.0.1",
-    data_plane: Literal["aiohttp", "httpx"] = "aiohttp",
+    data_plane: DataPlane = "h1",
     secure: bool | None = None,
     link_faults: Mapping[str, FaultSpec] | None = None,
     base_port: int | None = None,
@@ -343,7 +344,7 @@ def build_relay(plan: Plan, role_id: str) -> RelaySpec:
     return RelaySpec((plan.host, role.ports[0]), (border.hostname or plan.host, port), profile)
 
 
-# A client pools its connections (aiohttp 15 s, httpx 5 s). A listener that closes an idle one no later
+# A client pools its connections (h1 and aiohttp 15 s, httpx 5 s). A listener that closes an idle one no later
 # than the client does (uvicorn's default is 5 s) races a client reusing it: the request crosses the FIN and
 # is lost (seen as 502s between gateways over an emulated link, and as consumer ReadErrors in the soak).
 # Both gateway listeners therefore keep idle connections longer than any client here pools them.
@@ -368,7 +369,6 @@ def build_role(plan: Plan, role_id: str) -> list[tuple[Any, int, dict[str, Any]]
             data_plane=plan.data_plane,
             pki_dir=plan.pki_dir,
             audit_db=state_dir / "audit.sqlite",
-            replay_db=state_dir / "assertions-seen.sqlite",
         )
         tls = FederationPki.load(plan.pki_dir).uvicorn_options(role.country) if plan.pki_dir else {}
         # the clinician's portal and WIA facade share the consumer-facing listener (/portal, /wia)

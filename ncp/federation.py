@@ -28,6 +28,7 @@ import httpx
 from ncp.app import Plan, Role, build_relay, build_role, make_plan
 from ncp.errors import NcpError
 from ncp.forkserver import ForkServer, RoleChild
+from ncp.gateway.proxy import DataPlane
 from ncp.link import FaultSpec, RelayThread
 from ncp.orthanc import OrthancConfig, run_orthanc
 from ncp.security.pki import FederationPki
@@ -49,7 +50,7 @@ class Federation:
         run_dir: Path,
         *,
         mode: Mode = "process",
-        data_plane: Literal["aiohttp", "httpx"] = "aiohttp",
+        data_plane: DataPlane = "h1",
         secure: bool | None = None,
         link_faults: Mapping[str, FaultSpec] | None = None,
         base_port: int | None = None,

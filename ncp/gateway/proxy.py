@@ -27,6 +27,7 @@ from ncp.streaming import StreamedResponse
 
 __all__ = [
     "AiohttpUpstream",
+    "DataPlane",
     "HttpxUpstream",
     "Timeouts",
     "Upstream",
@@ -197,11 +198,16 @@ class HttpxUpstream:
         await self._client.aclose()
 
 
-def make_upstream(
-    kind: Literal["aiohttp", "httpx"], timeouts: Timeouts, tls: ssl.SSLContext | None = None
-) -> Upstream:
+DataPlane = Literal["aiohttp", "httpx", "h1"]
+
+
+def make_upstream(kind: DataPlane, timeouts: Timeouts, tls: ssl.SSLContext | None = None) -> Upstream:
     if kind == "aiohttp":
         return AiohttpUpstream(timeouts, ssl_context=tls)
+    if kind == "h1":
+        from ncp.gateway.h1client import H1Upstream  # h1client builds on this module's types
+
+        return H1Upstream(timeouts, ssl_context=tls)
     return HttpxUpstream(timeouts, verify=tls if tls is not None else True)
 
 

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 from urllib.parse import urlsplit
 
-from ncp.gateway.proxy import Timeouts
+from ncp.gateway.proxy import DataPlane, Timeouts
 from ncp.topology import Country, CountryEndpoints, Endpoints, Topology
 
 __all__ = ["AllowedBase", "GatewaySettings"]
@@ -39,11 +38,10 @@ class GatewaySettings:
     topology: Topology
     country: str
     endpoints: Endpoints
-    data_plane: Literal["aiohttp", "httpx"] = "aiohttp"
+    data_plane: DataPlane = "h1"
     timeouts: Timeouts = field(default_factory=Timeouts)
     pki_dir: Path | None = None  # the federation's test PKI; None = security off (benchmarks only)
     audit_db: Path | None = None  # where this NCP's AuditEvents are kept
-    replay_db: Path | None = None  # NCP assertion ids the border has relied on (None: in memory)
 
     @property
     def me(self) -> Country:

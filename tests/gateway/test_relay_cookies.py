@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ncp.gateway.proxy import AiohttpUpstream, Timeouts
+from ncp.gateway.proxy import DataPlane, Timeouts, make_upstream
 from ncp.server import serve_in_thread
 
 
@@ -19,11 +20,12 @@ async def _echo(request: Request) -> Response:
     return answer
 
 
-def test_a_cookie_set_by_the_next_hop_is_not_sent_on_later_requests() -> None:
+@pytest.mark.parametrize("client", ["aiohttp", "h1"])
+def test_a_cookie_set_by_the_next_hop_is_not_sent_on_later_requests(client: DataPlane) -> None:
     app = Starlette(routes=[Route("/echo", _echo)])
 
     async def twice(base: str) -> list[bytes]:
-        upstream = AiohttpUpstream(Timeouts())
+        upstream = make_upstream(client, Timeouts())
         seen = []
         try:
             for _ in range(2):

@@ -64,8 +64,8 @@ async def _cut() -> AsyncIterator[bytes]:
     raise ConnectionResetError("PACS died mid-stream")
 
 
-@pytest.fixture
-def chain(serve: Callable[..., str]) -> tuple[str, Canary]:
+@pytest.fixture(params=["aiohttp", "h1"])  # every data-plane client (proxy.make_upstream) meets the same spec
+def chain(serve: Callable[..., str], request: pytest.FixtureRequest) -> tuple[str, Canary]:
     canary = Canary()
     pacs = canary.base = serve(canary.app())
     ports = {k: free_port() for k in ("fr_gw", "fr_b", "at_gw", "at_b")}
@@ -92,7 +92,7 @@ def chain(serve: Callable[..., str]) -> tuple[str, Canary]:
     )
     timeouts = Timeouts(connect=2, first_byte=1.0, read=2)
     for code, gw, border in (("FR", "fr_gw", "fr_b"), ("AT", "at_gw", "at_b")):
-        settings = GatewaySettings(TOPOLOGY, code, endpoints, timeouts=timeouts)
+        settings = GatewaySettings(TOPOLOGY, code, endpoints, data_plane=request.param, timeouts=timeouts)
         serve(create_gateway_app(settings), port=ports[gw])
         serve(create_border_app(settings), port=ports[border])
     return url["at_gw"], canary
