@@ -36,21 +36,28 @@ class BodyTimeout:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        exchange = _Exchange(receive, send, self.idle_s, _has_body(scope))
+        # a request without a body (every image GET) has nothing to wait for: receive and send go as they are
+        exchange = _Exchange(receive, send, self.idle_s) if _has_body(scope) else None
         try:
-            await self.app(scope, exchange.receive, exchange.send)
+            if exchange is None:
+                await self.app(scope, receive, send)
+            else:
+                await self.app(scope, exchange.receive, exchange.send)
         except ClientDisconnect:
             return  # nobody is left to answer
         except RequestTimeout as exc:  # an app without an NcpError handler: answer plainly
-            if not exchange.started:
+            if exchange is not None and not exchange.started:
                 await exchange.send_plain_408(exc.message)
+
+
+_BODY_HEADERS = frozenset((b"content-length", b"transfer-encoding"))
 
 
 def _has_body(scope: Scope) -> bool:
     """Whether the request announces a body (RFC 9112 6.3: without Content-Length or Transfer-Encoding a
     request has none), as image GETs do not."""
     for name, value in scope["headers"]:
-        if name == b"transfer-encoding" or (name == b"content-length" and value.strip() != b"0"):
+        if name in _BODY_HEADERS and (name == b"transfer-encoding" or value.strip() != b"0"):
             return True
     return False
 
@@ -58,9 +65,9 @@ def _has_body(scope: Scope) -> bool:
 class _Exchange:
     """One request's receive/send, bounding the silence while its body is incomplete."""
 
-    def __init__(self, receive: Receive, send: Send, idle_s: float, has_body: bool) -> None:
+    def __init__(self, receive: Receive, send: Send, idle_s: float) -> None:
         self._receive, self._send, self._idle_s = receive, send, idle_s
-        self.body_complete = not has_body  # nothing to wait for: no bound (and no cancel scope) needed
+        self.body_complete = False
         self.started = False
         self.timed_out = False
 

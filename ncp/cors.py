@@ -37,15 +37,15 @@ class CorsMiddleware:
         self.app, self.origins, self.agent = app, frozenset(origins), agent
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        origin = _origin(scope)
+        if origin is None:  # not a browser's cross-origin call: one look at the headers, then on
             await self.app(scope, receive, send)
             return
-        headers = Headers(scope=scope)
-        origin = headers.get("origin")
-        if scope["method"] == "OPTIONS" and origin and "access-control-request-method" in headers:
+        preflight = scope["method"] == "OPTIONS" and "access-control-request-method" in Headers(scope=scope)
+        if preflight and origin:
             await self._preflight(origin, scope, receive, send)
             return
-        if origin is None or origin not in self.origins:
+        if origin not in self.origins:
             await self.app(scope, receive, send)
             return
         allowed: str = origin
@@ -71,3 +71,13 @@ class CorsMiddleware:
             answer = fhir_error_response(refused) if fhir else dicomweb_error_response(refused, self.agent)
         answer.headers["vary"] = "Origin"
         await answer(scope, receive, send)
+
+
+def _origin(scope: Scope) -> str | None:
+    """An HTTP request's ``Origin``, from its raw headers (no ``Headers`` object for one without)."""
+    if scope["type"] != "http":
+        return None
+    for name, value in scope["headers"]:
+        if name == b"origin":
+            return str(value.decode("latin-1"))
+    return None

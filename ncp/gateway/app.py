@@ -100,7 +100,6 @@ def _app(settings: GatewaySettings, routes: list[Route], listener: Literal["gate
             yield
         finally:
             await clients.aclose()
-            app.state.guard.close()
             if audit is not None:
                 audit.close()
 
@@ -129,7 +128,7 @@ def _app(settings: GatewaySettings, routes: list[Route], listener: Literal["gate
     )
     app.state.settings = settings
     app.state.hop_name = hop_name
-    app.state.guard = Guard(settings.country, pki, settings.replay_db)
+    app.state.guard = Guard(settings.country, pki)
     return app
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,6 +12,7 @@ from starlette.requests import Request
 from ncp.gateway.guard import Guard
 from ncp.gateway.proxy import Upstream
 from ncp.gateway.settings import GatewaySettings
+from ncp.security.audit import random_uuid
 from ncp.security.xua import HEADER, XuaContext, national_audience
 
 __all__ = ["Clients", "Hop"]
@@ -52,12 +52,15 @@ class Hop:
 
     @classmethod
     def of(cls, request: Request) -> Hop:
-        state = request.app.state
-        rid = getattr(request.state, "request_id", None) or request.headers.get("x-request-id") or ""
+        app = request.app.state
+        state = request.state
+        # what request.state holds, and the raw headers, read without State's or Headers' KeyError
+        known: dict[str, Any] = request.scope["state"]
+        rid = known.get("request_id") or _header(request, b"x-request-id")
         if not _REQUEST_ID.fullmatch(rid):  # it goes into headers at every hop: visible ASCII only
-            rid = str(uuid.uuid4())
-        request.state.request_id = rid
-        return cls(state.settings, state.clients, state.guard, state.hop_name, rid, request.state)
+            rid = random_uuid()
+        known["request_id"] = rid
+        return cls(app.settings, app.clients, app.guard, app.hop_name, rid, state)
 
     @property
     def upstream(self) -> Upstream:
@@ -100,3 +103,7 @@ class Hop:
         headers.update(extra or {})
         return headers
 
+
+def _header(request: Request, name: bytes) -> str:
+    """The first value of header ``name`` (lower case), "" when absent."""
+    return next((v.decode("latin-1") for k, v in request.scope["headers"] if k == name), "")

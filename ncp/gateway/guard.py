@@ -6,8 +6,9 @@
   ``X-NCP-Assertion`` signed by NCP-B re-stating the HCP and treatment context. The consumer's token
   never leaves its country.
 * ``border`` listener: the peer certificate must be registered for a country, the assertion must be
-  signed by that same country's NCP, and every image request is checked against the asserted patient
-  (a study of another patient is 403, before any byte is fetched).
+  signed by that same country's NCP and bound to that very certificate (RFC 8705 §3), and every image
+  request is checked against the asserted patient (a study of another patient is 403, before any byte
+  is fetched). Being bound, an assertion is reused for its context (docs/decisions.md, Security).
 
 With security off (a topology for benchmarks), checks are skipped but audit still records.
 """
@@ -16,10 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import ssl
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 from starlette.exceptions import HTTPException
@@ -29,9 +30,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ncp.errors import Forbidden, InvalidRequest, NotFound, Unauthorized
 from ncp.security.audit import FAILURE_STATE, AuditRecord, AuditStore, user_fields
-from ncp.security.pki import FederationPki, peer_certificate
-from ncp.security.replay import SeenAssertions
-from ncp.security.tokens import Claims, PatientRef, ncp_id, patient_ref
+from ncp.security.pki import FederationPki, peer_certificate_pem
+from ncp.security.tokens import Claims, PatientRef, certificate_thumbprint, ncp_id, patient_ref
 from ncp.security.xua import XuaIssuer
 
 __all__ = ["OWNERSHIP_TTL_S", "AuditMiddleware", "Guard", "idp_routes_handlers"]
@@ -39,13 +39,12 @@ __all__ = ["OWNERSHIP_TTL_S", "AuditMiddleware", "Guard", "idp_routes_handlers"]
 ASSERTION = "x-ncp-assertion"
 OWNERSHIP_TTL_S = 5.0  # how long a withdrawn manifest may still open its study
 _OWNERSHIP_MAX = 10_000
-_SKEW_S = 60.0  # the verifier's leeway: an assertion can verify until expiry + skew
 
 
 class Guard:
     """One app's security state (several NCPs share a process: nothing here is module-level)."""
 
-    def __init__(self, country: str, pki: FederationPki | None, replay_db: Path | None = None) -> None:
+    def __init__(self, country: str, pki: FederationPki | None) -> None:
         self.country = country
         self.pki = pki
         self._gateway_verifier = pki.gateway_verifier(country) if pki else None
@@ -54,19 +53,14 @@ class Guard:
         self.xua = _xua_issuer(country, pki) if pki else None  # signs ITI-40 for its national registries
         self._owned: OrderedDict[tuple[str, str], float] = OrderedDict()  # -> epoch time it lapses
         self._asking: dict[tuple[str, str], asyncio.Task[bool]] = {}  # lookups in flight, shared
-        self._replay_db = replay_db
-        self._seen: SeenAssertions | None = None
         # a peer's certificate is the same on every request of its pooled connections: parse it once
-        self._country_of = functools.lru_cache(maxsize=64)(pki.peer_country) if pki else None
+        self._peer_of = (
+            functools.lru_cache(maxsize=64)(functools.partial(_peer_identity, pki)) if pki else None
+        )
 
     @property
     def enabled(self) -> bool:
         return self.pki is not None
-
-    def close(self) -> None:
-        if self._seen is not None:
-            self._seen.close()
-            self._seen = None
 
     # -- gateway listener ---------------------------------------------------------------------------
     def consumer(
@@ -81,35 +75,33 @@ class Guard:
         return claims
 
     def assertion_for(self, claims: Claims | None, target: str) -> dict[str, str]:
-        """Headers carrying the context to ``target``'s NCP, signed by this NCP."""
+        """Headers carrying the context to ``target``'s NCP, signed by this NCP and bound to its client
+        certificate: the same assertion serves the context's requests while it has life left."""
         if claims is None or self._signer is None:
             return {}
-        return {ASSERTION: self._signer.sign(claims, audience=ncp_id(target))}
+        return {ASSERTION: self._signer.reusable(claims, audience=ncp_id(target))}
 
     # -- border listener ----------------------------------------------------------------------------
     def peer(
         self, request: Request, *, patient: PatientRef | None = None, treatment: bool = True
     ) -> Claims | None:
-        if self._country_of is None or self._border_verifier is None:
+        """The assertion's claims once it is signed by the NCP of the TLS peer's country and bound to the
+        certificate that peer presented on this connection (RFC 8705 §3: a copy is useless to others)."""
+        if self._peer_of is None or self._border_verifier is None:
             return None
-        country = self._country_of(peer_certificate(request.scope))
+        country, thumbprint = self._peer_of(peer_certificate_pem(request.scope))
         if country is None:
             raise Forbidden("client certificate is not registered for any country")
         claims = self._border_verifier.verify(
-            request.headers.get(ASSERTION), patient=patient, require_treatment=treatment, country=country
+            request.headers.get(ASSERTION),
+            patient=patient,
+            require_treatment=treatment,
+            country=country,
+            bound_to=thumbprint,
         )
-        self._refuse_replay(claims)
         request.state.claims = claims
         request.state.peer = country
         return claims
-
-    def _refuse_replay(self, claims: Claims) -> None:
-        """An NCP signs one assertion per request: one seen before is a replay (401), whoever sends it,
-        also after this border restarted (the ids persist until the assertion could not verify anyway)."""
-        if self._seen is None:
-            self._seen = SeenAssertions(self._replay_db)
-        if not self._seen.first_use(claims.token_id, claims.expires_at.timestamp() + _SKEW_S):
-            raise Unauthorized("NCP assertion already used: each request carries a fresh one")
 
     async def require_ownership(
         self, claims: Claims | None, study: str, owns: Callable[[PatientRef, str], Awaitable[bool]]
@@ -160,78 +152,91 @@ class AuditMiddleware:
         if transaction is None:
             await self.app(scope, receive, send)
             return
-        answer: dict[str, Any] = {"status": 500, "warning": None, "crash": None}
-        recorded = False
-
-        async def record() -> None:
-            nonlocal recorded
-            if not recorded:
-                recorded = True
-                await self.store.arecord(self._record(scope, transaction, **answer))
-
-        length: list[int | None] = [None]  # bytes the Content-Length still announces, if any
-
-        async def capture(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                answer["status"] = message["status"]
-                answer["warning"] = self._warning(message)
-                length[0] = _content_length(message)
-            elif message["type"] == "http.response.body":
-                if length[0] is not None:
-                    length[0] -= len(message.get("body", b""))
-                if not message.get("more_body", False) or (length[0] is not None and length[0] <= 0):
-                    await record()  # in the trail before the client has its whole answer
-            await send(message)
-
+        exchange = _Audited(self, scope, transaction, send)
         try:
-            await self.app(scope, receive, capture)
+            await self.app(scope, receive, exchange.send)
         except Exception as exc:
-            answer["crash"] = f"answer aborted: {type(exc).__name__}"
+            exchange.crash = f"answer aborted: {type(exc).__name__}"
             raise
         finally:
-            await record()
+            await exchange.record()
 
     def _record(
         self, scope: Scope, transaction: str, status: int, warning: str | None, crash: str | None
     ) -> AuditRecord:
         state = scope.get("state") or {}
         claims: Claims | None = state.get("claims")
-        request_id = next((v for k, v in scope.get("headers", []) if k == b"x-request-id"), None)
+        request_id = next((v for k, v in scope["headers"] if k == b"x-request-id"), None)
         query = scope.get("query_string", b"").decode("latin-1")
-        fields: dict[str, Any] = {
-            "outcome": "8" if crash or status >= 500 else "4" if status >= 400 else "0",
-            "detail": state.get(FAILURE_STATE) or crash or (warning if status >= 400 else None),
-            "home_community_id": self.hcid,
-            "request_id": (request_id.decode("latin-1") if request_id else None) or state.get("request_id"),
-            "query": f"{scope['method']} {scope['path']}" + (f"?{query}" if query else ""),
-            "status": status,
+        target = f"{scope['method']} {scope['path']}"
+        # ITI-81 on ``AuditEvent/{id}`` is a FHIR read (action R); otherwise the transaction's default
+        read = transaction == "ITI-81" and scope["path"].rstrip("/") != "/fhir/AuditEvent"
+        return AuditRecord(
+            transaction,
+            "8" if crash or status >= 500 else "4" if status >= 400 else "0",
+            self.source,
+            "R" if read else None,
+            "read" if read else None,
+            detail=state.get(FAILURE_STATE) or crash or (warning if status >= 400 else None),
+            home_community_id=self.hcid,
+            request_id=(request_id.decode("latin-1") if request_id else None) or state.get("request_id"),
+            query=f"{target}?{query}" if query else target,
+            status=status,
             # the TCP peer as the server saw it (uvicorn runs with proxy_headers off), or the peer NCP
-            "client": state.get("peer") or (scope.get("client") or ("?",))[0],
-            **self._interaction(scope, transaction),
-        }
-        if claims is not None:
-            fields.update(user_fields(claims))
-        return AuditRecord(transaction=transaction, source=self.source, **fields)
-
-    @staticmethod
-    def _warning(message: Message) -> str | None:
-        return next(
-            (v.decode("latin-1") for k, v in message.get("headers", []) if k.lower() == b"warning"), None
+            client=state.get("peer") or (scope.get("client") or ("?",))[0],
+            **(user_fields(claims) if claims is not None else {}),
         )
 
-    @staticmethod
-    def _interaction(scope: Scope, transaction: str) -> dict[str, str]:
-        """ITI-81 on ``AuditEvent/{id}`` is a FHIR read (action R); otherwise the transaction's default."""
-        if transaction == "ITI-81" and scope["path"].rstrip("/") != "/fhir/AuditEvent":
-            return {"action": "R", "subtype": "read"}
-        return {}
+
+class _Audited:
+    """One audited exchange: what it answered, and whether its record is in the trail yet (a small class
+    rather than closures and dicts built for every request)."""
+
+    __slots__ = ("_audit", "_done", "_left", "_scope", "_send", "_txn", "crash", "status", "warning")
+
+    def __init__(self, audit: AuditMiddleware, scope: Scope, transaction: str, send: Send) -> None:
+        self._audit, self._scope, self._txn, self._send = audit, scope, transaction, send
+        self.status = 500
+        self.warning: str | None = None
+        self.crash: str | None = None
+        self._left: int | None = None  # bytes the Content-Length still announces, if any
+        self._done = False
+
+    async def send(self, message: Message) -> None:
+        kind = message["type"]
+        if kind == "http.response.body":
+            if not self._done:
+                left = self._left
+                if left is not None:
+                    left = self._left = left - len(message.get("body", b""))
+                if not message.get("more_body", False) or (left is not None and left <= 0):
+                    await self.record()  # in the trail before the client has its whole answer
+        elif kind == "http.response.start":
+            self.status = message["status"]
+            self.warning, self._left = _answer_headers(message)
+            if self._left == 0 or self.status in (204, 304) or self._scope["method"] == "HEAD":
+                await self.record()  # no content follows (RFC 9110 6.4.1): these headers are the whole answer
+        await self._send(message)
+
+    async def record(self) -> None:
+        if not self._done:
+            self._done = True
+            audit = self._audit
+            event = audit._record(self._scope, self._txn, self.status, self.warning, self.crash)
+            await audit.store.arecord(event)
 
 
-def _content_length(start: Message) -> int | None:
-    for name, value in start.get("headers", []):
-        if name.lower() == b"content-length" and value.isdigit():
-            return int(value)
-    return None
+def _answer_headers(start: Message) -> tuple[str | None, int | None]:
+    """The answer's ``Warning`` and ``Content-Length`` (the first of each), in one pass over its headers."""
+    warning: str | None = None
+    length: int | None = None
+    for name, value in start.get("headers", ()):
+        name = name.lower()
+        if name == b"warning" and warning is None:
+            warning = value.decode("latin-1")
+        elif name == b"content-length" and length is None and value.isdigit():
+            length = int(value)
+    return warning, length
 
 
 def _transaction(scope: Scope) -> str | None:
@@ -314,6 +319,14 @@ async def _form(request: Request, fields: tuple[str, ...]) -> dict[str, str]:
 def _token_response(token: str) -> Response:
     body: dict[str, Any] = {"access_token": token, "token_type": "Bearer", "expires_in": 300}
     return JSONResponse(body, headers={"Cache-Control": "no-store"})
+
+
+def _peer_identity(pki: FederationPki, pem: str | None) -> tuple[str | None, str]:
+    """The country a peer certificate is registered for (None: none) and its ``x5t#S256``."""
+    if pem is None:
+        return None, ""
+    der = ssl.PEM_cert_to_DER_cert(pem)
+    return pki.peer_country(der), certificate_thumbprint(der)
 
 
 def _xua_issuer(country: str, pki: FederationPki) -> XuaIssuer:

@@ -31,11 +31,12 @@ import base64
 import contextlib
 import ipaddress
 import json
+import os
 import queue
 import re
 import sqlite3
 import threading
-import uuid
+import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field, fields
@@ -66,6 +67,7 @@ __all__ = [
     "audit_search_endpoint",
     "auditor_check",
     "note_failure",
+    "random_uuid",
     "redact",
     "to_fhir",
     "user_fields",
@@ -107,6 +109,11 @@ FAILURE_REASON = "failure-reason"  # AuditEvent.entity.detail.type carrying that
 _MAX_COUNT = 1000
 _DEFAULT_COUNT = 100
 _MAX_BATCH = 256  # records per commit: bounds what one fsync carries and what a crash may hold
+# Under concurrent traffic (the last commit, less than _TRAFFIC_S ago, held several records) a batch waits
+# _GATHER_S for more before its commit: one fsync and one write of SQLite's pages then serve the requests
+# answered meanwhile instead of each paying its own. A lone client's records (batches of one) never wait.
+_GATHER_S = 0.002
+_TRAFFIC_S = 0.010
 # Who waits for a record's commit: a thread (a concurrent Future) or a coroutine (its loop and future).
 _Waiter = Future[None] | tuple[asyncio.AbstractEventLoop, "asyncio.Future[None]"]
 _Pending = tuple[tuple[Any, ...], _Waiter]
@@ -148,8 +155,18 @@ def _cannot_hold_secrets(text: str) -> bool:
     return not any(mark in lowered for mark in _SECRET_MARKS)
 
 
+_REDACTED = ("query", "detail", "client", "user")  # free text that may carry a credential
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def random_uuid() -> str:
+    """A random (version 4, RFC 9562 5.4) UUID as text: ``str(uuid.uuid4())`` at 40 % of its cost, without the
+    ``uuid.UUID`` object in between (an event id and a request id on every image request)."""
+    h = os.urandom(16).hex()
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
 
 
 @dataclass(frozen=True)
@@ -176,7 +193,7 @@ class AuditRecord:
     token_id: str | None = None  # jti of the token/assertion relied on (never the token)
     detail: str | None = None  # why it failed or was denied
     timestamp: datetime = field(default_factory=_now)
-    id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    id: str = field(default_factory=random_uuid)
 
     def __post_init__(self) -> None:
         known = TRANSACTIONS.get(self.transaction)
@@ -187,19 +204,25 @@ class AuditRecord:
         action = self.action or (known[1] if known else "E")
         if action not in _ACTIONS:
             raise ValueError(f"action {action!r} not in C R U D E")
-        subtype = self.subtype or (known[2] if known else None)
         if self.patient is not None and "|" not in self.patient:
             raise ValueError("patient must be 'issuer|id'")
         if self.timestamp.tzinfo is None:
             raise ValueError("timestamp must be timezone-aware")
-        object.__setattr__(self, "action", action)
-        object.__setattr__(self, "subtype", subtype)
-        object.__setattr__(self, "patient", _bare_patient(self.patient))
-        for name in ("query", "detail", "client", "user"):
-            object.__setattr__(self, name, redact(getattr(self, name)))
+        assign = object.__setattr__  # frozen: set only what the defaults, prefix or redaction change
+        if action != self.action:
+            assign(self, "action", action)
+        if not self.subtype:
+            assign(self, "subtype", known[2] if known else None)
+        if self.patient is not None and self.patient.startswith("urn:oid:"):
+            assign(self, "patient", _bare_patient(self.patient))
+        for name in _REDACTED:
+            value = getattr(self, name)
+            if value is not None and (kept := redact(value)) is not value:
+                assign(self, name, kept)
 
     def to_json(self) -> dict[str, Any]:
-        data = dict(vars(self))  # every field is a scalar: no need for asdict's deep copy
+        """Every field that is set (a missing one reads back as its default), the time as :func:`_iso`."""
+        data = {k: v for k, v in vars(self).items() if v is not None}  # scalars: no deep copy needed
         data["timestamp"] = _iso(self.timestamp)
         return data
 
@@ -234,8 +257,10 @@ def _bare_patient(patient: str | None) -> str | None:
 
 
 def _iso(moment: datetime) -> str:
-    """Fixed-width UTC text, so SQLite compares dates as strings."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """Fixed-width UTC text, so SQLite compares dates as strings (``isoformat`` costs 2/3 of ``strftime``)."""
+    if moment.utcoffset():
+        moment = moment.astimezone(UTC)
+    return moment.isoformat(timespec="microseconds")[:26] + "Z"
 
 
 # --- store ----------------------------------------------------------------------------------------------
@@ -275,12 +300,15 @@ class AuditStore:
     Writes go through one long-lived writer thread with group commit: it takes every record waiting, stores
     them in one transaction (``synchronous=FULL``: one fsync for the batch) and only then releases their
     callers. A hop awaits its record before the client has its whole answer, so a crash loses no record of
-    an answered request; at most the batch being written, whose requests were not yet answered.
+    an answered request; at most the batch being written, whose requests were not yet answered. Under
+    concurrent traffic a batch first gathers for 2 ms, so that one commit serves several requests.
     """
 
     def __init__(self, db_path: Path, *, max_batch: int = _MAX_BATCH) -> None:
         self.db_path = db_path
         self._max_batch = max_batch
+        self._committed = 0.0  # time.monotonic() when the writer last committed ...
+        self._shared = False  # ... and whether that commit held several records
         self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -339,6 +367,7 @@ class AuditStore:
                 batch, stop = self._next_batch()
                 if batch:
                     _commit(conn, batch)
+                    self._committed, self._shared = time.monotonic(), len(batch) > 1
                 if stop:
                     return
 
@@ -346,6 +375,8 @@ class AuditStore:
         """What waits now (at least one item, at most ``max_batch``); True once the queue says stop."""
         batch: list[_Pending] = []
         item = self._queue.get()
+        if item is not None and self._shared and time.monotonic() - self._committed < _TRAFFIC_S:
+            time.sleep(_GATHER_S)  # a sleep, not a get with timeout: no wake-up per record meanwhile
         while item is not None:
             batch.append(item)
             if len(batch) >= self._max_batch:
@@ -392,16 +423,17 @@ _INSERT = (
 
 
 def _row(event: AuditRecord) -> tuple[Any, ...]:
+    data = event.to_json()
     return (
         event.id,
-        _iso(event.timestamp),
+        data["timestamp"],
         event.transaction,
         event.action,
         event.outcome,
         event.source,
         event.patient,
         event.request_id,
-        json.dumps(event.to_json(), sort_keys=True),
+        json.dumps(data),  # read back by key (from_json): key order does not matter
     )
 
 

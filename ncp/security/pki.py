@@ -53,6 +53,7 @@ from ncp.security.tokens import (
     NcpAssertionSigner,
     TokenVerifier,
     TrustedIssuer,
+    certificate_thumbprint,
     idp_issuer,
     ncp_id,
 )
@@ -65,6 +66,7 @@ __all__ = [
     "TlsPeerH11Protocol",
     "TlsPeerHttpToolsProtocol",
     "peer_certificate",
+    "peer_certificate_pem",
     "server_name",
     "tls_peer_protocol",
 ]
@@ -164,6 +166,11 @@ class FederationPki:
     def client_fingerprint(self, country: str) -> str:
         """SHA-256 (hex) of the client certificate registered for ``country``."""
         return self._countries[self._known(country)]["client_sha256"]
+
+    def client_thumbprint(self, country: str) -> str:
+        """``x5t#S256`` of the client certificate ``country``'s NCP presents (RFC 8705 §3.1)."""
+        cert = _load_cert(self.client_credentials(country).cert)
+        return certificate_thumbprint(cert.public_bytes(serialization.Encoding.DER))
 
     def _known(self, country: str) -> str:
         if _cc(country) not in self._countries:
@@ -278,7 +285,10 @@ class FederationPki:
         )
 
     def ncp_signer(self, country: str) -> NcpAssertionSigner:
-        return NcpAssertionSigner(country, self.ncp_signing_key(country))
+        """``country``'s NCP signer: its assertions are bound to the client certificate it presents."""
+        return NcpAssertionSigner(
+            country, self.ncp_signing_key(country), certificate_thumbprint=self.client_thumbprint(country)
+        )
 
     def trusted_idps(self, countries: Iterable[str] | None = None) -> dict[str, TrustedIssuer]:
         """Public-key registry of identity providers (all countries unless restricted)."""
@@ -658,8 +668,12 @@ def tls_peer_protocol() -> type[asyncio.Protocol]:
 
 def peer_certificate(scope: Mapping[str, Any]) -> bytes | None:
     """DER of the verified client certificate of this request (set by the TLS-peer protocols), else None."""
+    pem = peer_certificate_pem(scope)
+    return None if pem is None else ssl.PEM_cert_to_DER_cert(pem)
+
+
+def peer_certificate_pem(scope: Mapping[str, Any]) -> str | None:
+    """:func:`peer_certificate` as PEM: one string per connection, a cheap cache key for every request."""
     tls = (scope.get("extensions") or {}).get("tls") or {}
     chain = tls.get("client_cert_chain") or []
-    if not chain:
-        return None
-    return ssl.PEM_cert_to_DER_cert(chain[0])
+    return str(chain[0]) if chain else None

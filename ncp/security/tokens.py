@@ -7,10 +7,12 @@ access tokens (IUA 3.71.4.2.2.1: ``iss sub aud jti exp iat scope client_id`` and
 2. after patient identification it issues a treatment token binding the HCP token to one patient and a
    purpose of use (TREATMENT | EMERGENCY), at most 2 h (eHDSI TRC span);
 3. the initiating NCP re-signs that context with its own key for the responding NCP
-   (:class:`NcpAssertionSigner`, audience = the responding country);
+   (:class:`NcpAssertionSigner`, audience = the responding country), bound to the NCP's TLS client
+   certificate (``cnf.x5t#S256``, RFC 8705 §3.1) and reused for the context while it has life left;
 4. every receiver checks with :class:`TokenVerifier`: one pinned asymmetric algorithm per issuer
    (RFC 8725 §3.1: never let the token's ``alg`` choose, reject ``none`` and HMAC), audience,
-   ±60 s skew (eHDSI ``CONDITIONS_SECOND_RANGE``), lifetime caps, scopes, exact patient equality.
+   ±60 s skew (eHDSI ``CONDITIONS_SECOND_RANGE``), lifetime caps, scopes, exact patient equality and,
+   at a border, that the assertion is bound to the certificate its TLS peer presented (RFC 8705 §3).
 
 Errors are :class:`~ncp.errors.Unauthorized` (401, RFC 6750 ``invalid_token``) when the token is missing,
 malformed, untrusted or expired, and :class:`~ncp.errors.Forbidden` (403, ``insufficient_scope``) when it is
@@ -22,10 +24,14 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
+import hashlib
+import hmac
 import json
+import math
 import re
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -55,6 +61,7 @@ __all__ = [
     "TokenVerifier",
     "TrustedIssuer",
     "bearer_token",
+    "certificate_thumbprint",
     "idp_issuer",
     "ncp_id",
     "patient_ref",
@@ -75,6 +82,10 @@ DEFAULT_LEEWAY = 60.0  # eHDSI CONDITIONS_SECOND_RANGE = 60 s
 # Tokens whose signature one verifier has checked: a consumer sends the same treatment token with each of a
 # series' image requests, and the same bytes under the same key verify the same way (times are rechecked).
 VERIFIED_CACHE_SIZE = 1024
+# An NCP reuses its assertion of one context for one peer until less than this, or a third of its lifetime,
+# is left: the peer still accepts it on arrival, clock skew included.
+REUSE_MARGIN = timedelta(seconds=60)
+REUSED_CACHE_SIZE = 1024  # (context, peer) pairs an NCP keeps a signed assertion for
 
 # Asymmetric algorithms only, each with the key type it needs: HS* can never be pinned, which closes the
 # key-confusion attack (CVE-2022-29217 class) regardless of what a token header says.
@@ -94,6 +105,13 @@ _PATIENT_ID = re.compile(r"^[!-~]{1,64}$")
 _PATIENT_ID_EXCLUDED = frozenset("^&~\\|")
 _COUNTRY = re.compile(r"^[A-Z]{2}$")
 _SCOPE = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]+$")  # RFC 6749 §3.3 scope-token
+_THUMBPRINT = re.compile(r"^[A-Za-z0-9_-]{43}$")  # base64url of a SHA-256 digest, unpadded
+_THUMBPRINT_CLAIM = "x5t#S256"  # RFC 8705 §3.1 confirmation method
+
+
+def certificate_thumbprint(der: bytes) -> str:
+    """``x5t#S256`` of a certificate: base64url SHA-256 of its DER, unpadded (RFC 8705 §3.1)."""
+    return _b64url_encode(hashlib.sha256(der).digest()).decode("ascii")
 
 
 def idp_issuer(country: str) -> str:
@@ -146,6 +164,7 @@ class Claims:
     country: str | None  # of the signer, from the verifier's trust list (None for the IdP's own check)
     origin_issuer: str | None  # NCP assertion: the IdP that authenticated the HCP
     origin_token_id: str | None  # treatment token: HCP jti (TRC Advice); NCP assertion: context jti
+    certificate_thumbprint: str | None = None  # ``cnf.x5t#S256``: the sender's TLS certificate (RFC 8705)
 
     @property
     def lifetime(self) -> timedelta:
@@ -218,15 +237,22 @@ class TokenVerifier:
         patient: PatientRef | tuple[str, str] | None = None,
         require_treatment: bool = False,
         country: str | None = None,
+        bound_to: str | None = None,
     ) -> Claims:
         """Verified claims, or 401 (token unusable) / 403 (token valid, request not allowed).
 
         ``patient``: the request's patient; the token's must be exactly equal. ``require_treatment``:
         a patient and purpose of use must be present. ``country``: the signer must be registered for it
-        (e.g. the country whose certificate the mTLS peer presented).
+        (e.g. the country whose certificate the mTLS peer presented). ``bound_to``: the
+        :func:`certificate_thumbprint` of that certificate; the token must be bound to it (RFC 8705 §3).
+
+        A token verified before is not parsed or its signature checked again: times, scopes, patient
+        and binding are checked on every call.
         """
-        payload, claims = self._signed(_well_formed(token))
-        _check_times(payload, self._leeway, self._clock(), self._limits())
+        window, claims = self._signed(_well_formed(token))
+        window.check(self._clock(), self._leeway)
+        if bound_to is not None:
+            _check_binding(claims, bound_to)
         _authorize(claims, required_scopes, patient, require_treatment, country)
         return claims
 
@@ -237,10 +263,11 @@ class TokenVerifier:
     def _limits(self) -> tuple[timedelta, timedelta]:
         return self._max_lifetime, self._max_treatment
 
-    def _signed_claims(self, token: str) -> tuple[dict[str, Any], Claims]:
-        """The time-independent checks and the claims, cached per token (an exception never is)."""
+    def _signed_claims(self, token: str) -> tuple[_Window, Claims]:
+        """The time-independent checks, the validity window and the claims, cached per token (an
+        exception never is)."""
         payload, trust = _signed_payload(token, self._trusted, self._audience)
-        return payload, _claims(payload, trust)
+        return _window(payload, self._limits()), _claims(payload, trust)
 
 
 class IdentityProvider:
@@ -305,7 +332,7 @@ class IdentityProvider:
             "scope": _scope_text(scopes),
             "extensions": {"ihe_iua": iua, "ehdsi": {"healthcare_facility_type": facility}},
         }
-        return self._sign(body, audience or ncp_id(self.country), lifetime, None)
+        return self._sign(body, audience or ncp_id(self.country), lifetime, None).token
 
     def treatment_token(
         self,
@@ -333,14 +360,17 @@ class IdentityProvider:
             {"system": PURPOSE_OF_USE_SYSTEM, "code": purpose_of_use}
         ]
         body["origin"] = {"iss": hcp.issuer, "jti": hcp.token_id}
-        return self._sign(body, audience or ncp_id(self.country), lifetime, hcp.expires_at)
+        return self._sign(body, audience or ncp_id(self.country), lifetime, hcp.expires_at).token
 
-    def _sign(self, body: dict[str, Any], audience: str, lifetime: timedelta, cap: datetime | None) -> str:
+    def _sign(
+        self, body: dict[str, Any], audience: str, lifetime: timedelta, cap: datetime | None
+    ) -> _Signed:
         return _sign(self._jws, self.issuer, body, audience, lifetime, cap, self._clock())
 
 
 class NcpAssertionSigner:
-    """An NCP's signer: re-asserts a verified context for a responding NCP under the NCP's own key."""
+    """An NCP's signer: re-asserts a verified context for a responding NCP under the NCP's own key, bound
+    to the NCP's TLS client certificate when given its :func:`certificate_thumbprint` (RFC 8705 §3.1)."""
 
     def __init__(
         self,
@@ -349,14 +379,19 @@ class NcpAssertionSigner:
         issuer: str | None = None,
         algorithm: str = "ES256",
         *,
+        certificate_thumbprint: str | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        if certificate_thumbprint is not None and not _THUMBPRINT.match(certificate_thumbprint):
+            raise ValueError("a certificate thumbprint is the base64url SHA-256 of its DER (RFC 8705 §3.1)")
         self.country = _check_country(country)
         self.issuer = issuer or ncp_id(country)
         self.algorithm = algorithm
+        self.certificate_thumbprint = certificate_thumbprint
         self._key = private_key
         self._clock = clock
         self._jws = _Jws(private_key, algorithm)
+        self._kept: OrderedDict[tuple[Claims, str], _Signed] = OrderedDict()  # LRU for :meth:`reusable`
 
     @property
     def public_key(self) -> PublicKey:
@@ -373,10 +408,33 @@ class NcpAssertionSigner:
         lifetime: timedelta = DEFAULT_LIFETIME,
         scopes: Iterable[str] | None = None,
     ) -> str:
-        """An assertion of ``context`` for ``audience`` (e.g. ``ncp_id("FR")``), never outliving it.
+        """A new assertion of ``context`` for ``audience`` (e.g. ``ncp_id("FR")``), never outliving it.
 
         ``scopes`` narrows the context's scopes (it cannot widen them).
         """
+        return self._sign(context, audience, lifetime, scopes).token
+
+    def reusable(self, context: Claims, *, audience: str) -> str:
+        """The assertion of ``context`` for ``audience`` signed before while it has life left, else a new one.
+
+        Sound only for an assertion bound to this NCP's certificate: a copy is useless over any other TLS
+        connection (RFC 8705 §3). Re-signed when less than :data:`REUSE_MARGIN` or a third of its lifetime
+        is left, unless a new one would expire no later (the context's own expiry caps both).
+        """
+        if self.certificate_thumbprint is None:
+            raise ValueError("only an assertion bound to a certificate may be reused (RFC 8705 §3)")
+        key = (context, audience)
+        kept = self._kept.get(key)
+        if kept is None or not kept.reusable(self._clock()):
+            kept = self._kept[key] = self._sign(context, audience, DEFAULT_LIFETIME, None)
+            if len(self._kept) > REUSED_CACHE_SIZE:
+                self._kept.popitem(last=False)
+        self._kept.move_to_end(key)
+        return kept.token
+
+    def _sign(
+        self, context: Claims, audience: str, lifetime: timedelta, scopes: Iterable[str] | None
+    ) -> _Signed:
         limit = MAX_TREATMENT_LIFETIME if context.patient else MAX_HCP_LIFETIME
         _check_lifetime(lifetime, limit, "NCP assertion")
         body = _context_body(context)
@@ -386,6 +444,8 @@ class NcpAssertionSigner:
                 raise Forbidden("the assertion cannot grant scopes the context does not hold")
             body["scope"] = _scope_text(wanted)
         body["origin"] = {"iss": context.origin_issuer or context.issuer, "jti": context.token_id}
+        if self.certificate_thumbprint is not None:
+            body["cnf"] = {_THUMBPRINT_CLAIM: self.certificate_thumbprint}
         return _sign(self._jws, self.issuer, body, audience, lifetime, context.expires_at, self._clock())
 
 
@@ -394,8 +454,8 @@ class NcpAssertionSigner:
 
 class _Jws:
     """JWS compact serialisation (RFC 7515 §7.1) under one key: the header is encoded once, and PyJWT's
-    algorithm signs (for ECDSA the raw R || S of RFC 7518 §3.4). A third of ``jwt.encode``'s CPU, which
-    matters because an NCP signs one assertion per image request (docs/benchmarks.md)."""
+    algorithm signs (for ECDSA the raw R || S of RFC 7518 §3.4). A third of ``jwt.encode``'s CPU
+    (docs/benchmarks.md)."""
 
     def __init__(self, key: PrivateKey, algorithm: str) -> None:
         self._key = key
@@ -416,6 +476,18 @@ def _b64url_encode(data: bytes) -> bytes:
     return base64.urlsafe_b64encode(data).rstrip(b"=")
 
 
+class _Signed(NamedTuple):
+    token: str
+    issued: int
+    expires: int
+    capped: bool  # expires with its context: a token signed later would expire no later
+
+    def reusable(self, now: float) -> bool:
+        left = self.expires - now
+        margin = max(REUSE_MARGIN.total_seconds(), (self.expires - self.issued) / 3)
+        return left > 0 and (self.capped or left >= margin)
+
+
 def _sign(
     jws: _Jws,
     issuer: str,
@@ -424,10 +496,9 @@ def _sign(
     lifetime: timedelta,
     cap: datetime | None,
     now: float,
-) -> str:
-    expires = now + lifetime.total_seconds()
-    if cap is not None:
-        expires = min(expires, cap.timestamp())
+) -> _Signed:
+    ends = cap.timestamp() if cap is not None else math.inf
+    expires = min(now + lifetime.total_seconds(), ends)
     if expires <= now:
         raise Unauthorized("the context has expired", headers=_CHALLENGE)
     issued = int(now)
@@ -440,7 +511,7 @@ def _sign(
         "exp": int(expires),
         "jti": str(uuid.uuid4()),
     }
-    return jws.sign(claims)
+    return _Signed(jws.sign(claims), issued, int(expires), capped=expires == ends)
 
 
 def _context_body(context: Claims) -> dict[str, Any]:
@@ -528,7 +599,7 @@ def _decode(
 ) -> Claims:
     """Signature, algorithm pin, issuer, audience (unless None), times and shape; 401 on any failure."""
     payload, trust = _signed_payload(_well_formed(token), trusted, audience)
-    _check_times(payload, leeway, now, limits)
+    _window(payload, limits).check(now, leeway)
     return _claims(payload, trust)
 
 
@@ -610,20 +681,29 @@ def _audiences(aud: Any) -> list[str]:
     return audiences
 
 
-def _check_times(
-    payload: Mapping[str, Any], leeway: float, now: float, limits: tuple[timedelta, timedelta]
-) -> None:
+class _Window(NamedTuple):
+    """A token's validity, read once per token and checked against the clock at every use."""
+
+    expires: float
+    starts: float  # the later of iat and nbf
+    too_long: bool  # longer than the verifier allows, or ending before it starts
+
+    def check(self, now: float, leeway: float) -> None:
+        if self.expires <= now - leeway:
+            raise _unauthorized("token expired")
+        if self.starts > now + leeway:
+            raise _unauthorized("token not yet valid")
+        if self.too_long:
+            raise _unauthorized("token lifetime exceeds the allowed span")
+
+
+def _window(payload: Mapping[str, Any], limits: tuple[timedelta, timedelta]) -> _Window:
     exp, iat, nbf = (_number(payload, name) for name in ("exp", "iat", "nbf"))
     if exp is None or iat is None:
         raise _unauthorized("token lacks a required claim")
-    if exp <= now - leeway:
-        raise _unauthorized("token expired")
-    if iat > now + leeway or (nbf is not None and nbf > now + leeway):
-        raise _unauthorized("token not yet valid")
     start = max(iat, nbf) if nbf is not None else iat
     limit = limits[1] if "person_id" in _iua(payload) else limits[0]
-    if exp - start > limit.total_seconds() or exp < start:
-        raise _unauthorized("token lifetime exceeds the allowed span")
+    return _Window(exp, start, exp - start > limit.total_seconds() or exp < start)
 
 
 def _number(payload: Mapping[str, Any], name: str) -> float | None:
@@ -675,6 +755,7 @@ def _parse_claims(payload: Mapping[str, Any], trust: TrustedIssuer) -> Claims:
         country=trust.country,
         origin_issuer=_opt(origin.get("iss")),
         origin_token_id=_opt(origin.get("jti")),
+        certificate_thumbprint=_confirmation(payload.get("cnf")),
     )
 
 
@@ -690,6 +771,17 @@ def _opt(value: Any) -> str | None:
 
 def _time(value: Any) -> datetime:
     return datetime.fromtimestamp(float(value), UTC)
+
+
+def _confirmation(value: Any) -> str | None:
+    """The certificate a token is bound to: ``cnf`` (RFC 7800 §3.1) ``x5t#S256`` (RFC 8705 §3.1); a token
+    with no such member is bound to no certificate."""
+    if value is None:
+        return None
+    thumbprint = value.get(_THUMBPRINT_CLAIM)
+    if thumbprint is not None and (not isinstance(thumbprint, str) or not _THUMBPRINT.match(thumbprint)):
+        raise ValueError("cnf x5t#S256 is not a SHA-256 thumbprint")
+    return thumbprint
 
 
 def _coding_code(value: Any, system: str) -> str | None:
@@ -717,6 +809,15 @@ def _parse_cx(value: Any) -> PatientRef | None:
     if match is None:
         raise ValueError("person_id is not id^^^&oid&ISO")
     return patient_ref(match.group(2), match.group(1))
+
+
+def _check_binding(claims: Claims, thumbprint: str) -> None:
+    """RFC 8705 §3: a certificate-bound token is accepted only from the TLS peer holding that certificate."""
+    bound = claims.certificate_thumbprint
+    if bound is None:
+        raise _unauthorized("assertion is not bound to a client certificate (cnf x5t#S256)")
+    if not hmac.compare_digest(bound, thumbprint):
+        raise _unauthorized("assertion is bound to another client certificate than the TLS peer's")
 
 
 def _authorize(

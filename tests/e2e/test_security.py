@@ -254,19 +254,31 @@ def test_an_unregistered_certificate_is_refused_before_any_application_data(
     assert b"DICM" not in r.content and b'DocumentReference"' not in r.content
 
 
-def test_a_replayed_ncp_assertion_is_refused_at_the_border(secure: Seeded) -> None:
-    """NCP-B signs one assertion per request: the same one again, even over B's own mTLS, is a replay."""
+def test_ncp_b_signs_one_assertion_per_context_for_all_its_image_requests(secure: Seeded) -> None:
+    """NCP-B reuses its assertion, bound to its client certificate (RFC 8705 §3), for the context's images;
+    both hops still audit every request."""
+    consumer, study = treated(secure)
+    rid = f"reuse-{uuid.uuid4()}"
+    consumer.headers["X-Request-Id"] = rid
+    for _ in range(5):
+        assert httpx.get(xc_url(secure, study), headers={**ACCEPT, **consumer.headers}).status_code == 200
+    at_border = AuditStore(Path(secure.fed.plan.run_dir) / "FR" / "audit.sqlite").records({"request-id": rid})
+    assert len(at_border) == 5 and len({record.token_id for record in at_border}) == 1
+    assert audit_events(secure, "AT", rid)["total"] == 5
+
+
+def test_an_ncp_assertion_is_refused_over_another_ncps_certificate(secure: Seeded) -> None:
+    """A copy of NCP-B's assertion opens nothing for the holder of another certificate of the federation."""
     consumer, study = treated(secure)
     pki = FederationPki.load(secure.fed.plan.pki_dir)  # type: ignore[arg-type]
     context = pki.gateway_verifier("AT").verify(consumer.headers["Authorization"].removeprefix("Bearer "))
     assertion = pki.ncp_signer("AT").sign(context, audience=ncp_id("FR"))
     url = f"{secure.fed.plan.endpoints['FR'].border}/fhir/DocumentReference"
     params = {"patient.identifier": f"urn:oid:{study.patient.issuer}|{study.patient.id}", "status": "current"}  # type: ignore[attr-defined]
-    with httpx.Client(verify=pki.client_ssl_context("AT", peer="FR")) as client:
-        first = client.get(url, params=params, headers={"x-ncp-assertion": assertion})
-        again = client.get(url, params=params, headers={"x-ncp-assertion": assertion})
-        fresh = pki.ncp_signer("AT").sign(context, audience=ncp_id("FR"))
-        other = client.get(url, params=params, headers={"x-ncp-assertion": fresh})
-    assert first.status_code == 200 and first.json()["total"] >= 1
-    assert again.status_code == 401 and "already used" in again.text
-    assert other.status_code == 200
+    with httpx.Client(verify=pki.client_ssl_context("AT", peer="FR")) as ncp_b:
+        own = [ncp_b.get(url, params=params, headers={"x-ncp-assertion": assertion}) for _ in range(2)]
+    with httpx.Client(verify=pki.client_ssl_context("FR", peer="FR")) as other:
+        copied = other.get(url, params=params, headers={"x-ncp-assertion": assertion})
+    assert [r.status_code for r in own] == [200, 200] and own[0].json()["total"] >= 1
+    assert copied.status_code == 401 and "bound to another client certificate" in copied.text
+    assert assertion not in copied.text

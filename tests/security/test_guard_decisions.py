@@ -1,10 +1,9 @@
-"""How long a guard's decisions last: ownership answers and seen assertion ids."""
+"""How long a guard's decisions last: ownership answers."""
 
 from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -13,7 +12,6 @@ from hypothesis import strategies as st
 from ncp import fhirsearch
 from ncp.errors import Forbidden
 from ncp.gateway.guard import OWNERSHIP_TTL_S, Guard
-from ncp.security.replay import SeenAssertions
 from ncp.security.tokens import Claims, PatientRef, patient_ref
 
 PATIENT = PatientRef("2.999.250.2", "FR-1")
@@ -80,17 +78,6 @@ def test_an_ownership_answer_never_outlives_the_assertion_that_earned_it(
     monkeypatch.setattr("ncp.gateway.guard.time.time", lambda: later)
     asyncio.run(guard.require_ownership(claims(3600), "1.2.3", registry.owns))
     assert registry.asked == 2
-
-
-def test_seen_assertion_ids_survive_a_restart(tmp_path: Path) -> None:
-    first = SeenAssertions(tmp_path / "seen.sqlite")
-    assert first.first_use("a", until=4e9)
-    assert not first.first_use("a", until=4e9)
-    first.close()
-    again = SeenAssertions(tmp_path / "seen.sqlite")
-    assert not again.first_use("a", until=4e9)
-    assert again.first_use("b", until=4e9)
-    again.close()
 
 
 @given(st.text(min_size=1, max_size=64))

@@ -106,7 +106,7 @@ def test_an_assertion_is_a_standard_jws_that_pyjwt_verifies(
     assert decoded["iss"] == ncp_id("AT") and decoded["extensions"]["ihe_iua"]["person_id"].startswith(
         "FR-0001^"
     )
-    assert decoded["jti"] != jwt.decode(second, options={"verify_signature": False})["jti"]  # single use
+    assert decoded["jti"] != jwt.decode(second, options={"verify_signature": False})["jti"]  # sign() is new
 
 
 @pytest.mark.parametrize(
