@@ -13,14 +13,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 import httpx
-import pydicom
 
 from ncp.dicom.kos import build_kin, build_manifest, to_part10
 from ncp.dicom.multipart import Part, encode_multipart, multipart_content_type, new_boundary
@@ -209,28 +208,24 @@ def _report_doc(country: Country, report: Any) -> tuple[dict[str, Any], list[tup
 
 
 async def _stow_study(client: httpx.AsyncClient, data: CountryData, study: StudyRecord) -> None:
-    by_pacs: dict[str, list[pydicom.Dataset]] = {}
+    by_pacs: dict[str, list[bytes]] = {}
     url_of = {s.retrieve_location_uid: s.retrieve_url for s in study.series}
     batch_owner = study.series[0].retrieve_location_uid
-    for ds in data.instances(study):
-        rluid = next(
-            s.retrieve_location_uid for s in study.series if s.series_instance_uid == ds.SeriesInstanceUID
-        )
-        pending = by_pacs.setdefault(rluid, [])
-        pending.append(ds)
+    for series, body in data.instance_files(study):
+        pending = by_pacs.setdefault(series.retrieve_location_uid, [])
+        pending.append(body)
         if len(pending) >= _STOW_BATCH:
-            await _stow(client, url_of[rluid], pending)
+            await _stow(client, url_of[series.retrieve_location_uid], pending)
             pending.clear()
     if study.key_images:
-        by_pacs.setdefault(batch_owner, []).append(build_kin(study))
+        by_pacs.setdefault(batch_owner, []).append(to_part10(build_kin(study)))
     for rluid, pending in by_pacs.items():
         if pending:
             await _stow(client, url_of[rluid], pending)
 
 
-async def _stow(client: httpx.AsyncClient, base: str, datasets: Iterable[pydicom.Dataset]) -> None:
+async def _stow(client: httpx.AsyncClient, base: str, bodies: list[bytes]) -> None:
     boundary = new_boundary()
-    bodies = [to_part10(ds) for ds in datasets]
 
     async def parts() -> AsyncIterator[Part]:
         for body in bodies:

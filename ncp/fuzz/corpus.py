@@ -2,7 +2,7 @@
 
 Country B (treatment, here AT) asks, country A (affiliation, FR) answers. A template is a request
 that the federation answers with 2xx as it stands (``Fuzzer.controls`` checks it); credentials are
-named (``auth``) and made when the request is sent, since assertions are single-use and tokens expire.
+named (``auth``) and made when the request is sent, since tokens and assertions expire.
 """
 
 from __future__ import annotations

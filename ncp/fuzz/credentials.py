@@ -1,8 +1,9 @@
 """Credentials named by a request (``auth``), made when it is sent: good ones and deliberately bad ones.
 
 Tokens are minted with the treatment country's identity-provider key, as its ``/idp`` endpoints do,
-and re-minted before they expire; assertions are signed with its NCP key, one per request (the border
-refuses an assertion it has seen). A name is ``kind`` or ``kind:argument``:
+and re-minted before they expire; assertions are signed with its NCP key, a new one per request, bound to
+the client certificate the fuzzer presents as that NCP (RFC 8705 §3). A name is ``kind`` or
+``kind:argument``:
 
 =====================  ==============================================================================
 ``hcp``                Authorization: an HCP token (identification only)
@@ -10,10 +11,12 @@ refuses an assertion it has seen). A name is ``kind`` or ``kind:argument``:
 ``assert-hcp``         X-NCP-Assertion: B's NCP re-asserting an HCP context to A
 ``assert:P``           X-NCP-Assertion: ... a treatment context for P
 ``expired:P``          a treatment token that expired an hour ago
-``expired-assert:P``   an assertion that expired an hour ago
+``expired-assert:P``   an assertion that expired an hour ago (unbound: the border refuses it for expiry first)
 ``foreign:P``          a token from A's identity provider (valid, but not for B's NCP)
 ``audience:P``         an assertion for the wrong NCP (B's own)
-``replay:P``           the assertion last sent for P, sent again
+``replay:P``           the assertion last sent for P (empty if none yet), sent again: reuse over the
+                       certificate it is bound to, which the border accepts from its cache of verified
+                       tokens (docs/decisions.md, Security), so the other mutations meet the route's checks
 ``raw-auth:V``         Authorization: V, verbatim
 ``raw-assert:V``       X-NCP-Assertion: V, verbatim
 =====================  ==============================================================================

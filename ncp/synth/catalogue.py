@@ -21,6 +21,7 @@ Layout of a country's studies (``g`` = study index across the country, patient-m
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import random
 from collections.abc import Iterator, Mapping
@@ -31,6 +32,7 @@ from typing import Any
 from pydicom.dataset import Dataset
 
 from ncp.codes import Code
+from ncp.dicom.kos import to_part10
 from ncp.dicom.uids import deterministic_uid
 from ncp.errors import InvalidTopology
 from ncp.model import (
@@ -89,9 +91,35 @@ class CountryData:
             for record in series.instances:
                 yield instance_dataset(study, series, record, spec=spec, instance_kb=self.instance_kb)
 
+    def instance_files(self, study: StudyRecord) -> Iterator[tuple[SeriesRecord, bytes]]:
+        """The study's image instances as Part 10 files, in series order, each with its series.
+
+        Each file is built once per process: the same study gives the same bytes in every federation
+        (seeding a federation was 2 s of CPU, mostly pydicom writing these). The Retrieve URLs, which name
+        each federation's ports, are in the manifests, never in an image, so they are not in the key."""
+        bare = replace(study, series=tuple(replace(s, retrieve_url="") for s in study.series))
+        for series, key in zip(study.series, bare.series, strict=True):
+            spec = self.series_specs.get(series.series_instance_uid)
+            for record in series.instances:
+                build = _instance_file if self.instance_kb <= _MEMO_MAX_KB else _build_instance_file
+                yield series, build(bare, key, record, spec, self.instance_kb)
+
     def report(self, study: StudyRecord) -> ReportRecord | None:
         uid = study.study_instance_uid
         return next((r for r in self.reports if r.study.study_instance_uid == uid), None)
+
+
+_MEMO_MAX_KB = 64  # larger instances are built each time: the memo stays under 32 MB
+
+
+def _build_instance_file(
+    study: StudyRecord, series: SeriesRecord, record: InstanceRecord, spec: SeriesSpec | None, kb: int
+) -> bytes:
+    return to_part10(instance_dataset(study, series, record, spec=spec, instance_kb=kb))
+
+
+# a memo of a pure function (the same records give the same bytes), not configuration
+_instance_file = functools.lru_cache(maxsize=512)(_build_instance_file)
 
 
 def synthesize(topology: Topology, country: str, *, retrieve_urls: Mapping[str, str]) -> CountryData:

@@ -121,5 +121,5 @@ def test_the_xds_role_down_is_an_operation_outcome_through_the_gateways(federati
         response = httpx.get(f"{gateway}/fhir/DocumentReference", params=params, headers=consumer.headers)
     assert response.status_code == 502
     assert response.json()["resourceType"] == "OperationOutcome"
-    consumer = federation.consumer_for(study)  # the assertion above was single-use: a fresh context
+    consumer = federation.consumer_for(study)  # the XDS role is back: the same search answers again
     assert consumer.find(study.patient.issuer, study.patient.id, study_uid=study.study_instance_uid)

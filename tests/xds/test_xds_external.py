@@ -249,7 +249,7 @@ def test_the_team_s_registry_down_is_a_502_operation_outcome_through_both_gatewa
     outcome = response.json()
     assert outcome["resourceType"] == "OperationOutcome"
     assert "unreachable" in str(outcome), outcome
-    consumer = world.consumer_for(study)  # the assertion above was single-use: a fresh context
+    consumer = world.consumer_for(study)  # the team's registry is back: the same search answers again
     assert consumer.find(study.patient.issuer, study.patient.id, study_uid=study.study_instance_uid)
 
 
