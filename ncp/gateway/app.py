@@ -37,10 +37,10 @@ __all__ = ["create_border_app", "create_gateway_app"]
 
 def create_gateway_app(settings: GatewaySettings) -> Starlette:
     routes = [
+        Route("/wado/{path:path}", rad160.initiating_imaging_gateway),  # first: tried on every image request
         Route("/fhir/Patient", iti78.find_patients_initiating),
         Route("/fhir/DocumentReference", iti67.find_document_references_initiating),
         Route("/fhir/Binary/{id}", iti68.retrieve_document_initiating),
-        Route("/wado/{path:path}", rad160.initiating_imaging_gateway),
     ]
     pki = _pki(settings)
     if pki is not None:  # the country's simulated identity provider sits beside its NCP
@@ -53,10 +53,10 @@ def create_gateway_app(settings: GatewaySettings) -> Starlette:
 
 def create_border_app(settings: GatewaySettings) -> Starlette:
     routes = [
+        Route("/wado-rs/{path:path}", rad160.responding_imaging_gateway),  # first, as above
         Route("/fhir/Patient", iti78.find_patients_responding),
         Route("/fhir/DocumentReference", iti67.find_document_references_responding),
         Route("/fhir/Binary/{id}", iti68.retrieve_document_responding),
-        Route("/wado-rs/{path:path}", rad160.responding_imaging_gateway),
     ]
     return _app(settings, routes, "border")
 
