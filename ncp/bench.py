@@ -2,7 +2,10 @@
 
 Paths compared for the same study on the same machine (docs/benchmarks.md): nginx serving the
 study's bytes from a file, the PACS directly, one gateway (NCP-A's border, RAD-160 responding),
-two gateways (NCP-B -> NCP-A), for each data-plane client (aiohttp, httpx) and with mTLS + tokens;
+two gateways (NCP-B -> NCP-A), for each data-plane client (h1, the gateways' own, then aiohttp, and httpx
+on request) and with mTLS + tokens;
+two nginx reverse proxies chained in the gateways' place (plain, and mTLS between them): what any
+proxy pair costs here, with the gateways' ratio to it;
 the XCA-I baseline, SOAP/MTOM: RAD-69 at the PACS, and RAD-69 -> Initiating Imaging Gateway -> RAD-75
 -> Responding Imaging Gateway -> RAD-69 (each gateway its own process, docs/xdsi.md);
 study level (one request), per instance and per frame (N requests, C concurrent); Orthanc as the
@@ -24,6 +27,7 @@ import copy
 import dataclasses
 import os
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -35,7 +39,8 @@ from dataclasses import dataclass, field
 from functools import partial
 from importlib import resources
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
+from urllib.parse import urlsplit
 
 import aiohttp
 import httpx
@@ -47,6 +52,7 @@ from ncp.dicom.kos import build_manifest, to_part10
 from ncp.dicom.multipart import encode_multipart_bytes, multipart_content_type, new_boundary
 from ncp.dicom.uids import deterministic_uid
 from ncp.federation import Federation
+from ncp.gateway.proxy import DataPlane
 from ncp.link import LinkProfile
 from ncp.mhd import provide_document_bundle
 from ncp.model import InstanceRecord, StudyRecord
@@ -59,6 +65,7 @@ from ncp.registry.xca.rad75 import (
     initiating_routes,
     responding_routes,
 )
+from ncp.security.pki import FederationPki, server_name
 from ncp.server import free_port, run_forever
 from ncp.soapcore import envelope_bytes
 from ncp.synth import synthesize
@@ -69,6 +76,7 @@ __all__ = ["main"]
 
 ACCEPT = 'multipart/related; type="application/dicom"'
 FRAME_ACCEPT = 'multipart/related; type="application/octet-stream"'  # PS3.18 8.7.3: frames, uncompressed
+GATEWAYS_CLIENT: DataPlane = "h1"  # the gateways' data plane (ncp.gateway.settings); the goals are its
 RSS_GOAL_MB = 8.0  # the issue's goal: a gateway's memory grows at most this much per study in flight
 IN_FLIGHT = 4  # studies retrieved at once through both gateways for the memory row
 
@@ -306,7 +314,7 @@ async def status_of(url: str, headers: dict[str, str], accept: str) -> int:
 @contextmanager
 def nginx_serving(pacs: str, study: BigStudy, workdir: Path) -> Iterator[str | None]:
     """nginx serving the PACS's answer for the study as a static file; None when nginx is not installed."""
-    binary = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+    binary = nginx_binary()
     if binary is None:
         yield None
         return
@@ -316,30 +324,161 @@ def nginx_serving(pacs: str, study: BigStudy, workdir: Path) -> Iterator[str | N
     (root / "www").mkdir(parents=True, exist_ok=True)
     (root / "www" / "study").write_bytes(body)
     port = free_port()
+    http = f"""
+  sendfile on; tcp_nopush on;
+  types {{ }} default_type '{content_type}';
+  server {{ listen 127.0.0.1:{port}; root {root}/www; }}
+"""
+    with nginx_process(binary, root, http, port):
+        yield f"http://127.0.0.1:{port}/study"
+
+
+NGINX_ABSENT = "nginx is not installed (neither on PATH nor /usr/sbin/nginx)"
+# What the Python gateways do (ncp/gateway/proxy.py): HTTP/1.1 keep-alive to the next hop, the answer passed
+# on as it arrives, up to 256 KiB per read (proxy_buffer_size: the most nginx reads at once unbuffered; the
+# buffers' sizes must agree with it, though unbuffered proxying uses none of them).
+NGINX_STREAM = (
+    'proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering off; proxy_buffer_size 256k; '
+    "proxy_buffers 4 256k; proxy_busy_buffers_size 256k;"
+)
+
+
+def nginx_binary() -> str | None:
+    """nginx on PATH, else Debian's /usr/sbin/nginx (not on a non-root user's PATH); None when absent."""
+    return shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+
+
+@contextmanager
+def nginx_process(binary: str, root: Path, http: str, port: int) -> Iterator[tuple[int, ...]]:
+    """nginx in the foreground with ``http`` as its http block and one worker (one process per hop, as a
+    gateway is), its files under ``root``; yields the master's and the worker's pids once ``port`` listens."""
+    (root / "tmp").mkdir(parents=True, exist_ok=True)
+    kinds = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    temp = " ".join(f"{kind}_temp_path {root}/tmp;" for kind in kinds)
     (root / "nginx.conf").write_text(f"""
 {"user root;" if os.geteuid() == 0 else ""} worker_processes 1; daemon off;
 pid {root}/nginx.pid; error_log {root}/error.log;
-events {{ worker_connections 256; }}
+events {{ worker_connections 1024; }}
 http {{
-  access_log off; sendfile on; tcp_nopush on; keepalive_requests 100000;
-  client_body_temp_path {root}/tmp; proxy_temp_path {root}/tmp; fastcgi_temp_path {root}/tmp;
-  uwsgi_temp_path {root}/tmp; scgi_temp_path {root}/tmp;
-  types {{ }} default_type '{content_type}';
-  server {{ listen 127.0.0.1:{port}; root {root}/www; }}
+  access_log off; keepalive_requests 100000; {temp}
+{http}
 }}
 """)
-    proc = subprocess.Popen([binary, "-c", str(root / "nginx.conf"), "-p", str(root)])
+    log = root / "error.log"
+    proc = subprocess.Popen([binary, "-c", str(root / "nginx.conf"), "-p", str(root), "-e", str(log)])
     try:
-        for _ in range(100):
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/study").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}/study"
+        deadline = time.monotonic() + 15
+        while not ((workers := _children(proc.pid)) and _listening(port)):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                reason = log.read_text()[-600:] if log.exists() else "no error log"
+                raise RuntimeError(f"nginx ({root / 'nginx.conf'}) did not start: {reason}")
+            time.sleep(0.05)
+        yield (proc.pid, *workers)
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def _children(pid: int) -> tuple[int, ...]:
+    """The processes whose parent is ``pid`` (``/proc/PID/stat`` field 4)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(stat.parent.name))
+        except (OSError, IndexError, ValueError):
+            continue  # a process that ended while the list was read
+    return tuple(found)
+
+
+def _listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class ProxyPair:
+    base: str  # proxy 1's URL standing for the PACS's base URL (the same path)
+    inner: str  # proxy 2's URL for the same (https, client certificate required, in the TLS variant)
+    pids: tuple[int, ...]  # both proxies' master and worker processes
+
+
+@contextmanager
+def nginx_pair(pacs: str, workdir: Path, tls: bool) -> Iterator[ProxyPair | None]:
+    """Two nginx reverse proxies chained in front of the PACS as the gateways are (client -> proxy 1 ->
+    proxy 2 -> PACS), streaming over keep-alive HTTP/1.1 upstreams; with ``tls`` proxy 1 reaches proxy 2 over
+    mutual TLS as NCP-B reaches NCP-A's border (a throwaway federation PKI: proxy 1 holds AT's client
+    certificate, proxy 2 FR's server certificate, each verifies the other). None without nginx."""
+    binary = nginx_binary()
+    if binary is None:
+        yield None
+        return
+    target = urlsplit(pacs)
+    first, second, upstream = free_port(), free_port(), f"{target.hostname}:{target.port}"
+    server_tls = client_tls = ""
+    if tls:
+        pki = FederationPki.create(workdir / "pki", ["AT", "FR"])
+        server, client = pki.server_credentials("FR"), pki.client_credentials("AT")
+        server_tls = (
+            f"ssl_certificate {server.cert}; ssl_certificate_key {server.key}; ssl_verify_client on; "
+            f"ssl_client_certificate {pki.ca_file}; ssl_protocols TLSv1.2 TLSv1.3;"
+        )
+        client_tls = (
+            f"proxy_ssl_certificate {client.cert}; proxy_ssl_certificate_key {client.key}; "
+            f"proxy_ssl_verify on; proxy_ssl_trusted_certificate {pki.ca_file}; "
+            f"proxy_ssl_name {server_name('FR')}; proxy_ssl_protocols TLSv1.2 TLSv1.3;"
+        )
+    hops = (  # proxy 2 first: proxy 1's upstream must listen before proxy 1 starts
+        ("proxy-2", second, upstream, "http", " ssl" if tls else "", server_tls, ""),
+        ("proxy-1", first, f"127.0.0.1:{second}", "https" if tls else "http", "", "", client_tls),
+    )
+    with ExitStack() as stack:
+        pids: tuple[int, ...] = ()
+        for name, port, address, scheme, listen, server_options, location_options in hops:
+            http = f"""
+  upstream next {{ server {address}; keepalive 64; keepalive_requests 100000; }}
+  server {{
+    listen 127.0.0.1:{port}{listen}; {server_options}
+    location / {{ proxy_pass {scheme}://next; {NGINX_STREAM} {location_options} }}
+  }}
+"""
+            pids += stack.enter_context(nginx_process(binary, workdir / name, http, port))
+        inner = f"{'https' if tls else 'http'}://127.0.0.1:{second}{target.path}"
+        yield ProxyPair(f"http://127.0.0.1:{first}{target.path}", inner, pids)
+
+
+def nginx_pair_probes(
+    stack: ExitStack,
+    workdir: Path,
+    pacs: str,
+    study: BigStudy,
+    concurrency: int,
+    headers: dict[str, str],
+    direct: dict[str, Row],
+    gateways: list[Row],
+    tls: bool,
+) -> tuple[list[Row], list[Probe]]:
+    """What any two reverse proxies cost here: the nginx pair at study level and per instance, each against
+    the PACS direct (``direct``, by level) of the same rounds, and the Python pair (``gateways``, its rows by
+    level) against the nginx pair. The pair's CPU per request is its four processes' (masters and workers).
+    Without nginx, one row saying why."""
+    name = f"two nginx proxies{', mTLS between them' if tls else ''} (nginx -> nginx)"
+    pair = stack.enter_context(nginx_pair(pacs, workdir, tls))
+    if pair is None:
+        print(f"{name}: not measured: {NGINX_ABSENT}", file=sys.stderr)
+        return [Row(name, "-", note=f"not measured: {NGINX_ABSENT}")], []
+    url = f"{pair.base}studies/{study.study}"
+    probes = path_probes(name, url, pair.pids, study, concurrency, headers, dict(direct), {})
+    python = {row.level: row for row in gateways}
+    # The same samples as the gateways' rows (a second ratio, not a second measurement).
+    versus = [
+        Row(f"{python[p.row.level].path} vs nginx", p.row.level, python[p.row.level].samples, p.row)
+        for p in probes
+    ]
+    return [p.row for p in probes] + versus, probes
 
 
 def cpu_seconds(pid: int) -> float:
@@ -378,7 +517,8 @@ def run(args: argparse.Namespace) -> tuple[list[Row], list[MemoryRow]]:
     rows: list[Row] = []
     memory: list[MemoryRow] = []
     with tempfile.TemporaryDirectory(prefix="xcwado-bench-") as tmp:
-        configs = [(client, False) for client in args.clients] + ([("aiohttp", True)] if args.mtls else [])
+        configs = [(client, False) for client in args.clients]
+        configs += [(GATEWAYS_CLIENT, True)] if args.mtls else []
         for client, secure in configs:
             run_dir = Path(tmp) / f"{client}-{'mtls' if secure else 'plain'}"
             with Federation(
@@ -399,8 +539,9 @@ def federation_rows(
     fed: Federation, client: str, secure: bool, args: argparse.Namespace, extras: Path | None
 ) -> tuple[list[Row], list[MemoryRow]]:
     """PACS direct, one gateway and two gateways, study level and per instance, round-robin in one
-    federation; with ``extras`` (the first run) also nginx and frames. Under mTLS the border takes NCP
-    certificates only, so only the whole chain is measured, with a consumer's treatment token."""
+    federation, and two nginx proxies in the gateways' place (first and mTLS runs); with ``extras`` (the
+    first run) also nginx serving a file, frames and XCA-I. Under mTLS the border takes NCP certificates
+    only, so only the whole chain is measured, with a consumer's treatment token."""
     fr, at = fed.plan.endpoints["FR"], fed.plan.endpoints["AT"]
     rluid, pacs = next(iter(fr.pacs.items()))
     study = make_study(pacs, rluid, args.instances, args.instance_kb)
@@ -424,6 +565,14 @@ def federation_rows(
         probes += path_probes(name, url, pids, study, args.concurrency, headers, direct, _goals(name, client))
     rows = [p.row for p in probes]
     with ExitStack() as stack:
+        if secure or client == args.clients[0]:
+            gateways = [p.row for p in probes if p.row.path == chain]
+            found, pair = nginx_pair_probes(
+                stack, fed.plan.run_dir / "nginx-pair", pacs, study, args.concurrency, headers, direct,
+                gateways, secure,
+            )  # fmt: skip
+            rows += found
+            probes += pair
         if extras is not None:
             nginx = stack.enter_context(nginx_serving(pacs, study, extras))
             if nginx is not None:
@@ -439,7 +588,7 @@ def federation_rows(
             rows += [p.row for p in xcai]
             probes += xcai
         measure(probes, args.repeat)
-    memory = memory_rows(fed, paths[chain][0], headers, run) if client == "aiohttp" else []
+    memory = memory_rows(fed, paths[chain][0], headers, run) if client == GATEWAYS_CLIENT else []
     return rows, memory
 
 
@@ -471,9 +620,9 @@ def path_probes(
 
 
 def _goals(path: str, client: str) -> dict[str, float]:
-    """The issue's goals for two gateways, as ratios to the PACS direct in the same rounds (aiohttp: the
-    gateways' data plane; httpx is kept for comparison only)."""
-    if client != "aiohttp" or not path.startswith("two gateways"):
+    """The issue's goals for two gateways, as ratios to the PACS direct in the same rounds, on the gateways'
+    own data plane (the other clients are there for comparison)."""
+    if client != GATEWAYS_CLIENT or not path.startswith("two gateways"):
         return {}
     return {"study": 0.90, "instance": 0.60 if "mTLS" in path else 0.75}
 
@@ -638,7 +787,7 @@ def orthanc_rows(args: argparse.Namespace, work: Path) -> list[Row]:
         both = (fed.pids["AT/gateway"], fed.pids["FR/gateway"])
         paths = {
             "Orthanc direct": (f"{orthanc}studies/{study.study}", (), {}),
-            "Orthanc via two gateways [aiohttp]": (
+            f"Orthanc via two gateways [{GATEWAYS_CLIENT}]": (
                 f"{at.gateway}/wado/{xc}/studies/{study.study}",
                 both,
                 {"study": 0.80},
@@ -868,7 +1017,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--no-orthanc", dest="orthanc", action="store_false", help="skip the Orthanc rows")
     parser.add_argument("--no-mtls", dest="mtls", action="store_false", help="skip the mTLS + token run")
-    parser.add_argument("--clients", nargs="+", default=["aiohttp", "httpx"], choices=["aiohttp", "httpx"])
+    parser.add_argument(
+        "--clients",
+        nargs="+",
+        default=[GATEWAYS_CLIENT, "aiohttp"],
+        choices=get_args(DataPlane),
+        help="the gateways' data-plane clients to compare; goals apply to h1, theirs (default: h1 aiohttp)",
+    )
     link = parser.add_mutually_exclusive_group()
     link.add_argument("--link-only", action="store_true", help="only the emulated-link section")
     link.add_argument("--no-link", dest="link", action="store_false", help="skip the emulated-link section")

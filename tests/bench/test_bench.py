@@ -66,7 +66,7 @@ def test_memory_growth_is_per_study_in_flight_against_8_mb() -> None:
 
 @pytest.mark.slow
 def test_quick_mode_measures_every_path_and_states_every_goal(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["--quick", "--no-link", "--no-orthanc", "--clients", "aiohttp"]) == 0
+    assert main(["--quick", "--no-link", "--no-orthanc", "--clients", "h1"]) == 0
 
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
     table = [r for r in rows if not r.startswith(("| path", "| gateway |"))]
@@ -80,3 +80,14 @@ def test_quick_mode_measures_every_path_and_states_every_goal(capsys: pytest.Cap
         assert "not measured: " in row or re.search(r"\| \d+ \(\d+-\d+\) \|", row), row
     memory = [r for r in rows if r.startswith(("| FR/gateway", "| AT/gateway"))]
     assert len(memory) == 4 and all(r.endswith(("| yes |", "| NO |", "| - |")) for r in memory)
+    # Two nginx proxies in the gateways' place, plain and with mTLS between them (nginx: `make system-deps`),
+    # at both levels: against the PACS direct, with the CPU their processes spent per request ...
+    pairs = [r for r in table if r.startswith("| two nginx proxies")]
+    assert len(pairs) == 4, "the nginx pair rows are missing"
+    for row in pairs:
+        assert re.search(r"\| \d+\.\d\d \(\d+\.\d\d-\d+\.\d\d\) \| PACS direct \[h1", row), row
+    # ... and the gateways' rows again, with the gateways' rate over the nginx pair's, round by round.
+    versus = [r for r in table if re.match(r"\| two gateways.* vs nginx \| (study|instance x16) \|", r)]
+    assert len(versus) == 4
+    for row in versus:
+        assert re.search(r"\| two nginx proxies[^|]*, (study|instance x16) \| \d+\.\d\d \(", row), row
