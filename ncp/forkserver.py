@@ -87,7 +87,10 @@ class RoleChild:
         self.pid = pid
         self.returncode: int | None = None
         self._server = server
-        self._fd = os.pidfd_open(pid)
+        try:
+            self._fd: int | None = os.pidfd_open(pid)
+        except ProcessLookupError:  # it has already exited, and the server has waited for it
+            self._fd = None
 
     def poll(self) -> int | None:
         return self._ended(0.0)
@@ -105,17 +108,19 @@ class RoleChild:
         return status
 
     def _signal(self, sig: int) -> None:
-        if self.returncode is None:
+        if self.returncode is None and self._fd is not None:
             with contextlib.suppress(ProcessLookupError):  # it has exited, and is not yet waited for
                 signal.pidfd_send_signal(self._fd, sig)
 
     def _ended(self, timeout: float | None) -> int | None:
         if self.returncode is None:
-            readable, _, _ = select.select([self._fd], [], [], timeout)
-            if not readable:
-                return None
-            self.returncode = self._server.status(self.pid)
-            os.close(self._fd)
+            if self._fd is not None:
+                readable, _, _ = select.select([self._fd], [], [], timeout)
+                if not readable:
+                    return None
+                os.close(self._fd)
+                self._fd = None
+            self.returncode = self._server.status(self.pid)  # its line follows the end at once
         return self.returncode
 
 

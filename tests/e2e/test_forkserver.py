@@ -1,5 +1,5 @@
-"""A federation whose owner dies, however it dies, does not keep running: its roles are forked from a fork
-server that stops them when the owner's end of its pipe closes (ncp/forkserver.py)."""
+"""Role processes forked from one fork server (ncp/forkserver.py): a role that dies at once is reported with
+its exit status like any other, and a federation whose owner dies, however it dies, does not keep running."""
 
 from __future__ import annotations
 
@@ -11,9 +11,17 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
+from ncp.forkserver import ForkServer
+
 _OWNER = """
 import json, sys, time
 from pathlib import Path
+
+import pytest
+
+from ncp.forkserver import ForkServer
 from ncp.federation import Federation
 
 fed = Federation("builtin:default", Path(sys.argv[1]))
@@ -44,3 +52,24 @@ def test_roles_stop_when_the_owner_of_the_federation_is_killed(tmp_path: Path) -
     while time.monotonic() < deadline and any(_alive(pid) for pid in pids.values()):
         time.sleep(0.1)
     assert [role for role, pid in pids.items() if _alive(pid)] == []
+
+
+def test_a_role_that_exits_at_once_reports_its_status(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pidfd_open = os.pidfd_open
+
+    def late(pid: int, flags: int = 0) -> int:  # fault injection: the parent looks only once it is gone
+        time.sleep(0.3)
+        return pidfd_open(pid, flags)
+
+    monkeypatch.setattr(os, "pidfd_open", late)
+    server = ForkServer(tmp_path / "forkserver.log")
+    try:
+        # a log it cannot open: each role fails first thing, often before the parent has looked at it
+        plan, logs = tmp_path / "plan.json", tmp_path / "missing"
+        children = [server.spawn(plan, "FR/gateway", logs / f"{i}.log") for i in range(5)]
+        assert [child.wait(timeout=30) for child in children] == [1] * 5
+        assert "FileNotFoundError" in (tmp_path / "forkserver.log").read_text()
+    finally:
+        server.close()
