@@ -32,7 +32,7 @@ from ncp.gateway.proxy import DataPlane
 from ncp.link import FaultSpec, RelayThread
 from ncp.orthanc import OrthancConfig, run_orthanc
 from ncp.security.pki import FederationPki
-from ncp.server import run_forever, serve_in_thread
+from ncp.server import run_forever, serve_in_thread, stop_process
 from ncp.topology import Topology
 
 __all__ = ["Federation", "InUse", "NotHealthy", "hold_run", "run_role", "state_document"]
@@ -378,7 +378,7 @@ def _role_process(forks: ForkServer, plan_file: Path, role_id: str, run_dir: Pat
     try:
         yield proc
     finally:
-        _stop(proc)
+        stop_process(proc, 10)
 
 
 def _log_path(run_dir: Path, role_id: str) -> Path:
@@ -400,17 +400,7 @@ def _child(module_args: list[str], role_id: str, run_dir: Path) -> Iterator[subp
     try:
         yield proc
     finally:
-        _stop(proc)
-
-
-def _stop(proc: subprocess.Popen[bytes] | RoleChild) -> None:
-    """SIGTERM, then SIGKILL after 10 s."""
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+        stop_process(proc, 10)
 
 
 def run_role(plan_file: Path, role_id: str) -> None:

@@ -20,6 +20,8 @@ from typing import Any
 
 import httpx
 
+from ncp.server import stop_process
+
 __all__ = ["ORTHANC", "OrthancConfig", "build_loopback_shim", "orthanc_available", "run_orthanc"]
 
 ORTHANC = "/usr/sbin/Orthanc"
@@ -136,12 +138,7 @@ def run_orthanc(config: OrthancConfig, timeout: float = 30.0) -> Iterator[Orthan
         _wait_up(config, proc, timeout)
         yield config
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, 15)
         log.close()
 
 

@@ -7,15 +7,16 @@ import contextlib
 import itertools
 import os
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Protocol
 
 import uvicorn
 
-__all__ = ["free_port", "run_forever", "serve_in_thread"]
+__all__ = ["Stoppable", "free_port", "run_forever", "serve_in_thread", "stop_process"]
 
 
 # Ports are handed out below the kernel's ephemeral range (32768-60999 here): a port that
@@ -123,3 +124,23 @@ def run_forever(main: Coroutine[Any, Any, None]) -> None:
         return
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(main)
+
+
+class Stoppable(Protocol):
+    """What :func:`stop_process` needs: a :class:`subprocess.Popen`, or a forked role."""
+
+    def terminate(self) -> None: ...
+
+    def kill(self) -> None: ...
+
+    def wait(self, timeout: float | None = None) -> int: ...
+
+
+def stop_process(proc: Stoppable, grace_s: float) -> None:
+    """SIGTERM, then SIGKILL if it has not exited after ``grace_s``."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

@@ -7,6 +7,7 @@ server on the test's own loop where the server must misbehave on purpose.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 import struct
@@ -15,6 +16,7 @@ import sys
 import textwrap
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 from starlette.applications import Starlette
@@ -95,26 +97,20 @@ async def test_a_connection_is_reused_once_its_answer_was_read_whole(
     uvicorn_server: tuple[str, Seen],
 ) -> None:
     base, seen = uvicorn_server
-    upstream = H1Upstream(FAST)
-    try:
+    async with _upstream(FAST) as upstream:
         for _ in range(3):
             assert await _read(await upstream.open(f"{base}/blob", {})) == BLOB
-    finally:
-        await upstream.aclose()
     assert len(seen.ports) == 3
     assert len(set(seen.ports)) == 1
 
 
 async def test_chunked_bodies_are_decoded(uvicorn_server: tuple[str, Seen]) -> None:
     base, _ = uvicorn_server
-    upstream = H1Upstream(FAST)
-    try:
+    async with _upstream(FAST) as upstream:
         answer = await upstream.open(f"{base}/chunked", {})
         assert ("transfer-encoding", "chunked") in answer.headers
         assert await _read(answer) == BLOB
         assert await _read(await upstream.open(f"{base}/chunked", {})) == BLOB  # and the connection reused
-    finally:
-        await upstream.aclose()
 
 
 async def test_no_more_than_limit_connections_are_open_and_the_rest_wait(
@@ -139,12 +135,9 @@ async def test_a_server_that_says_close_gets_a_new_connection_next_time(
     uvicorn_server: tuple[str, Seen],
 ) -> None:
     base, seen = uvicorn_server
-    upstream = H1Upstream(FAST)
-    try:
+    async with _upstream(FAST) as upstream:
         for _ in range(2):
             assert await _read(await upstream.open(f"{base}/close", {})) == b"bye"
-    finally:
-        await upstream.aclose()
     assert len(set(seen.ports)) == 2
 
 
@@ -152,25 +145,19 @@ async def test_a_caller_that_says_close_does_not_pool_the_connection(
     uvicorn_server: tuple[str, Seen],
 ) -> None:
     base, seen = uvicorn_server
-    upstream = H1Upstream(FAST)
-    try:
+    async with _upstream(FAST) as upstream:
         for _ in range(2):
             assert await _read(await upstream.open(f"{base}/blob", {"connection": "close"})) == BLOB
-    finally:
-        await upstream.aclose()
     assert len(set(seen.ports)) == 2
 
 
 async def test_an_answer_abandoned_half_read_closes_its_connection(uvicorn_server: tuple[str, Seen]) -> None:
     base, seen = uvicorn_server
-    upstream = H1Upstream(FAST)
-    try:
+    async with _upstream(FAST) as upstream:
         answer = await upstream.open(f"{base}/chunked", {})
         await anext(aiter(answer.body))
         await answer.close()
         assert await _read(await upstream.open(f"{base}/blob", {})) == BLOB
-    finally:
-        await upstream.aclose()
     assert len(seen.ports) == 1  # /chunked is not recorded: the /blob request came on a new connection
 
 
@@ -182,13 +169,10 @@ async def test_at_the_limit_an_idle_connection_to_another_origin_makes_room(
             writer.write(_head(2) + b"ok")
 
     first, second = await scripted(keep_alive), await scripted(keep_alive)
-    upstream = H1Upstream(FAST, limit=1)
-    try:
+    async with _upstream(FAST, limit=1) as upstream:
         assert await _read(await upstream.open(f"{first.base}/x", {})) == b"ok"
         assert await _read(await upstream.open(f"{second.base}/x", {})) == b"ok"
         await asyncio.wait_for(first.closed.wait(), 2)  # the idle one was closed for it
-    finally:
-        await upstream.aclose()
 
 
 def test_make_upstream_builds_it_by_name() -> None:
@@ -215,13 +199,10 @@ async def test_mutual_tls_with_a_pinned_peer_streams_and_reuses(
 ) -> None:
     base, seen = tls_server
     assert base.startswith("https://")
-    upstream = H1Upstream(FAST, ssl_context=pki.client_ssl_context("AT", peer="FR"))
-    try:
+    async with _upstream(FAST, ssl_context=pki.client_ssl_context("AT", peer="FR")) as upstream:
         for _ in range(2):
             assert await _read(await upstream.open(f"{base}/blob", {})) == BLOB
         assert await _read(await upstream.open(f"{base}/chunked", {})) == BLOB
-    finally:
-        await upstream.aclose()
     assert len(set(seen.ports)) == 1
 
 
@@ -229,12 +210,9 @@ async def test_a_server_that_is_not_the_pinned_peer_is_unreachable(
     tls_server: tuple[str, Seen], pki: FederationPki
 ) -> None:
     base, seen = tls_server
-    upstream = H1Upstream(FAST, ssl_context=pki.client_ssl_context("AT", peer="AT"))
-    try:
+    async with _upstream(FAST, ssl_context=pki.client_ssl_context("AT", peer="AT")) as upstream:
         with pytest.raises(UpstreamError, match="next hop unreachable: SSLCertVerificationError"):
             await upstream.open(f"{base}/blob", {})
-    finally:
-        await upstream.aclose()
     assert seen.ports == []
 
 
@@ -252,6 +230,15 @@ class Scripted:
     requests: list[bytes] = field(default_factory=list)
     closed: asyncio.Event = field(default_factory=asyncio.Event)
     sent: int = 0
+
+
+@contextlib.asynccontextmanager
+async def _upstream(timeouts: Timeouts, **options: Any) -> AsyncIterator[H1Upstream]:
+    upstream = H1Upstream(timeouts, **options)
+    try:
+        yield upstream
+    finally:
+        await upstream.aclose()
 
 
 @pytest.fixture
@@ -304,15 +291,12 @@ async def test_the_request_carries_the_target_host_and_the_given_headers_only(
         writer.write(_head(2) + b"ok")
 
     state = await scripted(answer)
-    upstream = H1Upstream(FAST)
-    try:
+    async with _upstream(FAST) as upstream:
         answer_ = await upstream.open(
             f"{state.base}/dicom-web/studies/1.2?includefield=all#x",
             {"Accept": 'multipart/related; type="application/dicom"', "x-request-id": "rid-1"},
         )
         assert await _read(answer_) == b"ok"
-    finally:
-        await upstream.aclose()
     host = state.base.removeprefix("http://")
     assert state.requests == [
         b"GET /dicom-web/studies/1.2?includefield=all HTTP/1.1\r\n"
@@ -333,12 +317,9 @@ async def test_header_injection_is_refused_before_anything_is_sent(
         await _request(reader, state)
 
     state = await scripted(nothing)
-    upstream = H1Upstream(FAST)
-    try:
+    async with _upstream(FAST) as upstream:
         with pytest.raises(ValueError, match="CR/LF"):
             await upstream.open(f"{state.base}/x", headers)
-    finally:
-        await upstream.aclose()
     assert state.connections == 0
 
 
@@ -352,12 +333,9 @@ async def test_response_headers_come_back_in_order_with_names_as_received(
         )
 
     state = await scripted(answer)
-    upstream = H1Upstream(FAST)
-    try:
+    async with _upstream(FAST) as upstream:
         response = await upstream.open(f"{state.base}/x", {})
         await _read(response)
-    finally:
-        await upstream.aclose()
     assert response.headers == [
         ("X-Mixed-Case", "A"),
         ("Warning", '299 pacs "one"'),
@@ -379,13 +357,10 @@ async def test_redirects_are_not_followed_and_bodies_not_decompressed(
                 writer.write(_head(len(gzipped), "Content-Encoding: gzip") + gzipped)
 
     state = await scripted(answer)
-    upstream = H1Upstream(FAST)
-    try:
+    async with _upstream(FAST) as upstream:
         redirect = await upstream.open(f"{state.base}/x", {})
         assert (redirect.status, await _read(redirect)) == (302, b"")
         assert await _read(await upstream.open(f"{state.base}/y", {})) == gzipped
-    finally:
-        await upstream.aclose()
     assert len(state.requests) == 2
 
 
@@ -398,12 +373,9 @@ async def test_a_body_without_framing_ends_when_the_server_closes(
         await writer.drain()
 
     state = await scripted(answer)
-    upstream = H1Upstream(FAST)
-    try:
+    async with _upstream(FAST) as upstream:
         assert await _read(await upstream.open(f"{state.base}/x", {})) == BLOB
         assert await _read(await upstream.open(f"{state.base}/x", {})) == BLOB
-    finally:
-        await upstream.aclose()
     assert state.connections == 2  # such a connection cannot be reused (RFC 9112 6.3)
 
 
@@ -415,13 +387,10 @@ async def test_an_interim_answer_is_skipped_for_the_final_one(
         writer.write(b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>\r\n\r\n" + _head(2) + b"ok")
 
     state = await scripted(answer)
-    upstream = H1Upstream(FAST)
-    try:
+    async with _upstream(FAST) as upstream:
         response = await upstream.open(f"{state.base}/x", {})
         assert (response.status, response.headers) == (200, [("Content-Length", "2")])
         assert await _read(response) == b"ok"
-    finally:
-        await upstream.aclose()
 
 
 async def test_an_http_1_0_answer_does_not_keep_its_connection(
@@ -432,12 +401,9 @@ async def test_an_http_1_0_answer_does_not_keep_its_connection(
             writer.write(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok")  # and the connection left open
 
     state = await scripted(answer)
-    upstream = H1Upstream(FAST)
-    try:
+    async with _upstream(FAST) as upstream:
         for _ in range(2):
             assert await _read(await upstream.open(f"{state.base}/x", {})) == b"ok"
-    finally:
-        await upstream.aclose()
     assert state.connections == 2  # RFC 9112 9.3: HTTP/1.0 without keep-alive closes
 
 
@@ -448,12 +414,9 @@ async def test_an_oversized_response_head_is_502(scripted: Callable[[Handler], A
         await asyncio.sleep(5)
 
     state = await scripted(answer)
-    upstream = H1Upstream(FAST)
-    try:
+    async with _upstream(FAST) as upstream:
         with pytest.raises(UpstreamError, match="next hop unreachable: HttpParserError"):
             await upstream.open(f"{state.base}/x", {})
-    finally:
-        await upstream.aclose()
 
 
 async def test_body_pieces_are_handed_on_as_they_arrive(
@@ -468,16 +431,13 @@ async def test_body_pieces_are_handed_on_as_they_arrive(
         writer.write(b"5678")
 
     state = await scripted(answer)
-    upstream = H1Upstream(FAST)
-    try:
+    async with _upstream(FAST) as upstream:
         response = await upstream.open(f"{state.base}/x", {})
         pieces = aiter(response.body)
         assert await anext(pieces) == b"1234"  # before the server sent the rest
         second.set()
         assert await anext(pieces) == b"5678"
         await response.close()
-    finally:
-        await upstream.aclose()
 
 
 async def test_a_slow_reader_backs_up_to_the_server_not_into_memory(
@@ -494,8 +454,7 @@ async def test_a_slow_reader_backs_up_to_the_server_not_into_memory(
             state.sent += len(piece)
 
     state = await scripted(answer)
-    upstream = H1Upstream(FAST)
-    try:
+    async with _upstream(FAST) as upstream:
         response = await upstream.open(f"{state.base}/x", {})
         pieces = aiter(response.body)
         received = len(await anext(pieces))
@@ -504,8 +463,6 @@ async def test_a_slow_reader_backs_up_to_the_server_not_into_memory(
         async for chunk in pieces:
             received += len(chunk)
         await response.close()
-    finally:
-        await upstream.aclose()
     assert received == total
     # 1 MiB in the client, the rest in the kernel's socket buffers (a few MB on loopback)
     assert backlog < 16 * 1024 * 1024
@@ -522,12 +479,9 @@ async def test_a_pooled_connection_the_server_closed_meanwhile_is_retried_on_a_n
         await _request(reader, state)
 
     state = await scripted(one_answer_per_connection)
-    upstream = H1Upstream(FAST)
-    try:
+    async with _upstream(FAST) as upstream:
         for _ in range(3):
             assert await _read(await upstream.open(f"{state.base}/x", {})) == b"ok"
-    finally:
-        await upstream.aclose()
     assert state.connections == 3
 
 
@@ -538,12 +492,9 @@ async def test_a_new_connection_closed_before_any_answer_is_not_retried(
         await _request(reader, state)
 
     state = await scripted(hang_up)
-    upstream = H1Upstream(FAST)
-    try:
+    async with _upstream(FAST) as upstream:
         with pytest.raises(UpstreamError, match="next hop unreachable: ServerDisconnected"):
             await upstream.open(f"{state.base}/x", {})
-    finally:
-        await upstream.aclose()
     assert state.connections == 1
 
 
@@ -571,12 +522,9 @@ async def test_a_malformed_head_is_502(scripted: Callable[[Handler], Awaitable[S
         writer.write(b"SMTP ready\r\n\r\n")
 
     state = await scripted(garbage)
-    upstream = H1Upstream(FAST)
-    try:
+    async with _upstream(FAST) as upstream:
         with pytest.raises(UpstreamError, match="next hop unreachable: HttpParser"):
             await upstream.open(f"{state.base}/x", {})
-    finally:
-        await upstream.aclose()
 
 
 async def test_no_head_in_time_is_504(scripted: Callable[[Handler], Awaitable[Scripted]]) -> None:
@@ -585,12 +533,9 @@ async def test_no_head_in_time_is_504(scripted: Callable[[Handler], Awaitable[Sc
         await asyncio.sleep(5)
 
     state = await scripted(silent)
-    upstream = H1Upstream(Timeouts(connect=2, first_byte=0.3, read=2))
-    try:
+    async with _upstream(Timeouts(connect=2, first_byte=0.3, read=2)) as upstream:
         with pytest.raises(UpstreamTimeout, match=r"no answer from the next hop within 0.3 s") as caught:
             await upstream.open(f"{state.base}/x", {})
-    finally:
-        await upstream.aclose()
     assert caught.value.status == 504
 
 
@@ -601,12 +546,9 @@ async def test_a_connection_that_is_not_established_in_time_is_504(
         await asyncio.sleep(5)
 
     state = await scripted(never_speaks_tls)
-    upstream = H1Upstream(Timeouts(connect=0.3, first_byte=2, read=2))
-    try:
+    async with _upstream(Timeouts(connect=0.3, first_byte=2, read=2)) as upstream:
         with pytest.raises(UpstreamTimeout, match=r"no connection to the next hop within 0.3 s"):
             await upstream.open(state.base.replace("http://", "https://") + "/x", {})
-    finally:
-        await upstream.aclose()
 
 
 @pytest.mark.parametrize("length", [10, None])  # silence in a body that ends at EOF is no end either
@@ -619,8 +561,7 @@ async def test_silence_mid_body_raises_timeout_in_the_body(
         await asyncio.sleep(5)
 
     state = await scripted(stall)
-    upstream = H1Upstream(Timeouts(connect=2, first_byte=2, read=0.3))
-    try:
+    async with _upstream(Timeouts(connect=2, first_byte=2, read=0.3)) as upstream:
         response = await upstream.open(f"{state.base}/x", {})
         pieces = aiter(response.body)
         assert await anext(pieces) == b"12345"
@@ -629,8 +570,6 @@ async def test_silence_mid_body_raises_timeout_in_the_body(
             await anext(pieces)
         waited = asyncio.get_running_loop().time() - started
         await response.close()
-    finally:
-        await upstream.aclose()
     assert 0.2 < waited < 1.5
 
 
@@ -663,13 +602,10 @@ async def test_an_answer_cut_after_its_head_fails_in_the_body_never_short(
             _reset(writer)
 
     state = await scripted(cut)
-    upstream = H1Upstream(FAST)
-    try:
+    async with _upstream(FAST) as upstream:
         response = await upstream.open(f"{state.base}/x", {})
         with pytest.raises(ConnectionError) as caught:
             await _read(response)
-    finally:
-        await upstream.aclose()
     assert type(caught.value).__name__ == error
 
 

@@ -25,6 +25,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from token_clock import NOW, PATIENT, Clock
 
 from ncp.errors import Forbidden, NcpError, Unauthorized, fhir_error_response
 from ncp.gateway.guard import Guard
@@ -41,22 +42,6 @@ from ncp.security.tokens import (
     idp_issuer,
     ncp_id,
 )
-
-NOW = 1_900_000_000.0
-PATIENT = PatientRef("2.999.250.2", "FR-0001")
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = NOW
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def tick() -> Clock:
-    return Clock()
 
 
 def context_of(pki: FederationPki, *, clock: Callable[[], float], lifetime: float = 300) -> Claims:

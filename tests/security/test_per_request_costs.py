@@ -15,6 +15,7 @@ from pathlib import Path
 
 import jwt
 import pytest
+from token_clock import NOW, PATIENT, Clock
 
 from ncp.errors import Forbidden, Unauthorized
 from ncp.security.audit import AuditRecord, AuditStore, redact
@@ -27,22 +28,6 @@ from ncp.security.tokens import (
     idp_issuer,
     ncp_id,
 )
-
-NOW = 1_900_000_000.0
-PATIENT = PatientRef("2.999.250.2", "FR-0001")
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = NOW
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def tick() -> Clock:
-    return Clock()
 
 
 @pytest.fixture
