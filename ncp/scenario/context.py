@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 
 from ncp.app import link_role_id, load_source
-from ncp.consumer.client import ImagingConsumer
+from ncp.consumer.client import ImagingConsumer, default_tls
 from ncp.errors import InvalidTopology, NcpError
 from ncp.federation import Federation
 from ncp.link import FaultSpec
@@ -116,7 +116,7 @@ class ScenarioContext:
         self.data = seeded.data
         self.steps: list[Step] = []
         self._consumers: list[ImagingConsumer] = []
-        self._http = httpx.Client(timeout=httpx.Timeout(60.0, connect=5.0))
+        self._http = httpx.Client(timeout=httpx.Timeout(60.0, connect=5.0), verify=default_tls())
         self._raw: list[Exchange] = []
 
     # -- the federation ---------------------------------------------------------------------------
