@@ -73,8 +73,8 @@ def token_form(fed: Seeded, consumer: ImagingConsumer, form: dict[str, str] | st
     headers = {"Authorization": f"Bearer {consumer._hcp_token}"}
     if isinstance(form, str):
         headers["Content-Type"] = "application/x-www-form-urlencoded"
-        return httpx.post(f"{fed.gateway('AT')}/idp/treatment", content=form, headers=headers)
-    return httpx.post(f"{fed.gateway('AT')}/idp/treatment", data=form, headers=headers)
+        return consumer.client.post(f"{fed.gateway('AT')}/idp/treatment", content=form, headers=headers)
+    return consumer.client.post(f"{fed.gateway('AT')}/idp/treatment", data=form, headers=headers)
 
 
 # -- the identity provider ------------------------------------------------------------------------------
@@ -155,7 +155,7 @@ def test_no_search_value_reaches_another_patient(fed: Seeded, suffix: str) -> No
     x, y = two_patients(fed)
     consumer = treated(fed, x)
     value = f"urn:oid:{x.patient.issuer}|{x.patient.id}{suffix}"
-    r = httpx.get(
+    r = consumer.client.get(
         f"{fed.gateway('AT')}/fhir/DocumentReference",
         params={"patient.identifier": value, "status": "current"},
         headers=consumer.headers,
@@ -202,7 +202,7 @@ def test_no_hostile_path_segment_earns_more_than_a_4xx(fed: Seeded, segment: str
         + quote(segment, safe=""),
         f"{fed.gateway('AT')}/fhir/Binary/FR." + quote(segment, safe=""),
     ):
-        r = httpx.get(url, headers={**ACCEPT, **consumer.headers})
+        r = consumer.client.get(url, headers={**ACCEPT, **consumer.headers})
         assert 400 <= r.status_code < 500, (url, r.status_code, r.text[:200])
         assert b"DICM" not in r.content
 
