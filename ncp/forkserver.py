@@ -26,6 +26,7 @@ import select
 import signal
 import subprocess
 import sys
+import threading
 import traceback
 from pathlib import Path
 from typing import IO, Any
@@ -48,21 +49,25 @@ class ForkServer:
         self._requests: IO[bytes] = self._proc.stdin
         self._replies: IO[bytes] = self._proc.stdout
         self._exits: dict[int, int] = {}
+        # one reader at a time: roles are stopped from several threads at once, and a thread that read
+        # another role's line keeps it in ``_exits`` for that role's thread instead of leaving it waiting
+        self._lock = threading.Lock()
 
     def spawn(self, plan_file: Path, role_id: str, log_path: Path) -> RoleChild:
         request = {"plan": str(plan_file), "role": role_id, "log": str(log_path)}
-        self._requests.write(json.dumps(request).encode() + b"\n")
-        self._requests.flush()
-        while True:
-            reply = self._next()
-            if "pid" in reply:
-                return RoleChild(self, int(reply["pid"]))
+        with self._lock:
+            self._requests.write(json.dumps(request).encode() + b"\n")
+            self._requests.flush()
+            while "pid" not in (reply := self._next()):
+                pass
+        return RoleChild(self, int(reply["pid"]))
 
     def status(self, pid: int) -> int:
         """The exit status of a role whose process has ended (its line follows the end at once)."""
-        while pid not in self._exits:
-            self._next()
-        return self._exits.pop(pid)
+        with self._lock:
+            while pid not in self._exits:
+                self._next()
+            return self._exits.pop(pid)
 
     def close(self) -> None:
         self._requests.close()

@@ -8,12 +8,14 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from ncp.forkserver import ForkServer
+from ncp.federation import Federation
+from ncp.forkserver import ForkServer, RoleChild
 
 _OWNER = """
 import json, sys, time
@@ -21,7 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from ncp.forkserver import ForkServer
+from ncp.federation import Federation
+from ncp.forkserver import ForkServer, RoleChild
 from ncp.federation import Federation
 
 fed = Federation("builtin:default", Path(sys.argv[1]))
@@ -71,5 +74,31 @@ def test_a_role_that_exits_at_once_reports_its_status(
         children = [server.spawn(plan, "FR/gateway", logs / f"{i}.log") for i in range(5)]
         assert [child.wait(timeout=30) for child in children] == [1] * 5
         assert "FileNotFoundError" in (tmp_path / "forkserver.log").read_text()
+    finally:
+        server.close()
+
+
+def _stop(child: RoleChild, statuses: list[int]) -> None:
+    child.terminate()
+    statuses.append(child.wait(30))
+
+
+def test_roles_stopped_from_many_threads_at_once_all_get_their_status(tmp_path: Path) -> None:
+    """A federation stops its roles in parallel: each thread must get its own role's status, whichever thread
+    read the fork server's line first (two threads reading each other's line once left both waiting)."""
+    fed = Federation("builtin:default", tmp_path / "run")  # its plan and PKI; the roles are started here
+    plan = tmp_path / "run" / "plan.json"
+    fed.plan.write(plan)
+    server = ForkServer(tmp_path / "forkserver.log")
+    try:
+        for _ in range(3):
+            children = [server.spawn(plan, r.id, tmp_path / f"{r.name}.log") for r in fed.plan.roles]
+            statuses: list[int] = []
+            waiters = [threading.Thread(target=_stop, args=(c, statuses), daemon=True) for c in children]
+            for waiter in waiters:
+                waiter.start()
+            for waiter in waiters:
+                waiter.join(timeout=40)
+            assert len(statuses) == len(children)
     finally:
         server.close()
