@@ -58,12 +58,12 @@ lint: $(STAMP)
 docker-engine:
 	bash .ci/docker-setup
 
-# Everything in three workers on the two cores (pytest-xdist, one test file per worker: a file's module
-# fixtures stay in one process; much of the suite waits on processes, browsers and sockets, so a third
-# worker fills the cores: 465 s with two, 342 s with three, 331 s with four), then the `serial` tests alone
-# (tests/conftest.py).
+# Everything in five workers on the two cores (pytest-xdist, one test file per worker: a file's module
+# fixtures stay in one process; much of the suite waits on processes, browsers and sockets, so more workers
+# than cores fill them: 293 s with three, 258 s with four, 237 s with five, docs/test-times.md), then the
+# `serial` tests alone (tests/conftest.py).
 test: $(STAMP) system-deps docker-engine ohif lint
-	$(BIN)/pytest -q -m "not serial" -n 3 --dist loadfile --durations=20
+	$(BIN)/pytest -q -m "not serial" -n 5 --dist loadfile --durations=20
 	$(BIN)/pytest -q -m serial --durations=5
 
 # The fast tier: lint, types and every test that starts no federation, subprocess, Docker, Orthanc or

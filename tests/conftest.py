@@ -54,7 +54,7 @@ _INTEGRATION_FILES = frozenset(
 )
 
 
-# `make test` runs everything else in three workers (pytest-xdist, a file per worker), then these alone:
+# `make test` runs everything else in five workers (pytest-xdist, a file per worker), then these alone:
 # the emulated links' tests bound elapsed times from above, the soak samples at fixed intervals and must
 # see no request fail, and Locust's distributed run needs its workers' last reports to reach the master
 # in time; saturated cores distort all of them.
