@@ -50,14 +50,11 @@ class BodyTimeout:
                 await exchange.send_plain_408(exc.message)
 
 
-_BODY_HEADERS = frozenset((b"content-length", b"transfer-encoding"))
-
-
 def _has_body(scope: Scope) -> bool:
     """Whether the request announces a body (RFC 9112 6.3: without Content-Length or Transfer-Encoding a
     request has none), as image GETs do not."""
     for name, value in scope["headers"]:
-        if name in _BODY_HEADERS and (name == b"transfer-encoding" or value.strip() != b"0"):
+        if name == b"transfer-encoding" or (name == b"content-length" and value.strip() != b"0"):
             return True
     return False
 

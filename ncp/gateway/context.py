@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 from starlette.requests import Request
 
-from ncp.gateway.guard import Guard
+from ncp.gateway.guard import Guard, raw_header
 from ncp.gateway.proxy import Upstream
 from ncp.gateway.settings import GatewaySettings
 from ncp.security.audit import random_uuid
@@ -56,7 +56,7 @@ class Hop:
         state = request.state
         # what request.state holds, and the raw headers, read without State's or Headers' KeyError
         known: dict[str, Any] = request.scope["state"]
-        rid = known.get("request_id") or _header(request, b"x-request-id")
+        rid = known.get("request_id") or raw_header(request.scope, b"x-request-id")
         if not _REQUEST_ID.fullmatch(rid):  # it goes into headers at every hop: visible ASCII only
             rid = random_uuid()
         known["request_id"] = rid
@@ -102,8 +102,3 @@ class Hop:
         headers["x-forwarded-by"] = self.name
         headers.update(extra or {})
         return headers
-
-
-def _header(request: Request, name: bytes) -> str:
-    """The first value of header ``name`` (lower case), "" when absent."""
-    return next((v.decode("latin-1") for k, v in request.scope["headers"] if k == name), "")

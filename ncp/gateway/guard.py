@@ -34,7 +34,7 @@ from ncp.security.pki import FederationPki, peer_certificate_pem
 from ncp.security.tokens import Claims, PatientRef, certificate_thumbprint, ncp_id, patient_ref
 from ncp.security.xua import XuaIssuer
 
-__all__ = ["OWNERSHIP_TTL_S", "AuditMiddleware", "Guard", "idp_routes_handlers"]
+__all__ = ["OWNERSHIP_TTL_S", "AuditMiddleware", "Guard", "idp_routes_handlers", "raw_header"]
 
 ASSERTION = "x-ncp-assertion"
 OWNERSHIP_TTL_S = 5.0  # how long a withdrawn manifest may still open its study
@@ -166,7 +166,6 @@ class AuditMiddleware:
     ) -> AuditRecord:
         state = scope.get("state") or {}
         claims: Claims | None = state.get("claims")
-        request_id = next((v for k, v in scope["headers"] if k == b"x-request-id"), None)
         query = scope.get("query_string", b"").decode("latin-1")
         target = f"{scope['method']} {scope['path']}"
         # ITI-81 on ``AuditEvent/{id}`` is a FHIR read (action R); otherwise the transaction's default
@@ -179,7 +178,7 @@ class AuditMiddleware:
             "read" if read else None,
             detail=state.get(FAILURE_STATE) or crash or (warning if status >= 400 else None),
             home_community_id=self.hcid,
-            request_id=(request_id.decode("latin-1") if request_id else None) or state.get("request_id"),
+            request_id=raw_header(scope, b"x-request-id") or state.get("request_id"),
             query=f"{target}?{query}" if query else target,
             status=status,
             # the TCP peer as the server saw it (uvicorn runs with proxy_headers off), or the peer NCP
@@ -319,6 +318,12 @@ async def _form(request: Request, fields: tuple[str, ...]) -> dict[str, str]:
 def _token_response(token: str) -> Response:
     body: dict[str, Any] = {"access_token": token, "token_type": "Bearer", "expires_in": 300}
     return JSONResponse(body, headers={"Cache-Control": "no-store"})
+
+
+def raw_header(scope: Scope, name: bytes) -> str:
+    """The first value of header ``name`` (lower case) as sent, "" when absent: no ``Headers`` object built
+    on the per-request path."""
+    return next((v.decode("latin-1") for k, v in scope["headers"] if k == name), "")
 
 
 def _peer_identity(pki: FederationPki, pem: str | None) -> tuple[str | None, str]:
