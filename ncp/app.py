@@ -20,6 +20,7 @@ from starlette.applications import Starlette
 
 from ncp.errors import InvalidRequest
 from ncp.gateway.app import create_border_app, create_gateway_app
+from ncp.gateway.front import Front, socket_dir, socket_path
 from ncp.gateway.proxy import DataPlane
 from ncp.gateway.settings import GatewaySettings
 from ncp.link.profile import FaultSpec, LinkProfile, parse_fault
@@ -104,6 +105,9 @@ class Plan:
     data_plane: DataPlane = "h1"
     secure: bool = True  # mTLS between NCPs, tokens on every request
     link_faults: Mapping[str, FaultSpec] = field(default_factory=dict)  # link role id -> injected fault
+    front: Front = (
+        "none"  # "nginx": nginx on the gateways' public ports carries the images (ncp.gateway.front)
+    )
 
     def role(self, role_id: str) -> Role:
         role = next((r for r in self.roles if r.id == role_id), None)
@@ -143,6 +147,7 @@ class Plan:
             "roles": {r.id: list(r.ports) for r in self.roles},
             "data_plane": self.data_plane,
             "secure": self.secure,
+            "front": self.front,
             **({"link_faults": {k: str(v) for k, v in self.link_faults.items()}} if self.link_faults else {}),
         }
 
@@ -157,6 +162,7 @@ class Plan:
             data_plane=raw.get("data_plane", "h1"),
             secure=raw.get("secure", True),
             link_faults={k: parse_fault(v) for k, v in raw.get("link_faults", {}).items()},
+            front=raw.get("front", "none"),
         )
 
     def write(self, path: Path) -> None:
@@ -179,6 +185,7 @@ def make_plan(
     secure: bool | None = None,
     link_faults: Mapping[str, FaultSpec] | None = None,
     base_port: int | None = None,
+    front: Front = "none",
 ) -> Plan:
     """Pick a free loopback port for every role (``base_port``: consecutive ports from it, in the order
     of the roles); ``secure`` overrides the topology's ``security``; ``link_faults`` (link role id ->
@@ -234,7 +241,7 @@ def make_plan(
         )
     faults = dict(link_faults or {})
     roles += [Role(rid, (ports.take(rid),)) for rid in _relayed_links(topology, faults)]
-    return Plan(source, run_dir, Endpoints(endpoints), tuple(roles), host, data_plane, secure, faults)
+    return Plan(source, run_dir, Endpoints(endpoints), tuple(roles), host, data_plane, secure, faults, front)
 
 
 class _Ports:
@@ -362,6 +369,7 @@ def build_role(plan: Plan, role_id: str) -> list[tuple[Any, int, dict[str, Any]]
     state_dir = plan.run_dir / role.country
     state_dir.mkdir(parents=True, exist_ok=True)
     if role.kind == "gateway":
+        sockets = socket_dir(plan.run_dir) if plan.front == "nginx" else None
         settings = GatewaySettings(
             topology,
             role.country,
@@ -369,6 +377,7 @@ def build_role(plan: Plan, role_id: str) -> list[tuple[Any, int, dict[str, Any]]
             data_plane=plan.data_plane,
             pki_dir=plan.pki_dir,
             audit_db=state_dir / "audit.sqlite",
+            front_sockets=sockets,
         )
         tls = FederationPki.load(plan.pki_dir).uvicorn_options(role.country) if plan.pki_dir else {}
         # the clinician's portal and WIA facade share the consumer-facing listener (/portal, /wia)
@@ -376,9 +385,24 @@ def build_role(plan: Plan, role_id: str) -> list[tuple[Any, int, dict[str, Any]]
         proxies = {"proxy_headers": True, "forwarded_allow_ips": list(country.trusted_proxies)}
         consumers = {"timeout_keep_alive": KEEP_ALIVE_S, **(proxies if country.trusted_proxies else {})}
         gateway = with_portal(exact(create_gateway_app(settings)), exact(create_portal_app(portal)))
+        border = exact(create_border_app(settings))
+        if sockets is not None:  # nginx holds the public ports and the border's TLS; only it reaches these
+            behind = {"proxy_headers": True, "forwarded_allow_ips": "*", "timeout_keep_alive": KEEP_ALIVE_S}
+            return [
+                (
+                    gateway,
+                    role.ports[0],
+                    {**behind, "uds": str(socket_path(sockets, role.country, "gateway", "app"))},
+                ),
+                (
+                    border,
+                    role.ports[1],
+                    {**behind, "uds": str(socket_path(sockets, role.country, "border", "app"))},
+                ),
+            ]
         return [
             (gateway, role.ports[0], consumers),
-            (exact(create_border_app(settings)), role.ports[1], {**tls, "timeout_keep_alive": KEEP_ALIVE_S}),
+            (border, role.ports[1], {**tls, "timeout_keep_alive": KEEP_ALIVE_S}),
         ]
     if role.kind == XCA_ROLE:
         initiating = _initiating_settings(plan, country)

@@ -26,8 +26,6 @@ import asyncio
 import copy
 import dataclasses
 import os
-import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -56,6 +54,7 @@ from ncp.gateway.proxy import DataPlane
 from ncp.link import LinkProfile
 from ncp.mhd import provide_document_bundle
 from ncp.model import InstanceRecord, StudyRecord
+from ncp.nginx import NGINX_ABSENT, NGINX_STREAM, nginx_binary, nginx_process
 from ncp.orthanc import OrthancConfig, orthanc_available, run_orthanc
 from ncp.publish import manifest_document
 from ncp.registry.xca.rad75 import (
@@ -331,72 +330,6 @@ def nginx_serving(pacs: str, study: BigStudy, workdir: Path) -> Iterator[str | N
 """
     with nginx_process(binary, root, http, port):
         yield f"http://127.0.0.1:{port}/study"
-
-
-NGINX_ABSENT = "nginx is not installed (neither on PATH nor /usr/sbin/nginx)"
-# What the Python gateways do (ncp/gateway/proxy.py): HTTP/1.1 keep-alive to the next hop, the answer passed
-# on as it arrives, up to 256 KiB per read (proxy_buffer_size: the most nginx reads at once unbuffered; the
-# buffers' sizes must agree with it, though unbuffered proxying uses none of them).
-NGINX_STREAM = (
-    'proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering off; proxy_buffer_size 256k; '
-    "proxy_buffers 4 256k; proxy_busy_buffers_size 256k;"
-)
-
-
-def nginx_binary() -> str | None:
-    """nginx on PATH, else Debian's /usr/sbin/nginx (not on a non-root user's PATH); None when absent."""
-    return shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
-
-
-@contextmanager
-def nginx_process(binary: str, root: Path, http: str, port: int) -> Iterator[tuple[int, ...]]:
-    """nginx in the foreground with ``http`` as its http block and one worker (one process per hop, as a
-    gateway is), its files under ``root``; yields the master's and the worker's pids once ``port`` listens."""
-    (root / "tmp").mkdir(parents=True, exist_ok=True)
-    kinds = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-    temp = " ".join(f"{kind}_temp_path {root}/tmp;" for kind in kinds)
-    (root / "nginx.conf").write_text(f"""
-{"user root;" if os.geteuid() == 0 else ""} worker_processes 1; daemon off;
-pid {root}/nginx.pid; error_log {root}/error.log;
-events {{ worker_connections 1024; }}
-http {{
-  access_log off; keepalive_requests 100000; {temp}
-{http}
-}}
-""")
-    log = root / "error.log"
-    proc = subprocess.Popen([binary, "-c", str(root / "nginx.conf"), "-p", str(root), "-e", str(log)])
-    try:
-        deadline = time.monotonic() + 15
-        while not ((workers := _children(proc.pid)) and _listening(port)):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                reason = log.read_text()[-600:] if log.exists() else "no error log"
-                raise RuntimeError(f"nginx ({root / 'nginx.conf'}) did not start: {reason}")
-            time.sleep(0.05)
-        yield (proc.pid, *workers)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-
-
-def _children(pid: int) -> tuple[int, ...]:
-    """The processes whose parent is ``pid`` (``/proc/PID/stat`` field 4)."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(stat.parent.name))
-        except (OSError, IndexError, ValueError):
-            continue  # a process that ended while the list was read
-    return tuple(found)
-
-
-def _listening(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-    except OSError:
-        return False
-    return True
 
 
 @dataclass(frozen=True)

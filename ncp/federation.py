@@ -13,6 +13,7 @@ import fcntl
 import json
 import logging
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -29,14 +30,16 @@ import httpx
 from ncp.app import Plan, Role, build_relay, build_role, make_plan
 from ncp.errors import NcpError
 from ncp.forkserver import ForkServer, RoleChild
+from ncp.gateway.front import Front, FrontSpec, front_config, socket_dir
 from ncp.gateway.proxy import DataPlane
 from ncp.link import FaultSpec, RelayThread
+from ncp.nginx import NGINX_ABSENT, nginx_binary, nginx_process
 from ncp.orthanc import OrthancConfig, run_orthanc
 from ncp.security.pki import FederationPki
 from ncp.server import run_forever, serve_in_thread, stop_process
 from ncp.topology import Topology
 
-__all__ = ["Federation", "InUse", "NotHealthy", "hold_run", "run_role", "state_document"]
+__all__ = ["Federation", "FrontUnavailable", "InUse", "NotHealthy", "hold_run", "run_role", "state_document"]
 
 log = logging.getLogger(__name__)
 Mode = Literal["process", "thread"]
@@ -55,8 +58,13 @@ class Federation:
         secure: bool | None = None,
         link_faults: Mapping[str, FaultSpec] | None = None,
         base_port: int | None = None,
+        front: Front = "none",
     ) -> None:
         run_dir.mkdir(parents=True, exist_ok=True)
+        if front == "nginx" and nginx_binary() is None:
+            raise FrontUnavailable(
+                f"front 'nginx': {NGINX_ABSENT}; install Debian's nginx (make system-deps)"
+            )
         self.plan = make_plan(
             source,
             run_dir,
@@ -64,10 +72,12 @@ class Federation:
             secure=secure,
             link_faults=link_faults,
             base_port=base_port,
+            front=front,
         )
         if self.plan.pki_dir is not None and not (self.plan.pki_dir / "registry.json").exists():
             FederationPki.create(self.plan.pki_dir, list(self.plan.endpoints.countries), host=self.plan.host)
         self.pids: dict[str, int] = {}
+        self.front_pids: dict[str, tuple[int, ...]] = {}  # by country: its nginx front's master and worker
         # process mode: to see a role that died, and to tell every role to stop at once
         self._procs: dict[str, subprocess.Popen[bytes] | RoleChild] = {}
         self._forks: ForkServer | None = None
@@ -93,6 +103,8 @@ class Federation:
 
     def start(self, timeout: float = 60.0) -> None:
         self.plan.write(self.plan.run_dir / "plan.json")
+        if self.plan.front == "nginx":  # only this user may reach the gateways' sockets behind nginx
+            socket_dir(self.plan.run_dir).mkdir(mode=0o700, exist_ok=True)
         for role in self.plan.roles:
             self._roles[role.id] = self._start_role(role)
         self.wait_healthy(timeout)
@@ -114,6 +126,7 @@ class Federation:
                 proc = stack.enter_context(_role_process(self._forks, plan_file, role.id, self.plan.run_dir))
                 self.pids[role.id] = proc.pid
                 self._procs[role.id] = proc
+                self._start_front(role, stack)
             else:
                 # log_config=None: uvicorn would otherwise point its loggers at this process's stderr on
                 # every start; left alone they reach the root logger, which the caller directs (the
@@ -121,10 +134,33 @@ class Federation:
                 for app, port, options in build_role(self.plan, role.id):
                     options = {"log_config": None, **options}
                     stack.enter_context(serve_in_thread(app, host=self.plan.host, port=port, **options))
+                self._start_front(role, stack)
         except BaseException:
             stack.close()
             raise
         return stack
+
+    def _start_front(self, role: Role, stack: ExitStack) -> None:
+        """A gateway's nginx front on its public ports (``front = "nginx"``, :mod:`ncp.gateway.front`)."""
+        if role.kind != "gateway" or self.plan.front != "nginx":
+            return
+        binary = nginx_binary()
+        assert binary is not None  # checked when the federation was made
+        pki = FederationPki.load(self.plan.pki_dir) if self.plan.pki_dir else None
+        spec = FrontSpec(
+            role.country,
+            self.plan.host,
+            role.ports[0],
+            role.ports[1],
+            self.plan.run_dir,
+            borders=tuple(ep.border for ep in self.plan.endpoints_seen_from(role.country).countries.values()),
+            pacs=tuple(self.plan.endpoints[role.country].pacs.values()),
+            pki=pki,
+        )
+        root = self.plan.run_dir / role.country / "front"
+        self.front_pids[role.country] = stack.enter_context(
+            nginx_process(binary, root, front_config(spec), role.ports[0])
+        )
 
     @contextmanager
     def _relay(self, role: Role) -> Iterator[None]:
@@ -184,6 +220,8 @@ class Federation:
         if self._forks is not None:
             self._forks.close()
             self._forks = None
+        if self.plan.front == "nginx":
+            shutil.rmtree(socket_dir(self.plan.run_dir), ignore_errors=True)
 
     def health_urls(self) -> list[str]:
         """Every listener but secure borders (they take only NCP client certificates)."""
@@ -242,6 +280,10 @@ class Federation:
         partial = path.with_name(f".{path.name}.partial")
         partial.write_text(json.dumps(self.state(), indent=2))
         os.replace(partial, path)
+
+
+class FrontUnavailable(NcpError):
+    """The front asked for cannot run here."""
 
 
 class InUse(NcpError):

@@ -25,7 +25,9 @@ from ncp.bodytimeout import BodyTimeout
 from ncp.cors import CorsMiddleware
 from ncp.errors import NcpError, dicomweb_error_response, fhir_error_response, from_http_exception
 from ncp.gateway import iti67, iti68, iti78, rad160
+from ncp.gateway.authz import FrontAuthz
 from ncp.gateway.context import Clients
+from ncp.gateway.front import socket_path
 from ncp.gateway.guard import AuditMiddleware, Guard, idp_routes_handlers
 from ncp.gateway.proxy import make_upstream
 from ncp.gateway.settings import GatewaySettings
@@ -96,9 +98,12 @@ def _app(settings: GatewaySettings, routes: list[Route], listener: Literal["gate
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         clients = _clients(settings, pki)
         app.state.clients = clients
+        front = await _front_authz(settings, app, listener, audit)
         try:
             yield
         finally:
+            if front is not None:
+                await front.close()
             await clients.aclose()
             if audit is not None:
                 audit.close()
@@ -128,8 +133,23 @@ def _app(settings: GatewaySettings, routes: list[Route], listener: Literal["gate
     )
     app.state.settings = settings
     app.state.hop_name = hop_name
-    app.state.guard = Guard(settings.country, pki)
+    app.state.guard = Guard(settings.country, pki, fronted=settings.front_sockets is not None)
     return app
+
+
+async def _front_authz(
+    settings: GatewaySettings, app: Starlette, listener: str, audit: AuditStore | None
+) -> FrontAuthz | None:
+    """Behind the nginx front: answer its questions on this listener's socket, on this app's loop."""
+    if settings.front_sockets is None:
+        return None
+    front = FrontAuthz(settings, app.state.clients, app.state.guard, listener, audit)
+    sockets = settings.front_sockets
+    await front.start(
+        socket_path(sockets, settings.country, listener, "authz"),
+        socket_path(sockets, settings.country, listener, "audit"),
+    )
+    return front
 
 
 def _audit_routes(

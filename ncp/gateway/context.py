@@ -15,9 +15,14 @@ from ncp.gateway.settings import GatewaySettings
 from ncp.security.audit import random_uuid
 from ncp.security.xua import HEADER, XuaContext, national_audience
 
-__all__ = ["Clients", "Hop"]
+__all__ = ["Clients", "Hop", "valid_request_id"]
 
 _REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")
+
+
+def valid_request_id(rid: str) -> bool:
+    """A request id goes into headers at every hop: visible ASCII only, at most 128 characters."""
+    return _REQUEST_ID.fullmatch(rid) is not None
 
 
 @dataclass
@@ -57,7 +62,7 @@ class Hop:
         # what request.state holds, and the raw headers, read without State's or Headers' KeyError
         known: dict[str, Any] = request.scope["state"]
         rid = known.get("request_id") or raw_header(request.scope, b"x-request-id")
-        if not _REQUEST_ID.fullmatch(rid):  # it goes into headers at every hop: visible ASCII only
+        if not valid_request_id(rid):
             rid = random_uuid()
         known["request_id"] = rid
         return cls(app.settings, app.clients, app.guard, app.hop_name, rid, state)

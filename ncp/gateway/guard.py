@@ -22,6 +22,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import unquote
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -34,9 +35,10 @@ from ncp.security.pki import FederationPki, peer_certificate_pem
 from ncp.security.tokens import Claims, PatientRef, certificate_thumbprint, ncp_id, patient_ref
 from ncp.security.xua import XuaIssuer
 
-__all__ = ["OWNERSHIP_TTL_S", "AuditMiddleware", "Guard", "idp_routes_handlers", "raw_header"]
+__all__ = ["FRONT_CERT", "OWNERSHIP_TTL_S", "AuditMiddleware", "Guard", "idp_routes_handlers", "raw_header"]
 
 ASSERTION = "x-ncp-assertion"
+FRONT_CERT = "x-xcwado-client-cert"  # set by the nginx front only: $ssl_client_escaped_cert
 OWNERSHIP_TTL_S = 5.0  # how long a withdrawn manifest may still open its study
 _OWNERSHIP_MAX = 10_000
 
@@ -44,9 +46,12 @@ _OWNERSHIP_MAX = 10_000
 class Guard:
     """One app's security state (several NCPs share a process: nothing here is module-level)."""
 
-    def __init__(self, country: str, pki: FederationPki | None) -> None:
+    def __init__(self, country: str, pki: FederationPki | None, *, fronted: bool = False) -> None:
         self.country = country
         self.pki = pki
+        # behind the nginx front (ncp.gateway.front), nginx terminates the border's mutual TLS and hands
+        # the verified client certificate on in FRONT_CERT over a socket only it can reach
+        self.fronted = fronted
         self._gateway_verifier = pki.gateway_verifier(country) if pki else None
         self._border_verifier = pki.border_verifier(country) if pki else None
         self._signer = pki.ncp_signer(country) if pki else None
@@ -66,13 +71,22 @@ class Guard:
     def consumer(
         self, request: Request, *, patient: PatientRef | None = None, treatment: bool = True
     ) -> Claims | None:
+        claims = self.verify_consumer(
+            request.headers.get("authorization"), patient=patient, treatment=treatment
+        )
+        if claims is not None:
+            request.state.claims = claims
+        return claims
+
+    def verify_consumer(
+        self, authorization: str | None, *, patient: PatientRef | None = None, treatment: bool = True
+    ) -> Claims | None:
+        """The claims of a consumer's ``Authorization`` header (None with security off)."""
         if self._gateway_verifier is None:
             return None
-        claims = self._gateway_verifier.verify_header(
-            request.headers.get("authorization"), patient=patient, require_treatment=treatment
+        return self._gateway_verifier.verify_header(
+            authorization, patient=patient, require_treatment=treatment
         )
-        request.state.claims = claims
-        return claims
 
     def assertion_for(self, claims: Claims | None, target: str) -> dict[str, str]:
         """Headers carrying the context to ``target``'s NCP, signed by this NCP and bound to its client
@@ -87,21 +101,35 @@ class Guard:
     ) -> Claims | None:
         """The assertion's claims once it is signed by the NCP of the TLS peer's country and bound to the
         certificate that peer presented on this connection (RFC 8705 §3: a copy is useless to others)."""
+        if self.fronted:
+            pem: str | None = unquote(request.headers.get(FRONT_CERT, "")) or None
+        else:
+            pem = peer_certificate_pem(request.scope)
+        found = self.verify_peer(pem, request.headers.get(ASSERTION), patient=patient, treatment=treatment)
+        if found is None:
+            return None
+        request.state.claims, request.state.peer = found
+        return found[0]
+
+    def verify_peer(
+        self,
+        certificate: str | None,
+        assertion: str | None,
+        *,
+        patient: PatientRef | None = None,
+        treatment: bool = True,
+    ) -> tuple[Claims, str] | None:
+        """The claims of an NCP ``assertion`` and the peer's country, given the PEM ``certificate`` the
+        peer presented on its connection (None with security off)."""
         if self._peer_of is None or self._border_verifier is None:
             return None
-        country, thumbprint = self._peer_of(peer_certificate_pem(request.scope))
+        country, thumbprint = self._peer_of(certificate)
         if country is None:
             raise Forbidden("client certificate is not registered for any country")
         claims = self._border_verifier.verify(
-            request.headers.get(ASSERTION),
-            patient=patient,
-            require_treatment=treatment,
-            country=country,
-            bound_to=thumbprint,
+            assertion, patient=patient, require_treatment=treatment, country=country, bound_to=thumbprint
         )
-        request.state.claims = claims
-        request.state.peer = country
-        return claims
+        return claims, country
 
     async def require_ownership(
         self, claims: Claims | None, study: str, owns: Callable[[PatientRef, str], Awaitable[bool]]

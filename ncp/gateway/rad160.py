@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import posixpath
 import re
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from dataclasses import dataclass
 from email.message import Message
 from urllib.parse import unquote, urlencode, urlsplit
@@ -36,10 +36,19 @@ from ncp.gateway.context import Hop
 from ncp.gateway.fhir import fhir_get
 from ncp.gateway.proxy import relay
 from ncp.gateway.settings import AllowedBase
-from ncp.security.tokens import PatientRef
+from ncp.security.tokens import Claims, PatientRef
 from ncp.topology import CountryEndpoints
 
-__all__ = ["XcWadoPath", "initiating_imaging_gateway", "match_retrieve_url", "responding_imaging_gateway"]
+__all__ = [
+    "NextHop",
+    "XcWadoPath",
+    "initiating_imaging_gateway",
+    "initiating_next_hop",
+    "match_retrieve_url",
+    "parse_request",
+    "responding_imaging_gateway",
+    "responding_next_hop",
+]
 
 _TAILS = ("rendered", "metadata")
 _BULK = ("bulkdata", "bulk")  # the embedded PACS's spelling, Orthanc's
@@ -161,11 +170,11 @@ def _bulk(rest: list[str]) -> tuple[str, str]:
     return keyword, "/".join(path)
 
 
-def _query(request: Request) -> tuple[str | None, dict[str, str]]:
+def _query(items: Iterable[tuple[str, str]]) -> tuple[str | None, dict[str, str]]:
     """Split the query into retrieveURL (either spelling) and the other parameters."""
     retrieve_url = None
     others = {}
-    for key, value in request.query_params.multi_items():
+    for key, value in items:
         if key.lower() == "retrieveurl":
             if retrieve_url is not None:
                 raise InvalidRequest("retrieveURL given more than once")
@@ -178,11 +187,23 @@ def _query(request: Request) -> tuple[str | None, dict[str, str]]:
     return retrieve_url, others
 
 
-async def initiating_imaging_gateway(request: Request) -> Response:
-    hop = Hop.of(request)
-    claims = hop.guard.consumer(request)
-    xc = _parse(hop, request)
-    retrieve_url, params = _query(request)
+@dataclass(frozen=True)
+class NextHop:
+    """Where an XC-WADO request goes next, decided (and every check made) before any upstream call; the
+    Python data plane and the nginx front (:mod:`ncp.gateway.front`) both follow it."""
+
+    url: str
+    headers: dict[str, str]  # what this hop adds to the forwarded Accept and Range
+    peer: str | None = None  # initiating: the country whose border it reaches
+    base: str = ""  # responding: the PACS base ``url`` starts with
+    public: str = ""  # responding: the base the answer's URLs must name instead
+
+
+def initiating_next_hop(
+    hop: Hop, claims: Claims | None, xc: XcWadoPath, query: Iterable[tuple[str, str]]
+) -> NextHop:
+    """RAD-160 initiating: homeCommunityId -> that community's responding gateway (prefix swap only)."""
+    retrieve_url, params = _query(query)
     country = hop.settings.topology.by_home_community(xc.home_community_id)
     if country is None:
         raise NotFound(f"Unknown homeCommunityId {xc.home_community_id}")
@@ -191,18 +212,15 @@ async def initiating_imaging_gateway(request: Request) -> Response:
         params = {"retrieveURL": retrieve_url, **params}
     url = f"{border}/wado-rs/{xc.xc_path()}" + (f"?{urlencode(params)}" if params else "")
     public = forwarded_headers(_gateway_base(hop.settings.my_endpoints, xc))
-    headers = hop.outbound_headers(
-        request, _FORWARDED, {**hop.guard.assertion_for(claims, country.code), **public}
-    )
-    _, upstream = hop.clients.peer(country.code)
-    return _warned(await relay(upstream, url, headers, hop=hop.name, request_id=hop.request_id), hop.name)
+    return NextHop(url, {**hop.guard.assertion_for(claims, country.code), **public}, peer=country.code)
 
 
-async def responding_imaging_gateway(request: Request) -> Response:
-    hop = Hop.of(request)
-    claims = hop.guard.peer(request)
-    xc = _parse(hop, request)
-    retrieve_url, params = _query(request)
+async def responding_next_hop(
+    hop: Hop, claims: Claims | None, xc: XcWadoPath, query: Iterable[tuple[str, str]], named: str | None
+) -> NextHop:
+    """RAD-160 responding: this community only, the asserted patient's study only, Retrieve Location UID
+    (or an allowlisted ``retrieveURL``) -> PACS; ``named`` is the public base the request names."""
+    retrieve_url, params = _query(query)
     settings = hop.settings
     if xc.home_community_id != settings.me.home_community_id:
         raise NotFound(f"homeCommunityId {xc.home_community_id} is not this community's")
@@ -220,16 +238,36 @@ async def responding_imaging_gateway(request: Request) -> Response:
     url = base + xc.resource() + (f"?{urlencode(params)}" if params else "")
     # URLs in the answer name the consumer's gateway, or this border, never the PACS; both come from
     # configuration: a named base that is not a configured gateway's is ignored, whoever sends it.
-    # Orthanc writes its own configured host into metadata, so a metadata answer is rebased too (it is
-    # JSON, never an image payload).
-    named = public_base(request.headers)
     gateways = {_gateway_base(ep, xc) for ep in settings.endpoints.countries.values()}
     public = named if named in gateways else f"{settings.my_endpoints.border}/wado-rs/{xc.location()}"
-    headers = hop.outbound_headers(request, _FORWARDED, forwarded_headers(public))
-    rebase = (base, public + "/") if xc.tail == "metadata" else None
-    answer = await relay(hop.upstream, url, headers, hop=hop.name, request_id=hop.request_id, rebase=rebase)
+    return NextHop(url, forwarded_headers(public), base=base, public=public)
+
+
+async def initiating_imaging_gateway(request: Request) -> Response:
+    hop = Hop.of(request)
+    claims = hop.guard.consumer(request)
+    xc = parse_request(hop, request.path_params["path"], request.headers.get("accept", ""))
+    nxt = initiating_next_hop(hop, claims, xc, request.query_params.multi_items())
+    headers = hop.outbound_headers(request, _FORWARDED, nxt.headers)
+    _, upstream = hop.clients.peer(nxt.peer or "")
+    return _warned(await relay(upstream, nxt.url, headers, hop=hop.name, request_id=hop.request_id), hop.name)
+
+
+async def responding_imaging_gateway(request: Request) -> Response:
+    hop = Hop.of(request)
+    claims = hop.guard.peer(request)
+    xc = parse_request(hop, request.path_params["path"], request.headers.get("accept", ""))
+    query = request.query_params.multi_items()
+    nxt = await responding_next_hop(hop, claims, xc, query, public_base(request.headers))
+    headers = hop.outbound_headers(request, _FORWARDED, nxt.headers)
+    # Orthanc writes its own configured host into metadata, so a metadata answer is rebased too (it is
+    # JSON, never an image payload).
+    rebase = (nxt.base, nxt.public + "/") if xc.tail == "metadata" else None
+    answer = await relay(
+        hop.upstream, nxt.url, headers, hop=hop.name, request_id=hop.request_id, rebase=rebase
+    )
     if xc.for_viewers:  # Orthanc names itself in each frame's Content-Location
-        _rebase_part_headers(answer, base.encode(), f"{public}/".encode())
+        _rebase_part_headers(answer, nxt.base.encode(), f"{nxt.public}/".encode())
     return _warned(answer, hop.name)
 
 
@@ -293,13 +331,13 @@ def _warned(answer: Response, agent: str) -> Response:
     return answer
 
 
-def _parse(hop: Hop, request: Request) -> XcWadoPath:
+def parse_request(hop: Hop, path: str, accept: str) -> XcWadoPath:
     """The request's XC-WADO path, refused (before any upstream call) when this country does not offer
     the resource or the ``Accept`` is beyond any viewer's: it is forwarded to every next hop."""
-    xc = XcWadoPath.parse(request.path_params["path"])
+    xc = XcWadoPath.parse(path)
     if xc.for_viewers and not hop.settings.me.viewer_resources:
         raise NotFound("frames and bulk data are not offered here (topology viewer_resources = false)")
-    if len(request.headers.get("accept", "")) > _MAX_ACCEPT:
+    if len(accept) > _MAX_ACCEPT:
         raise InvalidRequest(f"Accept header over {_MAX_ACCEPT} characters")
     return xc
 

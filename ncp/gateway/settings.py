@@ -42,6 +42,7 @@ class GatewaySettings:
     timeouts: Timeouts = field(default_factory=Timeouts)
     pki_dir: Path | None = None  # the federation's test PKI; None = security off (benchmarks only)
     audit_db: Path | None = None  # where this NCP's AuditEvents are kept
+    front_sockets: Path | None = None  # behind the nginx front (ncp.gateway.front): its sockets' folder
 
     @property
     def me(self) -> Country:

@@ -1,0 +1,246 @@
+"""The nginx front's questions to the gateway (:mod:`ncp.gateway.front`): RAD-160 decisions over a unix
+socket, and the audit of what nginx then streamed.
+
+nginx asks with ``auth_request`` before each XC-WADO image request, passing the original request line
+and headers. The answer is 204 with where the request goes and what to add to it (the
+:data:`~ncp.gateway.front.FRONT_HEADERS`), made by the same functions as the gateway's own route
+(:func:`~ncp.gateway.rad160.initiating_next_hop`, :func:`~ncp.gateway.rad160.responding_next_hop`), or
+403: nginx then hands the request to the gateway's own listener, which answers refusals with their
+reasons and audits them. It is a small HTTP/1.1 server on asyncio and httptools, not an ASGI app: it
+is asked on every image request, and its cost is the front's.
+
+A request nginx carried is audited when nginx logs it (``syslog`` over a unix datagram socket, one line
+per request, after the answer's last byte): the record waits here, keyed by ``x-xcwado-audit``, until
+its line brings the status answered and whether the answer was complete.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+from collections import OrderedDict
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+import httptools
+
+from ncp.errors import NcpError
+from ncp.forwarded import public_base
+from ncp.gateway.context import Clients, Hop, valid_request_id
+from ncp.gateway.front import FRONT_HEADERS, tls_name, upstream_name
+from ncp.gateway.guard import Guard
+from ncp.gateway.rad160 import NextHop, initiating_next_hop, parse_request, responding_next_hop
+from ncp.gateway.settings import GatewaySettings
+from ncp.security.audit import AuditRecord, AuditStore, random_uuid, user_fields
+from ncp.security.tokens import Claims
+
+__all__ = ["FrontAuthz"]
+
+log = logging.getLogger(__name__)
+
+_DENY = b"HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\n\r\n"
+_PENDING_MAX = 10_000  # records whose log line has not come (a request handed back to the gateway's lane)
+_PENDING_TTL_S = 6 * 3600.0
+
+
+class _State:
+    """What :class:`Hop` reads of a request's state (the national XUA assertion is signed from it)."""
+
+    __slots__ = ("claims", "peer", "xua_header")
+
+    def __init__(self, claims: Claims | None, peer: str | None) -> None:
+        self.claims, self.peer, self.xua_header = claims, peer, None
+
+
+class FrontAuthz:
+    """One listener's answers to nginx, and the audit of what nginx carried for it."""
+
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        clients: Clients,
+        guard: Guard,
+        listener: str,
+        audit: AuditStore | None,
+    ) -> None:
+        self.settings, self.clients, self.guard, self.listener = settings, clients, guard, listener
+        self.name = f"{settings.agent}-{listener}"
+        self.audit = audit
+        self._pending: OrderedDict[str, tuple[float, dict[str, Any]]] = OrderedDict()
+        self._servers: list[Any] = []
+
+    async def start(self, authz: Path, audit: Path) -> None:
+        loop = asyncio.get_running_loop()
+        for path in (authz, audit):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        server = await loop.create_unix_server(lambda: _Asked(self), str(authz))
+        self._servers.append(server)
+        sink = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sink.bind(str(audit))
+        sink.setblocking(False)
+        transport, _ = await loop.create_datagram_endpoint(lambda: _LogLines(self), sock=sink)
+        self._servers.append(transport)
+        os.chmod(authz, 0o600)
+        os.chmod(audit, 0o600)
+
+    async def close(self) -> None:
+        for server in self._servers:
+            server.close()
+        self._servers.clear()
+
+    async def answer(self, headers: Mapping[bytes, bytes]) -> bytes:
+        """The answer to one question: 204 and the route, or 403 (the gateway's own lane decides)."""
+        try:
+            route = await self._route(headers)
+        except NcpError:
+            return _DENY  # refused, or not for this lane: the gateway's listener answers with the reason
+        except Exception:
+            log.exception("front authorisation failed; the request goes to the gateway's own lane")
+            return _DENY
+        if route is None:
+            return _DENY
+        lines = b"".join(b"%s: %s\r\n" % (k.encode(), v.encode("latin-1")) for k, v in route.items() if v)
+        return b"HTTP/1.1 204 No Content\r\n" + lines + b"\r\n"
+
+    async def _route(self, headers: Mapping[bytes, bytes]) -> dict[str, str] | None:
+        method = headers.get(b"x-xcwado-method", b"").decode("latin-1")
+        uri = headers.get(b"x-xcwado-uri", b"").decode("latin-1")
+        path, _, query = uri.partition("?")
+        prefix = "/wado/" if self.listener == "gateway" else "/wado-rs/"
+        if method not in ("GET", "HEAD") or not path.startswith(prefix):
+            return None
+        text = {k.decode("latin-1"): v.decode("latin-1") for k, v in headers.items()}
+        rid = text.get("x-request-id", "")
+        rid = rid if valid_request_id(rid) else random_uuid()
+        state = _State(None, None)
+        hop = Hop(self.settings, self.clients, self.guard, self.name, rid, state)
+        items = parse_qsl(query, keep_blank_values=True)
+        decoded = unquote(path)
+        if self.listener == "gateway":
+            state.claims = self.guard.verify_consumer(text.get("authorization"))
+            xc = parse_request(hop, decoded[len(prefix) :], text.get("accept", ""))
+            nxt = initiating_next_hop(hop, state.claims, xc, items)
+        else:
+            found = self.guard.verify_peer(unquote(text.get("x-xcwado-client-cert", "")) or None,
+                                           text.get("x-ncp-assertion"))  # fmt: skip
+            if found is not None:
+                state.claims, state.peer = found
+            xc = parse_request(hop, decoded[len(prefix) :], text.get("accept", ""))
+            if xc.tail == "metadata" or xc.for_viewers:
+                return None  # the answer's URLs are rewritten on the way: the gateway's own lane
+            nxt = await responding_next_hop(hop, state.claims, xc, items, public_base(text))
+        key = random_uuid()
+        self._hold(key, hop, state, method, decoded, query, text.get("x-xcwado-client", "?"))
+        origin = text.get("origin", "")
+        return {
+            FRONT_HEADERS["xc_target"]: _target(nxt),
+            FRONT_HEADERS["xc_tls_name"]: tls_name(nxt.url, nxt.peer),
+            FRONT_HEADERS["xc_rid"]: rid,
+            FRONT_HEADERS["xc_assertion"]: nxt.headers.get("x-ncp-assertion", ""),
+            FRONT_HEADERS["xc_forwarded"]: nxt.headers.get("forwarded", ""),
+            FRONT_HEADERS["xc_prefix"]: nxt.headers.get("x-forwarded-prefix", ""),
+            FRONT_HEADERS["xc_origin"]: origin if origin in self.settings.me.cors_origins else "",
+            FRONT_HEADERS["xc_audit"]: key,
+        }
+
+    def _hold(
+        self, key: str, hop: Hop, state: _State, method: str, path: str, query: str, client: str
+    ) -> None:
+        """The transaction's audit record, all but what nginx will tell of the answer."""
+        if self.audit is None:
+            return
+        target = f"{method} {path}"
+        fields: dict[str, Any] = {
+            "transaction": "RAD-160",
+            "source": self.name,
+            "home_community_id": self.settings.me.home_community_id,
+            "request_id": hop.request_id,
+            "query": f"{target}?{query}" if query else target,
+            "client": state.peer or client,
+            **(user_fields(state.claims) if state.claims is not None else {}),
+        }
+        now = time.monotonic()
+        self._pending[key] = (now, fields)
+        while self._pending and (
+            len(self._pending) > _PENDING_MAX or next(iter(self._pending.values()))[0] < now - _PENDING_TTL_S
+        ):
+            self._pending.popitem(last=False)
+
+    def logged(self, line: str) -> None:
+        """nginx's log line for a request it carried: ``<syslog header>: key|status|completion|warning``."""
+        fields = line.partition(": ")[2].rstrip("\n").split("|", 3)
+        if len(fields) != 4:
+            raise ValueError("expected key|status|completion|warning")
+        key, status, completion, warning = fields
+        held = self._pending.pop(key, None)
+        if held is None or self.audit is None:
+            return
+        code = int(status) if status.isdigit() else 0
+        complete = completion == "OK"
+        outcome = "8" if code >= 500 or not complete else "4" if code >= 400 else "0"
+        detail = None if complete else "answer aborted: the stream did not complete"
+        if detail is None and code >= 400 and warning not in ("", "-"):
+            detail = warning
+        self.audit.submit(AuditRecord(outcome=outcome, status=code, detail=detail, **held[1]))
+
+
+def _target(nxt: NextHop) -> str:
+    """``nxt.url`` with its origin replaced by the nginx upstream block standing for it: the front has one
+    for every border and PACS of the settings (an origin without one fails in nginx, which then hands the
+    request to the gateway's own lane)."""
+    parts = urlsplit(nxt.url)
+    path = parts.path + (f"?{parts.query}" if parts.query else "")
+    return f"{parts.scheme}://{upstream_name(nxt.url)}{path}"
+
+
+class _Asked(asyncio.Protocol):
+    """One nginx connection: requests one at a time (nginx does not pipeline), answered in order."""
+
+    def __init__(self, authz: FrontAuthz) -> None:
+        self._authz = authz
+        self._parser = httptools.HttpRequestParser(self)
+        self._headers: dict[bytes, bytes] = {}
+        self._transport: asyncio.Transport | None = None
+        self._last: asyncio.Task[None] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError:
+            if self._transport is not None:
+                self._transport.close()
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers[name.lower()] = value
+
+    def on_message_complete(self) -> None:
+        headers, self._headers = self._headers, {}
+        self._last = asyncio.ensure_future(self._reply(headers, self._last))
+
+    async def _reply(self, headers: dict[bytes, bytes], before: asyncio.Task[None] | None) -> None:
+        answer = await self._authz.answer(headers)
+        if before is not None:
+            await before
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.write(answer)
+
+
+class _LogLines(asyncio.DatagramProtocol):
+    def __init__(self, authz: FrontAuthz) -> None:
+        self._authz = authz
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        try:
+            self._authz.logged(data.decode("latin-1"))
+        except Exception:  # a malformed line must not stop the audit of the next one
+            log.exception("front audit line not understood: %r", data[:200])
