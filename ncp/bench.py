@@ -50,6 +50,7 @@ from ncp.dicom.kos import build_manifest, to_part10
 from ncp.dicom.multipart import encode_multipart_bytes, multipart_content_type, new_boundary
 from ncp.dicom.uids import deterministic_uid
 from ncp.federation import Federation
+from ncp.gateway.front import Front
 from ncp.gateway.proxy import DataPlane
 from ncp.link import LinkProfile
 from ncp.mhd import provide_document_bundle
@@ -450,19 +451,24 @@ def run(args: argparse.Namespace) -> tuple[list[Row], list[MemoryRow]]:
     rows: list[Row] = []
     memory: list[MemoryRow] = []
     with tempfile.TemporaryDirectory(prefix="xcwado-bench-") as tmp:
-        configs = [(client, False) for client in args.clients]
-        configs += [(GATEWAYS_CLIENT, True)] if args.mtls else []
-        for client, secure in configs:
-            run_dir = Path(tmp) / f"{client}-{'mtls' if secure else 'plain'}"
+        configs: list[tuple[DataPlane, bool, Front]] = [(client, False, "none") for client in args.clients]
+        configs += [(GATEWAYS_CLIENT, True, "none")] if args.mtls else []
+        for front in fronts(args):
+            configs += [
+                (GATEWAYS_CLIENT, secure, front) for secure in (False, True) if args.mtls or not secure
+            ]
+        for client, secure, front in configs:
+            run_dir = Path(tmp) / f"{client}-{front}-{'mtls' if secure else 'plain'}"
             with Federation(
-                "builtin:default", run_dir, mode="process", data_plane=client, secure=secure
+                "builtin:default", run_dir, mode="process", data_plane=client, secure=secure, front=front
             ) as fed:
-                first = client == args.clients[0] and not secure
+                first = client == args.clients[0] and not secure and front == "none"
                 found, mem = federation_rows(fed, client, secure, args, Path(tmp) if first else None)
                 rows += found
                 memory += mem
         if args.orthanc and orthanc_available():
-            rows += orthanc_rows(args, Path(tmp) / "orthanc")
+            for front in ("none", *fronts(args)):
+                rows += orthanc_rows(args, Path(tmp) / f"orthanc-{front}", front)
         elif args.orthanc:
             rows.append(Row("Orthanc", "-", note="not measured: Debian's orthanc is not installed"))
     return rows, memory
@@ -479,7 +485,9 @@ def federation_rows(
     rluid, pacs = next(iter(fr.pacs.items()))
     study = make_study(pacs, rluid, args.instances, args.instance_kb)
     xc = f"homeCommunityId/{fr.home_community_id}/RetrieveLocationUID/{rluid}/studies/{study.study}"
-    both = (fed.pids["AT/gateway"], fed.pids["FR/gateway"])
+    both = gateway_pids(fed, "AT") + gateway_pids(fed, "FR")
+    fronted = fed.plan.front != "none"
+    client = f"{fed.plan.front} front" if fronted else client
     run = f"{client}, mTLS + tokens" if secure else client
     headers: dict[str, str] = {}
     paths: dict[str, tuple[str, tuple[int, ...]]] = {
@@ -489,7 +497,7 @@ def federation_rows(
         publish_manifest(fed, study)
         headers = treatment_headers(fed, study)
     else:
-        paths[f"one gateway (NCP-A) [{client}]"] = (f"{fr.border}/wado-rs/{xc}", both[1:])
+        paths[f"one gateway (NCP-A) [{client}]"] = (f"{fr.border}/wado-rs/{xc}", gateway_pids(fed, "FR"))
     chain = f"two gateways{', mTLS + tokens' if secure else ''} (NCP-B -> NCP-A) [{client}]"
     paths[chain] = (f"{at.gateway}/wado/{xc}", both)
     probes: list[Probe] = []
@@ -498,7 +506,7 @@ def federation_rows(
         probes += path_probes(name, url, pids, study, args.concurrency, headers, direct, _goals(name, client))
     rows = [p.row for p in probes]
     with ExitStack() as stack:
-        if secure or client == args.clients[0]:
+        if not fronted and (secure or client == args.clients[0]):
             gateways = [p.row for p in probes if p.row.path == chain]
             found, pair = nginx_pair_probes(
                 stack, fed.plan.run_dir / "nginx-pair", pacs, study, args.concurrency, headers, direct,
@@ -523,6 +531,16 @@ def federation_rows(
         measure(probes, args.repeat)
     memory = memory_rows(fed, paths[chain][0], headers, run) if client == GATEWAYS_CLIENT else []
     return rows, memory
+
+
+def fronts(args: argparse.Namespace) -> tuple[Front, ...]:
+    """The fronts measured beside the gateways alone: nginx's when it is installed."""
+    return ("nginx",) if args.front and nginx_binary() is not None else ()
+
+
+def gateway_pids(fed: Federation, country: str) -> tuple[int, ...]:
+    """The processes of a country's gateway: its role, and its nginx front's master and worker."""
+    return (fed.pids[f"{country}/gateway"], *fed.front_pids.get(country, ()))
 
 
 def path_probes(
@@ -554,8 +572,8 @@ def path_probes(
 
 def _goals(path: str, client: str) -> dict[str, float]:
     """The issue's goals for two gateways, as ratios to the PACS direct in the same rounds, on the gateways'
-    own data plane (the other clients are there for comparison)."""
-    if client != GATEWAYS_CLIENT or not path.startswith("two gateways"):
+    own data plane, alone and behind their nginx front (the other clients are there for comparison)."""
+    if client not in (GATEWAYS_CLIENT, "nginx front") or not path.startswith("two gateways"):
         return {}
     return {"study": 0.90, "instance": 0.60 if "mTLS" in path else 0.75}
 
@@ -704,44 +722,47 @@ ORTHANC_RLUID = "2.25.249112837101579105183278066551769719101"
 EMBEDDED_RLUID = "2.25.302261397045214567911402355398316754412"
 
 
-def orthanc_rows(args: argparse.Namespace, work: Path) -> list[Row]:
+def orthanc_rows(args: argparse.Namespace, work: Path, front: Front) -> list[Row]:
     """Orthanc as FR's PACS, beside the embedded PACS holding the same study: Orthanc direct vs through both
-    gateways, the embedded PACS vs Orthanc per instance; then a requester-side Orthanc in AT pulling the
-    study straight from FR's Orthanc vs through XC-WADO (MCWG 1.7.1)."""
+    gateways (alone, or behind their ``front``); without a front also the embedded PACS vs Orthanc per
+    instance and a requester-side Orthanc in AT pulling the study straight from FR's Orthanc vs through
+    XC-WADO (MCWG 1.7.1)."""
     work.mkdir(parents=True)
     topology = work / "topology.toml"
     topology.write_text(ORTHANC_TOPOLOGY)
-    with Federation(str(topology), work / "run", mode="process", secure=False) as fed:
+    with Federation(str(topology), work / "run", mode="process", secure=False, front=front) as fed:
         fr, at = fed.plan.endpoints["FR"], fed.plan.endpoints["AT"]
         orthanc, embedded = fr.pacs[ORTHANC_RLUID], fr.pacs[EMBEDDED_RLUID]
         study = make_study(orthanc, ORTHANC_RLUID, args.instances, args.instance_kb)
-        make_study(embedded, EMBEDDED_RLUID, args.instances, args.instance_kb)
         xc = f"homeCommunityId/{fr.home_community_id}/RetrieveLocationUID/{ORTHANC_RLUID}"
-        both = (fed.pids["AT/gateway"], fed.pids["FR/gateway"])
-        paths = {
+        label = f"{front} front" if front != "none" else GATEWAYS_CLIENT
+        paths: dict[str, tuple[str, tuple[int, ...], dict[str, float]]] = {
             "Orthanc direct": (f"{orthanc}studies/{study.study}", (), {}),
-            f"Orthanc via two gateways [{GATEWAYS_CLIENT}]": (
+            f"Orthanc via two gateways [{label}]": (
                 f"{at.gateway}/wado/{xc}/studies/{study.study}",
-                both,
+                gateway_pids(fed, "AT") + gateway_pids(fed, "FR"),
                 {"study": 0.80},
             ),
-            "embedded PACS direct (beside Orthanc)": (
+        }
+        if front == "none":
+            make_study(embedded, EMBEDDED_RLUID, args.instances, args.instance_kb)
+            paths["embedded PACS direct (beside Orthanc)"] = (
                 f"{embedded}studies/{study.study}",
                 (),
                 {"instance": 1.0},
-            ),
-        }
+            )
         probes: list[Probe] = []
         baselines: dict[str, Row] = {}
         for name, (url, pids, goals) in paths.items():
             probes += path_probes(name, url, pids, study, args.concurrency, {}, baselines, goals)
-        embedded_study = next(
-            p for p in probes if p.row.path.startswith("embedded") and p.row.level == "study"
-        )
-        probes.remove(embedded_study)  # the embedded PACS's study level is in the main table
+        # the embedded PACS's study level is in the main table
+        probes = [p for p in probes if not (p.row.path.startswith("embedded") and p.row.level == "study")]
         measure(probes, args.repeat)
         rows = [p.row for p in probes]
-        for name, base in (("direct", orthanc), ("through XC-WADO", f"{at.gateway}/wado/{xc}/")):
+        pulls = (
+            (("direct", orthanc), ("through XC-WADO", f"{at.gateway}/wado/{xc}/")) if front == "none" else ()
+        )
+        for name, base in pulls:
             seconds = requester_pull(work / f"requester-{name.split()[0]}", base, study)
             rows.append(
                 Row(
@@ -950,6 +971,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--no-orthanc", dest="orthanc", action="store_false", help="skip the Orthanc rows")
     parser.add_argument("--no-mtls", dest="mtls", action="store_false", help="skip the mTLS + token run")
+    parser.add_argument(
+        "--no-front", dest="front", action="store_false", help="skip the runs with the gateways' nginx front"
+    )
     parser.add_argument(
         "--clients",
         nargs="+",

@@ -128,8 +128,14 @@ def cmd_up(args: argparse.Namespace) -> int:
     with hold_run(run_dir, state):
         state.unlink(missing_ok=True)  # left by a run that was killed: it names ports nobody serves
         try:
+            if args.front != "none" and args.runtime != "process":
+                raise UsageError(f"--front {args.front} runs with --runtime process only")
             fed = make_federation(
-                _source(args.topology), run_dir, runtime=args.runtime, base_port=args.base_port
+                _source(args.topology),
+                run_dir,
+                runtime=args.runtime,
+                base_port=args.base_port,
+                front=args.front,
             )
             with fed:
                 _seed_and_announce(fed, state, args.no_seed, console)
@@ -439,6 +445,13 @@ def _up_parser(up: argparse.ArgumentParser) -> None:
         default="process",
         help="each role a process, or a container of xcwado-testbed:latest on the host's network "
         "(make docker; pip install -e '.[docker]') (default: process)",
+    )
+    up.add_argument(
+        "--front",
+        choices=["none", "nginx"],
+        default="none",
+        help="nginx (Debian's) on each gateway's public ports streams the images while the gateway decides "
+        "every request (docs/decisions.md, 'The nginx front'); process runtime only (default: none)",
     )
 
 

@@ -116,7 +116,7 @@ class FrontAuthz:
         prefix = "/wado/" if self.listener == "gateway" else "/wado-rs/"
         if method not in ("GET", "HEAD") or not path.startswith(prefix):
             return None
-        text = {k.decode("latin-1"): v.decode("latin-1") for k, v in headers.items()}
+        text = {k.decode("latin-1"): v.decode("latin-1") for k, v in headers.items()}  # what nginx sends
         rid = text.get("x-request-id", "")
         rid = rid if valid_request_id(rid) else random_uuid()
         state = _State(None, None)
@@ -128,8 +128,7 @@ class FrontAuthz:
             xc = parse_request(hop, decoded[len(prefix) :], text.get("accept", ""))
             nxt = initiating_next_hop(hop, state.claims, xc, items)
         else:
-            found = self.guard.verify_peer(unquote(text.get("x-xcwado-client-cert", "")) or None,
-                                           text.get("x-ncp-assertion"))  # fmt: skip
+            found = self.guard.verify_peer(text.get("x-xcwado-client-cert"), text.get("x-ncp-assertion"))
             if found is not None:
                 state.claims, state.peer = found
             xc = parse_request(hop, decoded[len(prefix) :], text.get("accept", ""))

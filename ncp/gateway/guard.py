@@ -102,7 +102,7 @@ class Guard:
         """The assertion's claims once it is signed by the NCP of the TLS peer's country and bound to the
         certificate that peer presented on this connection (RFC 8705 §3: a copy is useless to others)."""
         if self.fronted:
-            pem: str | None = unquote(request.headers.get(FRONT_CERT, "")) or None
+            pem: str | None = request.headers.get(FRONT_CERT) or None
         else:
             pem = peer_certificate_pem(request.scope)
         found = self.verify_peer(pem, request.headers.get(ASSERTION), patient=patient, treatment=treatment)
@@ -120,7 +120,8 @@ class Guard:
         treatment: bool = True,
     ) -> tuple[Claims, str] | None:
         """The claims of an NCP ``assertion`` and the peer's country, given the PEM ``certificate`` the
-        peer presented on its connection (None with security off)."""
+        peer presented on its connection, as is or URL-escaped by the nginx front (None with security
+        off)."""
         if self._peer_of is None or self._border_verifier is None:
             return None
         country, thumbprint = self._peer_of(certificate)
@@ -355,10 +356,12 @@ def raw_header(scope: Scope, name: bytes) -> str:
 
 
 def _peer_identity(pki: FederationPki, pem: str | None) -> tuple[str | None, str]:
-    """The country a peer certificate is registered for (None: none) and its ``x5t#S256``."""
+    """The country a peer certificate is registered for (None: none) and its ``x5t#S256``; ``pem`` may be
+    URL-escaped (nginx's ``$ssl_client_escaped_cert``): PEM holds no ``%``, so unescaping is harmless, and
+    done here it is cached with the rest."""
     if pem is None:
         return None, ""
-    der = ssl.PEM_cert_to_DER_cert(pem)
+    der = ssl.PEM_cert_to_DER_cert(unquote(pem))
     return pki.peer_country(der), certificate_thumbprint(der)
 
 
