@@ -46,7 +46,11 @@ http {{
 }}
 """)
     log = root / "error.log"
-    proc = subprocess.Popen([binary, "-c", str(root / "nginx.conf"), "-p", str(root), "-e", str(log)])
+    command = [binary, "-c", str(root / "nginx.conf"), "-p", str(root), "-e", str(log)]
+    # SIGTERM when the thread that started it ends (Linux PR_SET_PDEATHSIG, set by util-linux's setpriv,
+    # which then execs nginx): a federation owner that is killed leaves no nginx holding its ports
+    setpriv = shutil.which("setpriv")
+    proc = subprocess.Popen([setpriv, "--pdeathsig", "TERM", "--", *command] if setpriv else command)
     try:
         deadline = time.monotonic() + 15
         while not ((workers := process_children(proc.pid)) and _listening(port)):
