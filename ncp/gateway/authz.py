@@ -26,7 +26,7 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, unquote
 
 import httptools
 
@@ -35,7 +35,7 @@ from ncp.forwarded import public_base
 from ncp.gateway.context import Clients, Hop, valid_request_id
 from ncp.gateway.front import FRONT_HEADERS, tls_name, upstream_name
 from ncp.gateway.guard import Guard
-from ncp.gateway.rad160 import NextHop, initiating_next_hop, parse_request, responding_next_hop
+from ncp.gateway.rad160 import initiating_next_hop, parse_request, responding_next_hop
 from ncp.gateway.settings import GatewaySettings
 from ncp.security.audit import AuditRecord, AuditStore, random_uuid, user_fields
 from ncp.security.tokens import Claims
@@ -74,6 +74,7 @@ class FrontAuthz:
         self.audit = audit
         self._pending: OrderedDict[str, tuple[float, dict[str, Any]]] = OrderedDict()
         self._servers: list[Any] = []
+        self._upstreams: dict[str, str] = {}  # origin -> nginx upstream block
 
     async def start(self, authz: Path, audit: Path) -> None:
         loop = asyncio.get_running_loop()
@@ -139,7 +140,7 @@ class FrontAuthz:
         self._hold(key, hop, state, method, decoded, query, text.get("x-xcwado-client", "?"))
         origin = text.get("origin", "")
         return {
-            FRONT_HEADERS["xc_target"]: _target(nxt),
+            FRONT_HEADERS["xc_target"]: _target(nxt.url, self._upstreams),
             FRONT_HEADERS["xc_tls_name"]: tls_name(nxt.url, nxt.peer),
             FRONT_HEADERS["xc_rid"]: rid,
             FRONT_HEADERS["xc_assertion"]: nxt.headers.get("x-ncp-assertion", ""),
@@ -190,13 +191,16 @@ class FrontAuthz:
         self.audit.submit(AuditRecord(outcome=outcome, status=code, detail=detail, **held[1]))
 
 
-def _target(nxt: NextHop) -> str:
-    """``nxt.url`` with its origin replaced by the nginx upstream block standing for it: the front has one
-    for every border and PACS of the settings (an origin without one fails in nginx, which then hands the
-    request to the gateway's own lane)."""
-    parts = urlsplit(nxt.url)
-    path = parts.path + (f"?{parts.query}" if parts.query else "")
-    return f"{parts.scheme}://{upstream_name(nxt.url)}{path}"
+def _target(url: str, upstreams: dict[str, str]) -> str:
+    """``url`` with its origin replaced by the nginx upstream block standing for it (``upstreams`` remembers
+    them by origin): the front has one for every border and PACS of the settings, and an origin without
+    one fails in nginx, which then hands the request to the gateway's own lane."""
+    scheme, _, host, path = url.split("/", 3)
+    origin = f"{scheme}//{host}"
+    name = upstreams.get(origin)
+    if name is None:
+        name = upstreams[origin] = upstream_name(url)
+    return f"{scheme}//{name}/{path}"
 
 
 class _Asked(asyncio.Protocol):
