@@ -30,7 +30,7 @@ import httpx
 from ncp.app import Plan, Role, build_relay, build_role, make_plan
 from ncp.errors import NcpError
 from ncp.forkserver import ForkServer, RoleChild
-from ncp.gateway.front import Front, FrontSpec, front_config, socket_dir
+from ncp.gateway.front import Front, FrontSpec, front_config, private_socket_dir, socket_dir
 from ncp.gateway.proxy import DataPlane
 from ncp.link import FaultSpec, RelayThread
 from ncp.nginx import NGINX_ABSENT, nginx_binary, nginx_process
@@ -104,7 +104,7 @@ class Federation:
     def start(self, timeout: float = 60.0) -> None:
         self.plan.write(self.plan.run_dir / "plan.json")
         if self.plan.front == "nginx":  # only this user may reach the gateways' sockets behind nginx
-            socket_dir(self.plan.run_dir).mkdir(mode=0o700, exist_ok=True)
+            private_socket_dir(self.plan.run_dir)
         for role in self.plan.roles:
             self._roles[role.id] = self._start_role(role)
         self.wait_healthy(timeout)
@@ -157,9 +157,8 @@ class Federation:
             pacs=tuple(self.plan.endpoints[role.country].pacs.values()),
             pki=pki,
         )
-        root = self.plan.run_dir / role.country / "front"
         self.front_pids[role.country] = stack.enter_context(
-            nginx_process(binary, root, front_config(spec), role.ports[0])
+            nginx_process(binary, spec.root, front_config(spec), role.ports[0])
         )
 
     @contextmanager

@@ -20,9 +20,10 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import socket
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ import httptools
 from ncp.errors import NcpError
 from ncp.forwarded import public_base
 from ncp.gateway.context import Clients, Hop, valid_request_id
-from ncp.gateway.front import FRONT_HEADERS, tls_name, upstream_name
+from ncp.gateway.front import ERROR_TAG, FRONT_HEADERS, tls_name, upstream_name
 from ncp.gateway.guard import Guard
 from ncp.gateway.rad160 import initiating_next_hop, parse_request, responding_next_hop
 from ncp.gateway.settings import GatewaySettings
@@ -47,6 +48,8 @@ log = logging.getLogger(__name__)
 _DENY = b"HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\n\r\n"
 _PENDING_MAX = 10_000  # records whose log line has not come (a request handed back to the gateway's lane)
 _PENDING_TTL_S = 6 * 3600.0
+_CUT = "while reading upstream"  # nginx's error context for a next hop failing mid-answer
+_CONNECTION = re.compile(r"\*(\d+) ")  # nginx's connection number in an error line
 
 
 class _State:
@@ -75,6 +78,7 @@ class FrontAuthz:
         self._pending: OrderedDict[str, tuple[float, dict[str, Any]]] = OrderedDict()
         self._servers: list[Any] = []
         self._upstreams: dict[str, str] = {}  # origin -> nginx upstream block
+        self._cut: deque[str] = deque(maxlen=1024)  # nginx connections whose answer its upstream broke
 
     async def start(self, authz: Path, audit: Path) -> None:
         loop = asyncio.get_running_loop()
@@ -174,16 +178,22 @@ class FrontAuthz:
             self._pending.popitem(last=False)
 
     def logged(self, line: str) -> None:
-        """nginx's log line for a request it carried: ``<syslog header>: key|status|completion|warning``."""
-        fields = line.partition(": ")[2].rstrip("\n").split("|", 3)
-        if len(fields) != 4:
-            raise ValueError("expected key|status|completion|warning")
-        key, status, completion, warning = fields
+        """One of nginx's lines for a request it carried: ``<syslog header> xcwado: key|status|completion|
+        connection|warning`` once the answer is over, or an error line (:data:`ERROR_TAG`) before it."""
+        tag, _, text = line.partition(": ")
+        if tag.endswith(ERROR_TAG):
+            if _CUT in text and (found := _CONNECTION.search(text)):  # nginx then closes the connection
+                self._cut.append(found[1])
+            return
+        fields = text.rstrip("\n").split("|", 4)
+        if len(fields) != 5:
+            raise ValueError("expected key|status|completion|connection|warning")
+        key, status, completion, connection, warning = fields
         held = self._pending.pop(key, None)
         if held is None or self.audit is None:
             return
         code = int(status) if status.isdigit() else 0
-        complete = completion == "OK"
+        complete = completion == "OK" and connection not in self._cut
         outcome = "8" if code >= 500 or not complete else "4" if code >= 400 else "0"
         detail = None if complete else "answer aborted: the stream did not complete"
         if detail is None and code >= 400 and warning not in ("", "-"):

@@ -16,6 +16,9 @@ listeners, unchanged. Each transaction nginx completes is audited by the gateway
 from __future__ import annotations
 
 import hashlib
+import ipaddress
+import os
+import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,10 +29,12 @@ from ncp.cors import EXPOSE_HEADERS
 from ncp.security.pki import TLS12_CIPHERS, FederationPki, server_name
 
 __all__ = [
+    "ERROR_TAG",
     "FRONT_HEADERS",
     "Front",
     "FrontSpec",
     "front_config",
+    "private_socket_dir",
     "socket_dir",
     "socket_path",
     "tls_name",
@@ -51,6 +56,9 @@ FRONT_HEADERS = {
     "xc_audit": "x-xcwado-audit",  # joins nginx's log line to the gateway's pending audit record
 }
 _SOCKETS = ("authz", "audit", "app")
+# nginx's error lines come to the audit socket too: an answer broken by its upstream is logged "OK" in
+# $request_completion (nginx finalizes it as sent), and only its error line tells it was cut
+ERROR_TAG = "xcwado_error"
 
 
 def socket_dir(run_dir: Path) -> Path:
@@ -58,6 +66,18 @@ def socket_dir(run_dir: Path) -> Path:
     test run folders are longer): named after the run folder, so every process finds the same one."""
     digest = hashlib.sha256(str(run_dir.resolve()).encode()).hexdigest()[:16]
     return Path(tempfile.gettempdir()) / f"xcwado-{digest}"
+
+
+def private_socket_dir(run_dir: Path) -> Path:
+    """:func:`socket_dir`, made if missing, refused unless it is a folder of this user's (its name can be
+    guessed, so another user could have made it first), and then closed to everyone else."""
+    folder = socket_dir(run_dir)
+    folder.mkdir(mode=0o700, exist_ok=True)
+    info = folder.lstat()
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid():
+        raise PermissionError(f"{folder}: not a folder of this user's; remove it, or use another run folder")
+    folder.chmod(0o700)
+    return folder
 
 
 def socket_path(directory: Path, country: str, listener: str, kind: str) -> Path:
@@ -90,13 +110,22 @@ class FrontSpec:
     read_timeout_s: float = 30.0
     connect_timeout_s: float = 5.0
 
+    @property
+    def root(self) -> Path:
+        """nginx's folder: its configuration, logs and temporary files."""
+        return self.run_dir / self.country / "front"
+
     def socket(self, listener: Listener, kind: str) -> Path:
         return socket_path(socket_dir(self.run_dir), self.country, listener, kind)
 
 
 def front_config(spec: FrontSpec) -> str:
     """The ``http`` block of the country's nginx (``ncp.nginx.nginx_process`` wraps it)."""
-    origins = sorted({upstream_name(u): u for u in (*spec.borders, *spec.pacs)}.items())
+    # nginx resolves a host name in an upstream block once, at start, and does not start when it does not
+    # resolve: an origin named by host name gets no block, so nginx fails to reach it (no resolver) and
+    # hands the request to the gateway's own lane
+    urls = [u for u in (*spec.borders, *spec.pacs) if _ip_literal(u)]
+    origins = sorted({upstream_name(u): u for u in urls}.items())
     upstreams = "".join(
         f"  upstream {name} {{ server {_address(url)}; keepalive 64; keepalive_requests 100000; }}\n"
         for name, url in origins
@@ -109,7 +138,7 @@ def front_config(spec: FrontSpec) -> str:
     sets = " ".join(f"auth_request_set ${var} $upstream_http_{h.replace('-', '_')};" for var, h in
                     FRONT_HEADERS.items())  # fmt: skip
     return f"""
-  log_format xc_audit escape=none '$xc_audit|$status|$request_completion|$sent_http_warning';
+  log_format xc_audit escape=none '$xc_audit|$status|$request_completion|$connection|$sent_http_warning';
   map $xc_origin $xc_expose {{ "" ""; default "{EXPOSE_HEADERS}"; }}
   map $xc_origin $xc_vary {{ "" ""; default "Origin"; }}
   map "$status:$upstream_http_warning" $xc_warning {{
@@ -166,6 +195,7 @@ def _server(spec: FrontSpec, listener: Listener, sets: str) -> str:
       add_header Access-Control-Allow-Origin $xc_origin always;
       add_header Access-Control-Expose-Headers $xc_expose always; add_header Vary $xc_vary always;
       access_log syslog:server=unix:{audit},nohostname,tag=xcwado xc_audit if=$xc_audit;
+      error_log error.log; error_log syslog:server=unix:{audit},nohostname,tag={ERROR_TAG} error;
     }}
     location @python {{ set $xc_audit ""; {_python(spec, listener, tls)} }}
     location / {{ {_python(spec, listener, tls)} }}
@@ -226,6 +256,14 @@ def tls_name(url: str, peer: str | None) -> str:
     """The name the next hop's certificate must carry: the peer NCP's (pinned, as the Python data plane
     pins it) or the URL's host."""
     return server_name(peer) if peer else (urlsplit(url).hostname or "")
+
+
+def _ip_literal(url: str) -> bool:
+    try:
+        ipaddress.ip_address(urlsplit(url).hostname or "")
+    except ValueError:
+        return False
+    return True
 
 
 def _ms(seconds: float) -> str:

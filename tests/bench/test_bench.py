@@ -71,7 +71,10 @@ def test_quick_mode_measures_every_path_and_states_every_goal(capsys: pytest.Cap
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
     table = [r for r in rows if not r.startswith(("| path", "| gateway |"))]
     goals = [r for r in table if ">= 0." in r]
-    assert len(goals) == 4  # two gateways, study and per instance, plain and mTLS + tokens
+    # two gateways, study and per instance, plain and mTLS + tokens: alone, and behind their nginx front
+    assert len(goals) == 8
+    fronted = [r for r in goals if "[nginx front]" in r]
+    assert len(fronted) == 4, "the nginx front's rows are missing"
     for row in goals:
         assert re.search(r"\| \d+\.\d\d \(\d+\.\d\d-\d+\.\d\d\) \| >= 0\.\d\dx \| (yes|NO) \|$", row), row
     frames = [r for r in table if r.startswith("| frames:")]

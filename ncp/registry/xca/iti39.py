@@ -55,4 +55,3 @@ def document(body: etree._Element, attachments: dict[str, bytes], unique_id: str
             except SoapFault:
                 return None
     return None
-
