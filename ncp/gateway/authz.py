@@ -198,7 +198,7 @@ class FrontAuthz:
         detail = None if complete else "answer aborted: the stream did not complete"
         if detail is None and code >= 400 and warning not in ("", "-"):
             detail = warning
-        self.audit.submit(AuditRecord(outcome=outcome, status=code, detail=detail, **held[1]))
+        self.audit.later(AuditRecord(outcome=outcome, status=code, detail=detail, **held[1]))
 
 
 def _target(url: str, upstreams: dict[str, str]) -> str:

@@ -114,8 +114,12 @@ _MAX_BATCH = 256  # records per commit: bounds what one fsync carries and what a
 # answered meanwhile instead of each paying its own. A lone client's records (batches of one) never wait.
 _GATHER_S = 0.002
 _TRAFFIC_S = 0.010
-# Who waits for a record's commit: a thread (a concurrent Future) or a coroutine (its loop and future).
-_Waiter = Future[None] | tuple[asyncio.AbstractEventLoop, "asyncio.Future[None]"]
+# A record nobody waits for (AuditStore.later: the nginx front's, written after the answer) gathers up to
+# _LATER_S: fewer commits, and no caller's answer waits for them; a record somebody waits for cuts it short.
+_LATER_S = 0.020
+# Who waits for a record's commit: a thread (a concurrent Future), a coroutine (its loop and future), or
+# nobody (None).
+_Waiter = Future[None] | tuple[asyncio.AbstractEventLoop, "asyncio.Future[None]"] | None
 _Pending = tuple[tuple[Any, ...], _Waiter]
 _COUNT = re.compile(r"[0-9]{1,4}")
 _OFFSET = re.compile(r"[0-9]{1,9}")
@@ -310,6 +314,7 @@ class AuditStore:
         self._committed = 0.0  # time.monotonic() when the writer last committed ...
         self._shared = False  # ... and whether that commit held several records
         self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
+        self._hurry = threading.Event()  # a record somebody waits for is queued
         self._writer: threading.Thread | None = None
         self._lock = threading.Lock()
         db_path.parent.mkdir(parents=True, exist_ok=True)
@@ -331,7 +336,14 @@ class AuditStore:
         done: Future[None] = Future()
         self._ensure_writer()
         self._queue.put((_row(event), done))
+        self._hurry.set()
         return done
+
+    def later(self, event: AuditRecord) -> None:
+        """Queue ``event`` with nobody waiting for its commit (the nginx front records an answer once it is
+        over): under traffic it waits up to ``_LATER_S`` to share a commit with others."""
+        self._ensure_writer()
+        self._queue.put((_row(event), None))
 
     def record(self, event: AuditRecord) -> None:
         """Store ``event``, blocking until committed; the same event id again is a no-op."""
@@ -345,6 +357,7 @@ class AuditStore:
         done: asyncio.Future[None] = loop.create_future()
         self._ensure_writer()
         self._queue.put((_row(event), (loop, done)))
+        self._hurry.set()
         await done  # a cancelled caller cancels only its own future: the queued record is committed
 
     def close(self) -> None:
@@ -376,7 +389,12 @@ class AuditStore:
         batch: list[_Pending] = []
         item = self._queue.get()
         if item is not None and self._shared and time.monotonic() - self._committed < _TRAFFIC_S:
-            time.sleep(_GATHER_S)  # a sleep, not a get with timeout: no wake-up per record meanwhile
+            # a sleep, not a get with timeout: no wake-up per record meanwhile
+            if item[1] is None:
+                self._hurry.wait(_LATER_S)
+            else:
+                time.sleep(_GATHER_S)
+        self._hurry.clear()
         while item is not None:
             batch.append(item)
             if len(batch) >= self._max_batch:
@@ -455,6 +473,8 @@ def _settle(batch: list[_Pending], error: BaseException | None) -> None:
     """Release the batch's waiters: threads directly, coroutines with one wake-up per event loop."""
     by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
     for _, waiter in batch:
+        if waiter is None:
+            continue
         if isinstance(waiter, tuple):
             by_loop.setdefault(waiter[0], []).append(waiter[1])
         elif waiter.cancelled():  # its waiter gave up; the record is stored regardless

@@ -42,6 +42,19 @@ def test_close_commits_what_is_queued(tmp_path: Path) -> None:
     assert AuditStore(tmp_path / "audit.sqlite").count() == 100
 
 
+def test_records_nobody_waits_for_land_beside_awaited_ones_and_at_close(tmp_path: Path) -> None:
+    """The nginx front's records (``later``: written once the answer is over) share commits with the
+    records callers wait for, and none is left behind when the store closes."""
+    store = AuditStore(tmp_path / "audit.sqlite")
+    with ThreadPoolExecutor(8) as pool:
+        awaited = list(pool.map(lambda i: store.later(event(i)) or store.record(event(1000 + i)), range(300)))
+    assert awaited == [None] * 300
+    for i in range(300, 400):
+        store.later(event(i))
+    store.close()
+    assert AuditStore(tmp_path / "audit.sqlite").count() == 700
+
+
 def test_a_killed_gateway_keeps_a_record_of_every_request_it_answered(tmp_path: Path) -> None:
     """SIGKILL mid-load: every request that got its answer is in the trail (at most the batch being
     written, whose requests had no answer yet, is lost)."""
