@@ -43,6 +43,7 @@ __all__ = [
 
 Front = Literal["none", "nginx"]
 Listener = Literal["gateway", "border"]
+_LISTENERS: tuple[Listener, ...] = ("gateway", "border")
 
 # What the gateway's authz answer tells nginx (auth_request_set), by nginx variable.
 FRONT_HEADERS = {
@@ -125,16 +126,14 @@ def front_config(spec: FrontSpec) -> str:
     # resolve: an origin named by host name gets no block, so nginx fails to reach it (no resolver) and
     # hands the request to the gateway's own lane
     urls = [u for u in (*spec.borders, *spec.pacs) if _ip_literal(u)]
-    origins = sorted({upstream_name(u): u for u in urls}.items())
-    upstreams = "".join(
-        f"  upstream {name} {{ server {_address(url)}; keepalive 64; keepalive_requests 100000; }}\n"
-        for name, url in origins
-    )
-    listeners: tuple[Listener, ...] = ("gateway", "border")
-    for listener in listeners:
+    servers = {name: _address(url) for name, url in sorted({upstream_name(u): u for u in urls}.items())}
+    for listener in _LISTENERS:
         for kind in ("authz", "app"):
-            path = spec.socket(listener, kind)
-            upstreams += f"  upstream xc_{listener}_{kind} {{ server unix:{path}; keepalive 32; }}\n"
+            servers[f"xc_{listener}_{kind}"] = f"unix:{spec.socket(listener, kind)}"
+    upstreams = "".join(
+        f"  upstream {name} {{ server {address}; keepalive 64; keepalive_requests 100000; }}\n"
+        for name, address in servers.items()
+    )
     sets = " ".join(f"auth_request_set ${var} $upstream_http_{h.replace('-', '_')};" for var, h in
                     FRONT_HEADERS.items())  # fmt: skip
     return f"""
