@@ -13,6 +13,7 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ncp.asgi import raw_header
 from ncp.errors import Forbidden, dicomweb_error_response, fhir_error_response
 
 __all__ = ["CorsMiddleware"]
@@ -37,23 +38,21 @@ class CorsMiddleware:
         self.app, self.origins, self.agent = app, frozenset(origins), agent
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        origin = _origin(scope)
-        if origin is None:  # not a browser's cross-origin call: one look at the headers, then on
+        origin = raw_header(scope, b"origin") if scope["type"] == "http" else ""
+        if not origin:  # not a browser's cross-origin call: one look at the headers, then on
             await self.app(scope, receive, send)
             return
-        preflight = scope["method"] == "OPTIONS" and "access-control-request-method" in Headers(scope=scope)
-        if preflight and origin:
+        if scope["method"] == "OPTIONS" and "access-control-request-method" in Headers(scope=scope):
             await self._preflight(origin, scope, receive, send)
             return
         if origin not in self.origins:
             await self.app(scope, receive, send)
             return
-        allowed: str = origin
 
         async def named(message: Message) -> None:
             if message["type"] == "http.response.start":
                 out = MutableHeaders(scope=message)
-                out["access-control-allow-origin"] = allowed
+                out["access-control-allow-origin"] = origin
                 out["access-control-expose-headers"] = EXPOSE_HEADERS
                 out.append("vary", "Origin")
             await send(message)
@@ -71,13 +70,3 @@ class CorsMiddleware:
             answer = fhir_error_response(refused) if fhir else dicomweb_error_response(refused, self.agent)
         answer.headers["vary"] = "Origin"
         await answer(scope, receive, send)
-
-
-def _origin(scope: Scope) -> str | None:
-    """An HTTP request's ``Origin``, from its raw headers (no ``Headers`` object for one without)."""
-    if scope["type"] != "http":
-        return None
-    for name, value in scope["headers"]:
-        if name == b"origin":
-            return str(value.decode("latin-1"))
-    return None

@@ -17,8 +17,6 @@ import logging
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from email.message import Message
-from email.parser import BytesHeaderParser
 from urllib.parse import unquote
 
 import httpx
@@ -27,8 +25,16 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ncp.dicom.multipart import DecodedPart, Part, encode_multipart, iter_parts, new_boundary
-from ncp.errors import NcpError, UpstreamError, UpstreamTimeout
+from ncp.dicom.media import parse_media_type
+from ncp.dicom.multipart import (
+    DecodedPart,
+    MultipartDecoder,
+    Part,
+    encode_multipart,
+    iter_parts,
+    new_boundary,
+)
+from ncp.errors import InvalidRequest, NcpError, PayloadTooLarge, UpstreamError, UpstreamTimeout
 
 __all__ = [
     "FAILURE",
@@ -152,51 +158,53 @@ def parse_message(content_type: str, data: bytes, *, max_part_bytes: int, securi
 
     ``security``: the caller processes ``wsse:Security`` (XUA, ITI TF-2b 3.40), so a mustUnderstand one is
     understood; otherwise it is a MustUnderstand fault as any other header block we do not process."""
-    media, params = _media_type(content_type)
-    if media == "application/soap+xml":
+    start = _mtom_start(content_type)
+    if start is None:
         return _envelope(parse_xml(data), {}, security)
-    if media != "multipart/related" or params.get("type", "").lower() != "application/xop+xml":
-        raise SoapFault(f"unsupported media type {media!r}", status=415)
-    root_part, attachments = _split_related(data, params, max_part_bytes)
+    root_part, attachments = _split_related(data, content_type, start, max_part_bytes)
     return _envelope(parse_xml(root_part), attachments, security)
 
 
-def _media_type(value: str) -> tuple[str, dict[str, str]]:
-    msg = Message()
-    msg["content-type"] = value
-    params = {k.lower(): v for k, v in msg.get_params(failobj=[])[1:]}
-    return msg.get_content_type(), params
+def _mtom_start(content_type: str) -> str | None:
+    """None for a plain SOAP 1.2 message; for MTOM (XOP 1.0, ITI TF-2x V.3.2) the root part's Content-ID
+    from ``start``, "" when unnamed. Any other media type, or one that cannot be read, is a 415 Fault."""
+    try:
+        media, params = parse_media_type(content_type)
+    except InvalidRequest:
+        media, params = content_type[:80], {}
+    if media == "application/soap+xml":
+        return None
+    if media != "multipart/related" or params.get("type", "").lower() != "application/xop+xml":
+        raise SoapFault(f"unsupported media type {media!r}", status=415)
+    return _content_id(params.get("start", ""))
+
+
+def _content_id(value: str) -> str:
+    return value.strip().strip("<>")  # RFC 2392: a Content-ID's angle brackets are not part of it
 
 
 def _split_related(
-    data: bytes, params: dict[str, str], max_part_bytes: int
+    data: bytes, content_type: str, start: str, max_part_bytes: int
 ) -> tuple[bytes, dict[str, bytes]]:
     """The root part and the attachments by Content-ID of a multipart/related body (RFC 2387)."""
-    boundary = params.get("boundary")
-    if not boundary or not isinstance(boundary, str) or not boundary.isascii():
-        raise SoapFault("multipart/related without an ASCII boundary")
-    delimiter = b"--" + boundary.encode("ascii")
-    chunks = data.split(b"\r\n" + delimiter)
-    if not chunks[0].startswith(delimiter) or len(chunks) < 2 or not chunks[-1].startswith(b"--"):
-        raise SoapFault("malformed multipart/related body")
-    parts: list[tuple[str | None, bytes]] = []
-    for chunk in [chunks[0][len(delimiter) :], *chunks[1:-1]]:
-        head, sep, body = chunk.removeprefix(b"\r\n").partition(b"\r\n\r\n")
-        if not sep:
-            raise SoapFault("a MIME part without headers")
-        if len(body) > max_part_bytes:
-            raise SoapFault(f"a MIME part is larger than {max_part_bytes} bytes", status=413)
-        headers = BytesHeaderParser().parsebytes(head + b"\r\n\r\n")
-        cid = headers.get("content-id")
-        if cid is not None and not (isinstance(cid, str) and cid.isascii()):  # email gives a Header object
-            raise SoapFault("a MIME part's Content-ID is not ASCII (RFC 2392)")
-        parts.append((cid.strip().strip("<>") if cid else None, body))
-    start = params.get("start", "").strip().strip("<>") or None
-    root_index = next((i for i, (cid, _) in enumerate(parts) if cid == start), 0 if start is None else -1)
-    if root_index < 0:
+    try:
+        decoder = MultipartDecoder(content_type, max_part_bytes=max_part_bytes)
+        parts = decoder.feed(data)
+        decoder.close()
+    except PayloadTooLarge:
+        raise SoapFault(f"a MIME part is larger than {max_part_bytes} bytes", status=413) from None
+    except InvalidRequest as exc:
+        raise SoapFault(f"malformed multipart/related body: {exc.message}") from None
+    ids = [part.headers.get("content-id") for part in parts]
+    if any(cid is not None and not cid.isascii() for cid in ids):
+        raise SoapFault("a MIME part's Content-ID is not ASCII (RFC 2392)")
+    named = [(_content_id(cid) if cid else None, part.body) for cid, part in zip(ids, parts, strict=True)]
+    # RFC 2387 3.2: the root is the part ``start`` names; without one, the first unnamed part, else the first
+    root_index = next((i for i, (cid, _) in enumerate(named) if cid == (start or None)), -1 if start else 0)
+    if not named or root_index < 0:
         raise SoapFault("the start part of the multipart/related body is missing")
-    root = parts.pop(root_index)[1]
-    return root, {cid: body for cid, body in parts if cid is not None}
+    root = named.pop(root_index)[1]
+    return root, {cid: body for cid, body in named if cid is not None}
 
 
 def _envelope(root: etree._Element, attachments: dict[str, bytes], security: bool) -> Envelope:
@@ -566,18 +574,15 @@ async def read_mtom(
     The parts iterator raises (an NcpError) on a truncated message or a part over ``max_part_bytes``,
     so a short answer can never pass for a complete one (ncp.dicom.multipart).
     """
-    media, params = _media_type(content_type)
-    if media == "application/soap+xml":
+    start = _mtom_start(content_type)
+    if start is None:
         return MtomAnswer(_answer_body(parse_xml(await read_bounded(chunks, max_root_bytes))), _no_parts())
-    if media != "multipart/related" or params.get("type", "").lower() != "application/xop+xml":
-        raise SoapFault(f"unsupported media type {media!r}", status=415)
     parts = iter_parts(chunks, content_type, max_part_bytes=max(max_part_bytes, max_root_bytes))
     try:
         root = await anext(parts)
     except (StopAsyncIteration, NcpError) as exc:
         raise SoapFault(f"unreadable MTOM answer: {exc}") from None
-    start = params.get("start", "").strip().strip("<>")
-    if start and root.headers.get("content-id", "").strip().strip("<>") != start:
+    if start and _content_id(root.headers.get("content-id", "")) != start:
         raise SoapFault("the first MIME part is not the start part")  # we write the root part first
     if len(root.body) > max_root_bytes:
         raise SoapFault(f"a SOAP envelope larger than {max_root_bytes} bytes", status=413)

@@ -6,7 +6,9 @@ StudyRequest@studyInstanceUID > SeriesRequest@seriesInstanceUID > DocumentReques
 ``iherad`` namespace (the schema's local elements are qualified), holding ``xdsb:HomeCommunityId``?,
 ``xdsb:RepositoryUniqueId``, ``xdsb:DocumentUniqueId`` (= the SOP Instance UID); then
 TransferSyntaxUIDList. RAD-75 carries the same element (RAD TF-3 4.75.4.1.2). The answer of both is
-``xdsb:RetrieveDocumentSetResponse``, one DocumentResponse per instance, its Document an xop:Include.
+ITI-43's ``xdsb:RetrieveDocumentSetResponse`` (ITI TF-2b 3.43.4.2.2), one DocumentResponse per instance,
+its Document an xop:Include: the XDS.b repository writes its ITI-43 answers with the same writer
+(:func:`response_element`, :func:`add_document_response`; ncp.registry.xds.iti43).
 """
 
 from __future__ import annotations

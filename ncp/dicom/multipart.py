@@ -27,6 +27,7 @@ from ncp.errors import InvalidRequest, PayloadTooLarge
 __all__ = [
     "CHUNK_SIZE",
     "DecodedPart",
+    "Framer",
     "MultipartDecoder",
     "Part",
     "encode_multipart",
@@ -108,26 +109,47 @@ class Part:
         return "".join(lines).encode("latin-1") + _CRLF
 
 
+class Framer:
+    """The framing of one message, part by part: what :func:`encode_multipart` writes, for writers that
+    send a small part's delimiter, headers and body in one buffer (one write per part: docs/decisions.md,
+    "Data plane: per-request costs")."""
+
+    def __init__(self, boundary: str) -> None:
+        self._dash = b"--" + _check_boundary(boundary)
+        self._lead = b""
+
+    def head(self, header_block: bytes) -> bytes:
+        """The next part's delimiter line and ``header_block`` (:meth:`Part.header_block`)."""
+        head = self._lead + self._dash + _CRLF + header_block
+        self._lead = _CRLF
+        return head
+
+    def close(self) -> bytes:
+        """The close delimiter (RFC 2046 5.1.1)."""
+        return self._lead + self._dash + b"--" + _CRLF
+
+    def whole(self, header_block: bytes, body: bytes, *, last: bool = False) -> bytes:
+        """A whole part in one buffer; the last one followed by the close delimiter."""
+        head = self.head(header_block)
+        return b"".join((head, body, self.close() if last else b""))
+
+
 async def encode_multipart(parts: AsyncIterable[Part], boundary: str) -> AsyncIterator[bytes]:
     """Yield the message chunk by chunk; each part's body is passed through as its source yields it."""
-    dash = b"--" + _check_boundary(boundary)
-    lead = b""
+    framer = Framer(boundary)
     async for part in parts:
-        yield lead + dash + _CRLF + part.header_block()
+        yield framer.head(part.header_block())
         async for chunk in part.chunks:
             if chunk:
                 yield chunk
-        lead = _CRLF
-    yield lead + dash + b"--" + _CRLF
+    yield framer.close()
 
 
 def encode_multipart_bytes(bodies: Iterable[bytes], part_type: str, boundary: str) -> bytes:
     """A whole message in memory, for small bodies and tests; same framing as :func:`encode_multipart`."""
-    dash = b"--" + _check_boundary(boundary)
-    head = dash + _CRLF + f"Content-Type: {part_type}\r\n\r\n".encode("latin-1")
-    pieces = [head + body for body in bodies]
-    closing = dash + b"--" + _CRLF
-    return _CRLF.join([*pieces, closing])
+    framer = Framer(boundary)
+    header_block = f"Content-Type: {part_type}\r\n\r\n".encode("latin-1")
+    return b"".join([*(framer.whole(header_block, body) for body in bodies), framer.close()])
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ncp.asgi import raw_header
 from ncp.errors import Forbidden, InvalidRequest, NotFound, Unauthorized
 from ncp.security.audit import FAILURE_STATE, AuditRecord, AuditStore, user_fields
 from ncp.security.pki import FederationPki, peer_certificate_pem
@@ -347,12 +348,6 @@ async def _form(request: Request, fields: tuple[str, ...]) -> dict[str, str]:
 def _token_response(token: str) -> Response:
     body: dict[str, Any] = {"access_token": token, "token_type": "Bearer", "expires_in": 300}
     return JSONResponse(body, headers={"Cache-Control": "no-store"})
-
-
-def raw_header(scope: Scope, name: bytes) -> str:
-    """The first value of header ``name`` (lower case) as sent, "" when absent: no ``Headers`` object built
-    on the per-request path."""
-    return next((v.decode("latin-1") for k, v in scope["headers"] if k == name), "")
 
 
 def _peer_identity(pki: FederationPki, pem: str | None) -> tuple[str | None, str]:

@@ -27,7 +27,7 @@ from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 
 from ncp.dicom.media import MediaType, negotiate_dicom
-from ncp.dicom.multipart import CHUNK_SIZE, Part, multipart_content_type, new_boundary
+from ncp.dicom.multipart import CHUNK_SIZE, Framer, Part, multipart_content_type, new_boundary
 from ncp.pacs.context import PacsContext, Target, dicomweb_base, instance_url
 from ncp.pacs.frames import frame_routes
 from ncp.pacs.store import StoredInstance
@@ -44,7 +44,6 @@ def _part_type(transfer_syntax: str) -> str:
 # Read and framed in one buffer (one worker-thread call, one write): a CT or MR slice, a few frames. A
 # larger file streams in CHUNK_SIZE reads, so memory stays bounded per response (docs/architecture.md).
 WHOLE_MAX = 1024 * 1024
-_CRLF = b"\r\n"
 
 
 @dataclass(frozen=True)
@@ -75,23 +74,20 @@ async def _pieces(
 async def _message(
     pieces: AsyncIterator[_Piece], count: int, boundary: str
 ) -> AsyncIterator[bytes | memoryview]:
-    """``multipart/related`` (RFC 2387, PS3.18 8.7.3) framed as :func:`ncp.dicom.multipart.encode_multipart`
-    frames it, but each part's delimiter and headers go out with its body, and the close delimiter with the
-    last one: per-request costs (docs/benchmarks.md, "Per-request costs, round 2")."""
-    dash = b"--" + boundary.encode("ascii")
-    lead = b""
+    """``multipart/related`` (RFC 2387, PS3.18 8.7.3) whose parts go out with their delimiter and headers,
+    and the last with the close delimiter: per-request costs (docs/benchmarks.md, "Per-request costs,
+    round 2")."""
+    framer = Framer(boundary)
     index = 0
     async for piece in pieces:
         index += 1
-        head = lead + dash + _CRLF + piece.part.header_block()
-        tail = _CRLF + dash + b"--" + _CRLF if index == count else b""
-        if piece.path is not None:
-            async for chunk in _file_chunks(piece.path, head, tail):
-                yield chunk
-        else:
+        if piece.path is None:
             body = b"".join([chunk async for chunk in piece.part.chunks])
-            yield head + body + tail
-        lead = _CRLF
+            yield framer.whole(piece.part.header_block(), body, last=index == count)
+            continue
+        head = framer.head(piece.part.header_block())
+        async for chunk in _file_chunks(piece.path, head, framer.close() if index == count else b""):
+            yield chunk
 
 
 async def _file_chunks(path: Path, head: bytes, tail: bytes) -> AsyncIterator[bytes | memoryview]:

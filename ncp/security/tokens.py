@@ -103,6 +103,7 @@ _ISCO08 = re.compile(r"^[0-9]{1,4}$")
 # printable ASCII without spaces, 1-64 characters. The search delimiters left (, $) are escaped in searches.
 _PATIENT_ID = re.compile(r"^[!-~]{1,64}$")
 _PATIENT_ID_EXCLUDED = frozenset("^&~\\|")
+_CX = re.compile(r"([^\^&]+)\^\^\^&([0-9.]+)&ISO")  # HL7 v2 CX with CX.4 an ISO OID
 _COUNTRY = re.compile(r"^[A-Z]{2}$")
 _SCOPE = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]+$")  # RFC 6749 §3.3 scope-token
 _THUMBPRINT = re.compile(r"^[A-Za-z0-9_-]{43}$")  # base64url of a SHA-256 digest, unpadded
@@ -139,6 +140,18 @@ class PatientRef(NamedTuple):
     def search_token(self) -> str:
         """``urn:oid:{issuer}|{id}`` escaped as one FHIR token search value (matches this patient only)."""
         return fhirsearch.token(f"urn:oid:{self.issuer}", self.id)
+
+    def cx(self) -> str:
+        """HL7 v2 CX ``id^^^&issuer&ISO``: IUA ``person_id``, XUA Resource-id (ITI TF-2b 3.40.4.1.2)."""
+        return f"{self.id}^^^&{self.issuer}&ISO"
+
+    @classmethod
+    def from_cx(cls, value: str) -> PatientRef:
+        """The patient of an ``id^^^&issuer&ISO`` value; ValueError for any other shape or grammar."""
+        match = _CX.fullmatch(value)
+        if match is None:
+            raise ValueError("patient id is not in CX form id^^^&oid&ISO")
+        return patient_ref(match.group(2), match.group(1))
 
 
 @dataclass(frozen=True)
@@ -355,7 +368,7 @@ class IdentityProvider:
         if hcp.patient is not None:
             raise ValueError("the token given is already a treatment token")
         body = _context_body(hcp)
-        body["extensions"]["ihe_iua"]["person_id"] = _cx(patient)
+        body["extensions"]["ihe_iua"]["person_id"] = patient.cx()
         body["extensions"]["ihe_iua"]["purpose_of_use"] = [
             {"system": PURPOSE_OF_USE_SYSTEM, "code": purpose_of_use}
         ]
@@ -528,7 +541,7 @@ def _context_body(context: Claims) -> dict[str, Any]:
     if context.purpose_of_use:
         iua["purpose_of_use"] = [{"system": PURPOSE_OF_USE_SYSTEM, "code": context.purpose_of_use}]
     if context.patient:
-        iua["person_id"] = _cx(context.patient)
+        iua["person_id"] = context.patient.cx()
     extensions: dict[str, Any] = {"ihe_iua": iua}
     if context.facility:
         extensions["ehdsi"] = {"healthcare_facility_type": context.facility}
@@ -570,11 +583,6 @@ def patient_ref(issuer: str, patient_id: str) -> PatientRef:
     if not _PATIENT_ID.match(patient_id) or _PATIENT_ID_EXCLUDED.intersection(patient_id):
         raise ValueError("patient id must be 1-64 printable ASCII characters without spaces, ^ & ~ \\ or |")
     return PatientRef(issuer, patient_id)
-
-
-def _cx(patient: PatientRef) -> str:
-    """IUA ``person_id``: HL7 v2 CX ``id^^^&issuer&ISO``."""
-    return f"{patient.id}^^^&{patient.issuer}&ISO"
 
 
 # --- verification --------------------------------------------------------------------------------------
@@ -803,12 +811,7 @@ def _purpose(value: Any) -> str | None:
 
 
 def _parse_cx(value: Any) -> PatientRef | None:
-    if value is None:
-        return None
-    match = re.fullmatch(r"([^\^&]+)\^\^\^&([0-9.]+)&ISO", _text(value))
-    if match is None:
-        raise ValueError("person_id is not id^^^&oid&ISO")
-    return patient_ref(match.group(2), match.group(1))
+    return None if value is None else PatientRef.from_cx(_text(value))
 
 
 def _check_binding(claims: Claims, thumbprint: str) -> None:

@@ -38,7 +38,7 @@ from signxml.exceptions import InvalidDigest, SignXMLException
 from signxml.signer import XMLSigner
 from signxml.verifier import SignatureConfiguration, VerifyResult, XMLVerifier
 
-from ncp.security.tokens import MAX_HCP_LIFETIME, PatientRef, patient_ref
+from ncp.security.tokens import MAX_HCP_LIFETIME, PatientRef
 from ncp.soapcore import SoapFault, parse_xml
 
 __all__ = [
@@ -223,7 +223,7 @@ def _string_attributes(ctx: XuaContext) -> list[tuple[str, str]]:
         (ORGANIZATION, ctx.organisation),
         (ORGANIZATION_ID, ctx.organisation_id),
         (FACILITY_TYPE, ctx.facility),
-        (RESOURCE_ID, _cx(ctx.patient) if ctx.patient else None),
+        (RESOURCE_ID, ctx.patient.cx() if ctx.patient else None),
     ]
     return [(name, value) for name, value in values if value]
 
@@ -242,11 +242,6 @@ def _coded_value(local: str, code: str, system: tuple[str, str]) -> etree._Eleme
         codeSystem=system[0],
         codeSystemName=system[1],
     )
-
-
-def _cx(patient: PatientRef) -> str:
-    """The patient id as HL7 CX (ITI-40 Resource-id Option, ITI TF-2b 3.40.4.1.2): ``id^^^&issuer&ISO``."""
-    return f"{patient.id}^^^&{patient.issuer}&ISO"
 
 
 def _instant(moment: datetime) -> str:
@@ -408,12 +403,8 @@ def _patient(cx: str | None) -> PatientRef | None:
     """``id^^^&issuer&ISO`` back to a patient; anything else is a malformed assertion."""
     if cx is None:
         return None
-    pid, _, authority = cx.partition("^^^")
-    parts = authority.split("&")
     try:
-        if len(parts) != 3 or parts[0] or parts[2] != "ISO":
-            raise ValueError(cx)
-        return patient_ref(parts[1], pid)
+        return PatientRef.from_cx(cx)
     except ValueError:
         raise XuaError(
             "resource-id is not a patient id in CX form (id^^^&oid&ISO)", "InvalidSecurity"

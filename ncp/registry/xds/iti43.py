@@ -12,10 +12,11 @@ from dataclasses import dataclass
 
 from lxml import etree
 
-from ncp.registry.xds.ebrim import RS, XdsError, registry_response
+from ncp.registry.xds.ebrim import XdsError, registry_response
 from ncp.registry.xds.settings import XdsSettings
 from ncp.registry.xds.store import XdsStore
-from ncp.soapcore import NS, SoapFault, q
+from ncp.soapcore import SoapFault
+from ncp.xdsi import DocumentResponse, add_document_response, response_element
 
 __all__ = [
     "ACTION",
@@ -81,24 +82,15 @@ def retrieve(
 def retrieve_response(
     found: list[Retrieved], errors: list[XdsError], settings: XdsSettings
 ) -> tuple[etree._Element, list[tuple[str, bytes]]]:
-    """ihe:RetrieveDocumentSetResponse with one xop:Include per document, and the MIME parts."""
-    el = etree.Element(
-        f"{{{IHE}}}RetrieveDocumentSetResponse", nsmap={"ihe": IHE, "rs": RS, "xop": NS["xop"]}
-    )
-    el.append(registry_response(errors, settings.home, partial=bool(found)))
+    """RetrieveDocumentSetResponse with one xop:Include per document, and the MIME parts."""
+    el = response_element(registry_response(errors, settings.home, partial=bool(found)))
     parts = []
     for doc in found:
-        response = etree.SubElement(el, f"{{{IHE}}}DocumentResponse")
-        for local, value in (
-            ("HomeCommunityId", settings.home),
-            ("RepositoryUniqueId", settings.repository_unique_id),
-            ("DocumentUniqueId", doc.unique_id),
-            ("mimeType", doc.mime_type),
-        ):
-            etree.SubElement(response, f"{{{IHE}}}{local}").text = value
         cid = f"{uuid.uuid4().hex}@xcwado"
-        document = etree.SubElement(response, f"{{{IHE}}}Document")
-        etree.SubElement(document, q("xop", "Include"), href=f"cid:{cid}")
+        response = DocumentResponse(
+            settings.home, settings.repository_unique_id, doc.unique_id, doc.mime_type, cid
+        )
+        add_document_response(el, response)
         parts.append((cid, doc.data))
     return el, parts
 
