@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ncp.federation import Federation
+from ncp.model import StudyRecord
 from ncp.publish import Published, seed_federation
 from ncp.security.audit import AuditRecord, AuditStore
 
@@ -44,3 +45,17 @@ def audited(db: Path, request_id: str, timeout: float = 5.0) -> list[AuditRecord
     while not (records := store.records({"request-id": request_id})) and time.monotonic() < deadline:
         time.sleep(0.05)
     return records
+
+
+def study_resource(study: StudyRecord, level: str) -> str:
+    """``studies/...`` of ``study`` at one RAD-160 level: study, series, instance, metadata or rendered."""
+    series = study.series[0]
+    base = f"studies/{study.study_instance_uid}"
+    instance = f"{base}/series/{series.series_instance_uid}/instances/{series.instances[0].sop_instance_uid}"
+    return {
+        "study": base,
+        "series": f"{base}/series/{series.series_instance_uid}",
+        "instance": instance,
+        "metadata": f"{base}/metadata",
+        "rendered": f"{instance}/rendered",
+    }[level]

@@ -17,7 +17,7 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 import pytest
-from e2e_federations import Seeded, audited, start_seeded
+from e2e_federations import Seeded, audited, start_seeded, study_resource
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -50,19 +50,8 @@ def treated(fed: Seeded, study: StudyRecord) -> ImagingConsumer:
 
 
 def rad160(fed: Seeded, study: StudyRecord, level: str) -> str:
-    series = study.series[0]
-    base = (
-        f"{fed.gateway('AT')}/wado/homeCommunityId/{fed.hcid('FR')}/RetrieveLocationUID/"
-        f"{series.retrieve_location_uid}/studies/{study.study_instance_uid}"
-    )
-    instance = f"{base}/series/{series.series_instance_uid}/instances/{series.instances[0].sop_instance_uid}"
-    return {
-        "study": base,
-        "series": f"{base}/series/{series.series_instance_uid}",
-        "instance": instance,
-        "metadata": f"{base}/metadata",
-        "rendered": f"{instance}/rendered",
-    }[level]
+    location = f"homeCommunityId/{fed.hcid('FR')}/RetrieveLocationUID/{study.series[0].retrieve_location_uid}"
+    return f"{fed.gateway('AT')}/wado/{location}/{study_resource(study, level)}"
 
 
 def audited_at(fed: Seeded, country: str, rid: str) -> list[Any]:

@@ -23,7 +23,7 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 import pytest
-from e2e_federations import Seeded, audited
+from e2e_federations import Seeded, audited, study_resource
 
 from ncp.consumer.client import ImagingConsumer
 from ncp.dicom.multipart import DecodedPart, MultipartDecoder
@@ -94,30 +94,16 @@ def treated(front: Seeded, study: StudyRecord) -> dict[str, str]:
     return {"Authorization": consumer.headers["Authorization"]}
 
 
-def resource(study: StudyRecord, level: str) -> str:
-    """``studies/...`` of ``study`` at one RAD-160 level."""
-    series = study.series[0]
-    base = f"studies/{study.study_instance_uid}"
-    instance = f"{base}/series/{series.series_instance_uid}/instances/{series.instances[0].sop_instance_uid}"
-    return {
-        "study": base,
-        "series": f"{base}/series/{series.series_instance_uid}",
-        "instance": instance,
-        "metadata": f"{base}/metadata",
-        "rendered": f"{instance}/rendered",
-    }[level]
-
-
 def rad160(front: Seeded, study: StudyRecord, level: str, *, hcid: str | None = None) -> str:
     """The consumer's URL at AT's gateway (RAD-160 initiating)."""
     location = f"homeCommunityId/{hcid or front.hcid('FR')}/RetrieveLocationUID/{RLUID}"
-    return f"{front.gateway('AT')}/wado/{location}/{resource(study, level)}"
+    return f"{front.gateway('AT')}/wado/{location}/{study_resource(study, level)}"
 
 
 def border_url(front: Seeded, study: StudyRecord, level: str) -> str:
     """The same resource at FR's border (RAD-160 responding), as NCP-B asks for it."""
     location = f"homeCommunityId/{front.hcid('FR')}/RetrieveLocationUID/{RLUID}"
-    return f"{front.fed.plan.endpoints['FR'].border}/wado-rs/{location}/{resource(study, level)}"
+    return f"{front.fed.plan.endpoints['FR'].border}/wado-rs/{location}/{study_resource(study, level)}"
 
 
 def records(fed: Federation, country: str, rid: str) -> list[AuditRecord]:
@@ -150,7 +136,7 @@ def rid(name: str) -> str:
 def test_an_instance_crosses_both_fronts_byte_for_byte_on_the_fast_lane(front: Seeded) -> None:
     x, _ = two_patients(front)
     pacs = front.fed.plan.endpoints["FR"].pacs[RLUID]
-    direct = httpx.get(pacs + resource(x, "instance"), headers={"Accept": "application/dicom"})
+    direct = httpx.get(pacs + study_resource(x, "instance"), headers={"Accept": "application/dicom"})
     sent = rid("fast")
     r = httpx.get(
         rad160(front, x, "instance"),
@@ -166,7 +152,7 @@ def test_an_instance_crosses_both_fronts_byte_for_byte_on_the_fast_lane(front: S
 def test_a_multipart_study_crosses_both_fronts_part_for_part(front: Seeded) -> None:
     x, _ = two_patients(front)
     pacs = front.fed.plan.endpoints["FR"].pacs[RLUID]
-    direct = httpx.get(pacs + resource(x, "study"), headers=MULTIPART)
+    direct = httpx.get(pacs + study_resource(x, "study"), headers=MULTIPART)
     r = httpx.get(rad160(front, x, "study"), headers={**MULTIPART, **treated(front, x)})
     assert direct.status_code == r.status_code == 200 and "server-timing" not in r.headers
     fronted = parts(r)
@@ -237,7 +223,8 @@ def test_each_fast_lane_request_leaves_one_record_at_each_hop(front: Seeded) -> 
         [event] = records(front.fed, country, sent)
         assert (event.source, event.outcome, event.status, event.detail) == (source, "0", 200, None)
         assert (event.request_id, event.patient, event.client) == (sent, patient, client)
-        assert event.user and event.user_issuer and event.query and resource(x, "instance") in event.query
+        assert event.user and event.user_issuer and event.query
+        assert study_resource(x, "instance") in event.query
 
 
 def test_a_refused_request_is_recorded_with_its_reason_at_each_hop(front: Seeded) -> None:
