@@ -451,12 +451,16 @@ def run(args: argparse.Namespace) -> tuple[list[Row], list[MemoryRow]]:
     rows: list[Row] = []
     memory: list[MemoryRow] = []
     with tempfile.TemporaryDirectory(prefix="xcwado-bench-") as tmp:
-        configs: list[tuple[DataPlane, bool, Front]] = [(client, False, "none") for client in args.clients]
-        configs += [(GATEWAYS_CLIENT, True, "none")] if args.mtls else []
+        configs: list[tuple[DataPlane, bool, Front]] = []
+        if not args.front_only:
+            configs += [(client, False, "none") for client in args.clients]
+            configs += [(GATEWAYS_CLIENT, True, "none")] if args.mtls else []
         for front in fronts(args):
             configs += [
                 (GATEWAYS_CLIENT, secure, front) for secure in (False, True) if args.mtls or not secure
             ]
+        if args.front_only and not fronts(args):
+            rows.append(Row("two gateways [nginx front]", "-", note=f"not measured: {NGINX_ABSENT}"))
         for client, secure, front in configs:
             run_dir = Path(tmp) / f"{client}-{front}-{'mtls' if secure else 'plain'}"
             with Federation(
@@ -467,7 +471,8 @@ def run(args: argparse.Namespace) -> tuple[list[Row], list[MemoryRow]]:
                 rows += found
                 memory += mem
         if args.orthanc and orthanc_available():
-            for front in ("none", *fronts(args)):
+            alone: tuple[Front, ...] = () if args.front_only else ("none",)
+            for front in alone + fronts(args):
                 rows += orthanc_rows(args, Path(tmp) / f"orthanc-{front}", front)
         elif args.orthanc:
             rows.append(Row("Orthanc", "-", note="not measured: Debian's orthanc is not installed"))
@@ -971,8 +976,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--no-orthanc", dest="orthanc", action="store_false", help="skip the Orthanc rows")
     parser.add_argument("--no-mtls", dest="mtls", action="store_false", help="skip the mTLS + token run")
-    parser.add_argument(
+    front = parser.add_mutually_exclusive_group()
+    front.add_argument(
         "--no-front", dest="front", action="store_false", help="skip the runs with the gateways' nginx front"
+    )
+    front.add_argument(
+        "--front-only",
+        action="store_true",
+        help="only the runs with the gateways' nginx front (and Orthanc's)",
     )
     parser.add_argument(
         "--clients",
