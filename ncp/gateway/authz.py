@@ -58,7 +58,8 @@ class _State:
     __slots__ = ("claims", "peer", "xua_header")
 
     def __init__(self, claims: Claims | None, peer: str | None) -> None:
-        self.claims, self.peer, self.xua_header = claims, peer, None
+        self.claims, self.peer = claims, peer
+        self.xua_header: str | None = None
 
 
 class FrontAuthz:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 from starlette.requests import Request
@@ -46,6 +46,13 @@ class Clients:
             await upstream.aclose()
 
 
+class RequestState(Protocol):
+    """What a hop keeps per request (Starlette's ``request.state``, or the nginx front's): the claims and
+    peer the guard verified, which may be absent, and the national XUA assertion once signed."""
+
+    xua_header: str | None
+
+
 @dataclass(frozen=True)
 class Hop:
     settings: GatewaySettings
@@ -53,7 +60,7 @@ class Hop:
     guard: Guard
     name: str  # e.g. "ncp-at-gateway" (Server-Timing metric name, audit source)
     request_id: str
-    request_state: Any = None  # the request's state: the claims the guard verified land there
+    request_state: RequestState | None = None
 
     @classmethod
     def of(cls, request: Request) -> Hop:
@@ -79,11 +86,12 @@ class Hop:
         """ITI-40 XUA for this country's own registries: on the border, the HCP and treatment context of
         the NCP assertion the guard verified, re-signed by this NCP for its national infrastructure
         (docs/xua.md); signed once per request. Nothing without security or off the border."""
-        claims = getattr(self.request_state, "claims", None)
+        state = self.request_state
+        claims = getattr(state, "claims", None)
         xua = self.guard.xua
-        if xua is None or claims is None or getattr(self.request_state, "peer", None) is None:
+        if xua is None or state is None or claims is None or getattr(state, "peer", None) is None:
             return {}
-        header: str | None = getattr(self.request_state, "xua_header", None)
+        header: str | None = getattr(state, "xua_header", None)
         if header is None:
             context = XuaContext(
                 claims.subject,
@@ -95,7 +103,7 @@ class Hop:
                 claims.patient,
             )
             header = xua.header(context, audience=national_audience(self.settings.country))
-            self.request_state.xua_header = header
+            state.xua_header = header
         return {HEADER: header}
 
     def outbound_headers(
