@@ -36,7 +36,7 @@ from ncp.forwarded import public_base
 from ncp.gateway.context import Clients, Hop, valid_request_id
 from ncp.gateway.front import ERROR_TAG, FRONT_HEADERS, tls_name, upstream_name
 from ncp.gateway.guard import Guard
-from ncp.gateway.rad160 import initiating_next_hop, parse_request, responding_next_hop
+from ncp.gateway.rad160 import XcWadoPath, initiating_next_hop, parse_request, responding_next_hop
 from ncp.gateway.settings import GatewaySettings
 from ncp.security.audit import AuditRecord, AuditStore, random_uuid, user_fields
 from ncp.security.tokens import Claims
@@ -138,7 +138,7 @@ class FrontAuthz:
             if found is not None:
                 state.claims, state.peer = found
             xc = parse_request(hop, decoded[len(prefix) :], text.get("accept", ""))
-            if xc.tail == "metadata" or xc.for_viewers:
+            if xc.tail == "metadata" or (xc.for_viewers and not self._names_itself(xc, items)):
                 return None  # the answer's URLs are rewritten on the way: the gateway's own lane
             nxt = await responding_next_hop(hop, state.claims, xc, items, public_base(text))
         key = random_uuid()
@@ -154,6 +154,13 @@ class FrontAuthz:
             FRONT_HEADERS["xc_origin"]: origin if origin in self.settings.me.cors_origins else "",
             FRONT_HEADERS["xc_audit"]: key,
         }
+
+    def _names_itself(self, xc: XcWadoPath, query: list[tuple[str, str]]) -> bool:
+        """Whether the PACS that will answer names the public base in its part headers itself (chosen by
+        Retrieve Location UID: a ``retrieveURL`` may name another). Metadata is always rewritten: it also
+        carries URLs stored in the instances."""
+        by_url = any(key.lower() == "retrieveurl" for key, _ in query)
+        return not by_url and self.settings.names_public_base(xc.retrieve_location_uid)
 
     def _hold(
         self, key: str, hop: Hop, state: _State, method: str, path: str, query: str, client: str

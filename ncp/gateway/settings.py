@@ -62,5 +62,13 @@ class GatewaySettings:
             return next(iter(self.my_endpoints.pacs.values()), None)
         return self.my_endpoints.pacs.get(rluid)
 
+    def names_public_base(self, rluid: str) -> bool:
+        """Whether the PACS behind ``rluid`` names the public base it is told (``Forwarded``,
+        ``X-Forwarded-Prefix``) in its part headers (PS3.18 8.7.3 ``Content-Location``) itself: the embedded
+        PACS does (ncp/pacs/context.py); Orthanc and other PACS name themselves."""
+        if self.me.faults.ignore_retrieve_location_uid:
+            return False
+        return any(p.retrieve_location_uid == rluid and p.backend == "embedded" for p in self.me.pacs)
+
     def allowed_bases(self) -> tuple[AllowedBase, ...]:
         return tuple(AllowedBase.parse(u) for u in self.my_endpoints.pacs.values())

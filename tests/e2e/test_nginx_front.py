@@ -19,7 +19,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 import httpx
 import pytest
@@ -294,11 +294,31 @@ def test_an_unknown_home_community_is_404_with_a_warning(front: Seeded) -> None:
     assert r.status_code == 404 and "Unknown homeCommunityId 2.999.1.1" in r.headers["warning"]
 
 
+@pytest.mark.parametrize("by_url", [False, True], ids=["by-location", "by-retrieve-url"])
+def test_a_frame_names_the_consumers_gateway_whichever_lane_carries_it(front: Seeded, by_url: bool) -> None:
+    """The embedded PACS names the public base it is told in each frame's Content-Location, so nginx carries
+    its frames; asked by ``retrieveURL`` (which may name a PACS that names itself), FR's own lane rewrites
+    the part headers as they stream."""
+    x, _ = two_patients(front)
+    url = rad160(front, x, "instance") + "/frames/1"
+    if by_url:
+        url += "?" + urlencode({"retrieveURL": front.fed.plan.endpoints["FR"].pacs[RLUID]})
+    frames = 'multipart/related; type="application/octet-stream"; transfer-syntax=*'
+    r = httpx.get(url, headers={"Accept": frames, **treated(front, x)})
+    assert r.status_code == 200
+    assert ("ncp-fr-border" in r.headers.get("server-timing", "")) is by_url
+    assert "ncp-at-gateway" not in r.headers.get("server-timing", "")  # AT's nginx carried it either way
+    [frame] = parts(r)
+    location = frame.headers["content-location"]
+    assert frame.body and location.startswith(f"{front.gateway('AT')}/wado/")
+    assert urlsplit(front.fed.plan.endpoints["FR"].pacs[RLUID]).netloc not in location
+
+
 def test_metadata_is_rebased_by_the_responding_gateway_with_no_pacs_url_left(front: Seeded) -> None:
     x, _ = two_patients(front)
     r = httpx.get(rad160(front, x, "metadata"), headers={**accept("metadata"), **treated(front, x)})
     assert r.status_code == 200 and r.headers["content-type"].startswith("application/dicom+json")
-    assert "ncp-fr-border" in r.headers["server-timing"]  # FR's own lane rewrote it
+    assert "ncp-fr-border" in r.headers["server-timing"]  # FR's own lane rewrote it: instances carry URLs too
     pacs = urlsplit(front.fed.plan.endpoints["FR"].pacs[RLUID])
     urls = set(re.findall(r'"(https?://[^"]+)"', r.text))  # Retrieve URLs (0008,1190)
     assert urls and all(url.startswith(f"{front.gateway('AT')}/wado/") for url in urls)

@@ -188,3 +188,27 @@ def test_an_error_on_another_connection_leaves_the_answer_complete(authz: Approv
     front.logged(ERROR_LINE.format(n=8))
     [event] = logged(authz, "200|OK|7|-")
     assert (event.outcome, event.detail) == ("0", None)
+
+
+FR_PACS = """
+name = "front-lanes"
+[countries.FR]
+home_community_id = "2.999.250.1"
+patient_id_issuer = "2.999.250.2"
+registries = [{ id = "national" }]
+pacs = [
+  { id = "embedded", retrieve_location_uid = "2.25.1" },
+  { id = "orthanc", retrieve_location_uid = "2.25.2", backend = "orthanc" },
+  { id = "theirs", retrieve_location_uid = "2.25.3", backend = "http://127.0.0.1:41003/dicom-web/" },
+]
+"""
+
+
+def test_only_the_embedded_pacs_is_trusted_to_name_the_public_base_in_part_headers(tmp_path: Path) -> None:
+    """Frames from it may cross on nginx's lane; Orthanc's and another PACS's go through the gateway, which
+    rewrites the Content-Location they write with their own address."""
+    (tmp_path / "topology.toml").write_text(FR_PACS)
+    plan = make_plan(str(tmp_path / "topology.toml"), tmp_path / "run", secure=False)
+    settings = GatewaySettings(plan.topology, "FR", plan.endpoints)
+    named = {rluid: settings.names_public_base(rluid) for rluid in ("2.25.1", "2.25.2", "2.25.3", "2.25.9")}
+    assert named == {"2.25.1": True, "2.25.2": False, "2.25.3": False, "2.25.9": False}
