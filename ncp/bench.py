@@ -519,6 +519,10 @@ def federation_rows(
             )  # fmt: skip
             rows += found
             probes += pair
+        if extras is not None or (fronted and not secure):  # frames: a viewer's load, alone and fronted
+            found, frames = frame_probes(study, paths, chain, args.concurrency, headers, run)
+            rows += found
+            probes += frames
         if extras is not None:
             nginx = stack.enter_context(nginx_serving(pacs, study, extras))
             if nginx is not None:
@@ -527,9 +531,6 @@ def federation_rows(
                     Probe(nginx_row, partial(whole_study_sample, nginx, len(study.instances), {}), 1)
                 )
                 rows.insert(0, nginx_row)
-            found, frames = frame_probes(study, paths, chain, args.concurrency, headers)
-            rows += found
-            probes += frames
             xcai = xcai_probes(fed, study, pacs, direct["study"], stack)
             rows += [p.row for p in xcai]
             probes += xcai
@@ -589,15 +590,17 @@ def frame_probes(
     chain: str,
     concurrency: int,
     headers: dict[str, str],
+    run: str,
 ) -> tuple[list[Row], list[Probe]]:
     """Frame 1 of every instance (a CT series, as a viewer loads it), ``concurrency`` at a time, direct
-    vs both gateways; a path that does not answer frames yet is reported with its status, not measured."""
+    vs both gateways in the ``run`` named; a path that does not answer frames is reported with its status,
+    not measured."""
     direct_name = next(iter(paths))
     level = f"frame x{concurrency}"
     urls = {
         name: [f"{u}/frames/1" for u in study.instance_urls(paths[name][0])] for name in (direct_name, chain)
     }
-    direct = Row("frames: PACS direct", level)
+    direct = Row(f"frames: PACS direct [{run} run]", level)
     through = Row(f"frames: {chain}", level, baseline=direct)
     probes: list[Probe] = []
     for row, name in ((direct, direct_name), (through, chain)):
