@@ -105,9 +105,8 @@ class Plan:
     data_plane: DataPlane = "h1"
     secure: bool = True  # mTLS between NCPs, tokens on every request
     link_faults: Mapping[str, FaultSpec] = field(default_factory=dict)  # link role id -> injected fault
-    front: Front = (
-        "none"  # "nginx": nginx on the gateways' public ports carries the images (ncp.gateway.front)
-    )
+    # "nginx": nginx on the gateways' public ports carries the images (ncp.gateway.front)
+    front: Front = "none"
 
     def role(self, role_id: str) -> Role:
         role = next((r for r in self.roles if r.id == role_id), None)
@@ -388,17 +387,10 @@ def build_role(plan: Plan, role_id: str) -> list[tuple[Any, int, dict[str, Any]]
         border = exact(create_border_app(settings))
         if sockets is not None:  # nginx holds the public ports and the border's TLS; only it reaches these
             behind = {"proxy_headers": True, "forwarded_allow_ips": "*", "timeout_keep_alive": KEEP_ALIVE_S}
+            listeners = ((gateway, role.ports[0], "gateway"), (border, role.ports[1], "border"))
             return [
-                (
-                    gateway,
-                    role.ports[0],
-                    {**behind, "uds": str(socket_path(sockets, role.country, "gateway", "app"))},
-                ),
-                (
-                    border,
-                    role.ports[1],
-                    {**behind, "uds": str(socket_path(sockets, role.country, "border", "app"))},
-                ),
+                (app, port, {**behind, "uds": str(socket_path(sockets, role.country, listener, "app"))})
+                for app, port, listener in listeners
             ]
         return [
             (gateway, role.ports[0], consumers),

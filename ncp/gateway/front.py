@@ -26,6 +26,7 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 from ncp.cors import EXPOSE_HEADERS
+from ncp.nginx import NGINX_STREAM
 from ncp.security.pki import TLS12_CIPHERS, FederationPki, server_name
 
 __all__ = [
@@ -90,10 +91,8 @@ def socket_path(directory: Path, country: str, listener: str, kind: str) -> Path
 
 def upstream_name(url: str) -> str:
     """The nginx ``upstream`` block standing for the origin of ``url``."""
-    parts = urlsplit(url)
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    host = "".join(c if c.isalnum() else "_" for c in (parts.hostname or ""))
-    return f"xc_{parts.scheme}_{host}_{port}"
+    address = "".join(c if c.isalnum() else "_" for c in _address(url))
+    return f"xc_{urlsplit(url).scheme}_{address}"
 
 
 @dataclass(frozen=True)
@@ -181,9 +180,9 @@ def _server(spec: FrontSpec, listener: Listener, sets: str) -> str:
     location {prefix} {{
       auth_request /_xc_authz; {sets}
       error_page 401 403 500 502 503 504 = @python;
-      proxy_pass $xc_target; {_STREAM}
+      proxy_pass $xc_target; {NGINX_STREAM}
       proxy_connect_timeout {_ms(spec.connect_timeout_s)}; proxy_read_timeout {_ms(spec.read_timeout_s)};
-      proxy_pass_request_headers off; proxy_set_header Host $proxy_host; proxy_set_header Connection "";
+      proxy_pass_request_headers off; proxy_set_header Host $proxy_host;
       proxy_set_header Accept $http_accept; proxy_set_header Range $http_range;
       proxy_set_header X-Request-Id $xc_rid; proxy_set_header X-Forwarded-By {agent};
       proxy_set_header X-NCP-Assertion $xc_assertion; proxy_set_header Forwarded $xc_forwarded;
@@ -207,10 +206,6 @@ _ASKED = " ".join(
     for name in ("Authorization", "X-NCP-Assertion", "X-Request-Id", "Accept", "Origin", "Forwarded",
                  "X-Forwarded-Prefix")
 )  # fmt: skip
-_STREAM = (
-    "proxy_http_version 1.1; proxy_buffering off; proxy_buffer_size 256k; "
-    "proxy_buffers 4 256k; proxy_busy_buffers_size 256k;"
-)
 
 
 def _python(spec: FrontSpec, listener: Listener, tls: bool) -> str:
@@ -218,7 +213,7 @@ def _python(spec: FrontSpec, listener: Listener, tls: bool) -> str:
     any such header a client sends)."""
     cert = "$ssl_client_escaped_cert" if tls else '""'
     return (
-        f'proxy_pass http://xc_{listener}_app; {_STREAM} proxy_set_header Connection ""; '
+        f"proxy_pass http://xc_{listener}_app; {NGINX_STREAM} "
         "proxy_read_timeout 3600s; proxy_send_timeout 3600s; proxy_set_header X-Forwarded-For $remote_addr; "
         "proxy_set_header X-Forwarded-Proto $scheme; "
         f"proxy_set_header X-Xcwado-Client-Cert {cert};"
