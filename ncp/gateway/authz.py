@@ -35,10 +35,10 @@ from ncp.errors import NcpError
 from ncp.forwarded import public_base
 from ncp.gateway.context import Clients, Hop, valid_request_id
 from ncp.gateway.front import ERROR_TAG, FRONT_HEADERS, tls_name, upstream_name
-from ncp.gateway.guard import Guard
+from ncp.gateway.guard import Guard, exchange_fields, outcome_of
 from ncp.gateway.rad160 import XcWadoPath, initiating_next_hop, parse_request, responding_next_hop
 from ncp.gateway.settings import GatewaySettings
-from ncp.security.audit import AuditRecord, AuditStore, random_uuid, user_fields
+from ncp.security.audit import AuditRecord, AuditStore, random_uuid
 from ncp.security.tokens import Claims
 
 __all__ = ["FrontAuthz"]
@@ -129,15 +129,14 @@ class FrontAuthz:
         hop = Hop(self.settings, self.clients, self.guard, self.name, rid, state)
         items = parse_qsl(query, keep_blank_values=True)
         decoded = unquote(path)
+        xc = parse_request(hop, decoded[len(prefix) :], text.get("accept", ""))
         if self.listener == "gateway":
             state.claims = self.guard.verify_consumer(text.get("authorization"))
-            xc = parse_request(hop, decoded[len(prefix) :], text.get("accept", ""))
             nxt = initiating_next_hop(hop, state.claims, xc, items)
         else:
             found = self.guard.verify_peer(text.get("x-xcwado-client-cert"), text.get("x-ncp-assertion"))
             if found is not None:
                 state.claims, state.peer = found
-            xc = parse_request(hop, decoded[len(prefix) :], text.get("accept", ""))
             if xc.tail == "metadata" or (xc.for_viewers and not self._names_itself(xc, items)):
                 return None  # the answer's URLs are rewritten on the way: the gateway's own lane
             nxt = await responding_next_hop(hop, state.claims, xc, items, public_base(text))
@@ -168,16 +167,15 @@ class FrontAuthz:
         """The transaction's audit record, all but what nginx will tell of the answer."""
         if self.audit is None:
             return
-        target = f"{method} {path}"
-        fields: dict[str, Any] = {
-            "transaction": "RAD-160",
-            "source": self.name,
-            "home_community_id": self.settings.me.home_community_id,
-            "request_id": hop.request_id,
-            "query": f"{target}?{query}" if query else target,
-            "client": state.peer or client,
-            **(user_fields(state.claims) if state.claims is not None else {}),
-        }
+        fields = exchange_fields(
+            self.name,
+            self.settings.me.home_community_id,
+            hop.request_id,
+            f"{method} {path}",
+            query,
+            state.peer or client,
+            state.claims,
+        )
         now = time.monotonic()
         self._pending[key] = (now, fields)
         while self._pending and (
@@ -202,11 +200,11 @@ class FrontAuthz:
             return
         code = int(status) if status.isdigit() else 0
         complete = completion == "OK" and connection not in self._cut
-        outcome = "8" if code >= 500 or not complete else "4" if code >= 400 else "0"
         detail = None if complete else "answer aborted: the stream did not complete"
         if detail is None and code >= 400 and warning not in ("", "-"):
             detail = warning
-        self.audit.later(AuditRecord(outcome=outcome, status=code, detail=detail, **held[1]))
+        outcome = outcome_of(code, broken=not complete)
+        self.audit.later(AuditRecord("RAD-160", outcome, status=code, detail=detail, **held[1]))
 
 
 def _target(url: str, upstreams: dict[str, str]) -> str:

@@ -36,7 +36,16 @@ from ncp.security.pki import FederationPki, peer_certificate_pem
 from ncp.security.tokens import Claims, PatientRef, certificate_thumbprint, ncp_id, patient_ref
 from ncp.security.xua import XuaIssuer
 
-__all__ = ["FRONT_CERT", "OWNERSHIP_TTL_S", "AuditMiddleware", "Guard", "idp_routes_handlers", "raw_header"]
+__all__ = [
+    "FRONT_CERT",
+    "OWNERSHIP_TTL_S",
+    "AuditMiddleware",
+    "Guard",
+    "exchange_fields",
+    "idp_routes_handlers",
+    "outcome_of",
+    "raw_header",
+]
 
 ASSERTION = "x-ncp-assertion"
 FRONT_CERT = "x-xcwado-client-cert"  # set by the nginx front only: $ssl_client_escaped_cert
@@ -195,26 +204,53 @@ class AuditMiddleware:
         self, scope: Scope, transaction: str, status: int, warning: str | None, crash: str | None
     ) -> AuditRecord:
         state = scope.get("state") or {}
-        claims: Claims | None = state.get("claims")
-        query = scope.get("query_string", b"").decode("latin-1")
-        target = f"{scope['method']} {scope['path']}"
         # ITI-81 on ``AuditEvent/{id}`` is a FHIR read (action R); otherwise the transaction's default
         read = transaction == "ITI-81" and scope["path"].rstrip("/") != "/fhir/AuditEvent"
         return AuditRecord(
             transaction,
-            "8" if crash or status >= 500 else "4" if status >= 400 else "0",
-            self.source,
-            "R" if read else None,
-            "read" if read else None,
+            outcome_of(status, broken=crash is not None),
+            action="R" if read else None,
+            subtype="read" if read else None,
             detail=state.get(FAILURE_STATE) or crash or (warning if status >= 400 else None),
-            home_community_id=self.hcid,
-            request_id=raw_header(scope, b"x-request-id") or state.get("request_id"),
-            query=f"{target}?{query}" if query else target,
             status=status,
-            # the TCP peer as the server saw it (uvicorn runs with proxy_headers off), or the peer NCP
-            client=state.get("peer") or (scope.get("client") or ("?",))[0],
-            **(user_fields(claims) if claims is not None else {}),
+            **exchange_fields(
+                self.source,
+                self.hcid,
+                raw_header(scope, b"x-request-id") or state.get("request_id"),
+                f"{scope['method']} {scope['path']}",
+                scope.get("query_string", b"").decode("latin-1"),
+                # the TCP peer as the server saw it (uvicorn runs with proxy_headers off), or the peer NCP
+                state.get("peer") or (scope.get("client") or ("?",))[0],
+                state.get("claims"),
+            ),
         )
+
+
+def exchange_fields(
+    source: str,
+    hcid: str,
+    request_id: str | None,
+    target: str,
+    query: str,
+    client: str,
+    claims: Claims | None,
+) -> dict[str, Any]:
+    """The :class:`AuditRecord` fields of one exchange at a hop, whichever lane carried it (this middleware,
+    or the nginx front's, ncp.gateway.authz): ``target`` is "METHOD path"."""
+    return {
+        "source": source,
+        "home_community_id": hcid,
+        "request_id": request_id,
+        "query": f"{target}?{query}" if query else target,
+        "client": client,
+        **(user_fields(claims) if claims is not None else {}),
+    }
+
+
+def outcome_of(status: int, *, broken: bool) -> str:
+    """BALP outcome of an answered exchange: 8 when the server failed or the answer was cut short, 4 when
+    it was refused, else 0."""
+    return "8" if broken or status >= 500 else "4" if status >= 400 else "0"
 
 
 class _Audited:
