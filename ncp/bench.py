@@ -10,7 +10,8 @@ the XCA-I baseline, SOAP/MTOM: RAD-69 at the PACS, and RAD-69 -> Initiating Imag
 -> Responding Imaging Gateway -> RAD-69 (each gateway its own process, docs/xdsi.md);
 study level (one request), per instance and per frame (N requests, C concurrent); Orthanc as the
 source PACS beside the embedded one. Every measurement is repeated (``--repeat``, round-robin with
-the other paths of its federation) and reported as median (min-max), with its ratio to the row it is
+the other paths of its federation; each repetition lasts at least ``--sample-s``, fetching its study or
+instances again until then) and reported as median (min-max), with its ratio to the row it is
 compared with, taken round by round, and the issue's goal where it sets one. Ratios are what to
 compare; absolute numbers depend on the machine (client, gateways and PACS share its cores), and so
 does CPU per request less than rates do.
@@ -283,7 +284,7 @@ async def per_instance_sample(
     return Sample(*await per_instance(urls, concurrency, headers, accept))
 
 
-def measure(probes: list[Probe], repeat: int) -> None:
+def measure(probes: list[Probe], repeat: int, sample_s: float = 0.0) -> None:
     """Every probe once to warm up, then ``repeat`` rounds in which each probe runs once, so that what
     the machine's other load does hits every path of the round alike (ratios are taken per round)."""
 
@@ -292,14 +293,29 @@ def measure(probes: list[Probe], repeat: int) -> None:
             await probe.fetch()
         for _ in range(repeat):
             for probe in probes:
-                before = sum(cpu_seconds(pid) for pid in probe.gateways)
-                sample = await probe.fetch()
-                if probe.gateways:
-                    used = sum(cpu_seconds(pid) for pid in probe.gateways) - before
-                    sample = dataclasses.replace(sample, cpu_ms=used * 1000 / probe.requests)
-                probe.row.samples.append(sample)
+                probe.row.samples.append(await _sample(probe, sample_s))
 
     asyncio.run(rounds())
+
+
+async def _sample(probe: Probe, sample_s: float) -> Sample:
+    """One repetition of ``probe``: its fetch, again until ``sample_s`` seconds have passed (a study of a
+    tenth of a second is at the mercy of whatever else the host runs in that tenth), as one sample. Each
+    fetch does the same work, so the rates combine as harmonic means: the work over the time it took."""
+    before = sum(cpu_seconds(pid) for pid in probe.gateways)
+    started = time.perf_counter()
+    samples = [await probe.fetch()]
+    while time.perf_counter() - started < sample_s:
+        samples.append(await probe.fetch())
+    sample = Sample(
+        statistics.harmonic_mean([s.mbps for s in samples]),
+        statistics.harmonic_mean([s.per_second for s in samples]),
+        statistics.median(s.ttfb_ms for s in samples),
+    )
+    if not probe.gateways:
+        return sample
+    used = sum(cpu_seconds(pid) for pid in probe.gateways) - before
+    return dataclasses.replace(sample, cpu_ms=used * 1000 / (probe.requests * len(samples)))
 
 
 async def status_of(url: str, headers: dict[str, str], accept: str) -> int:
@@ -534,7 +550,7 @@ def federation_rows(
             xcai = xcai_probes(fed, study, pacs, direct["study"], stack)
             rows += [p.row for p in xcai]
             probes += xcai
-        measure(probes, args.repeat)
+        measure(probes, args.repeat, args.sample_s)
     memory = memory_rows(fed, paths[chain][0], headers, run) if client == GATEWAYS_CLIENT else []
     return rows, memory
 
@@ -765,7 +781,7 @@ def orthanc_rows(args: argparse.Namespace, work: Path, front: Front) -> list[Row
             probes += path_probes(name, url, pids, study, args.concurrency, {}, baselines, goals)
         # the embedded PACS's study level is in the main table
         probes = [p for p in probes if not (p.row.path.startswith("embedded") and p.row.level == "study")]
-        measure(probes, args.repeat)
+        measure(probes, args.repeat, args.sample_s)
         rows = [p.row for p in probes]
         pulls = (
             (("direct", orthanc), ("through XC-WADO", f"{at.gateway}/wado/{xc}/")) if front == "none" else ()
@@ -926,7 +942,8 @@ def _verdict(met: bool | None) -> str:
 def render(rows: list[Row], memory: list[MemoryRow], args: argparse.Namespace) -> str:
     lines = [
         f"study: {args.instances} instances x ~{args.instance_kb} KB; {args.repeat} repetitions round-robin "
-        f"per federation, median (min-max); per-instance and frame concurrency {args.concurrency}; "
+        f"per federation, each of at least {args.sample_s:g} s, median (min-max); per-instance and frame "
+        f"concurrency {args.concurrency}; "
         "ratios of requests/s to the row named, taken round by round; met: median ratio >= goal",
         "",
         "| path | level | MB/s | requests/s | TTFB ms | gateways' CPU ms/request | ratio to | ratio | goal "
@@ -973,6 +990,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3, help="repetitions of every measurement")
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument(
+        "--sample-s",
+        type=float,
+        default=1.0,
+        help="each repetition fetches its study (or its instances) again until this many seconds have passed",
+    )
+    parser.add_argument(
         "--quick",
         action="store_true",
         help="a small study (24 x 64 KB, 10 over the link), 2 repetitions: checks that everything runs",
@@ -1003,7 +1026,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--link-mbit", type=float, default=100.0)
     args = parser.parse_args(argv)
     if args.quick:
-        args.instances, args.instance_kb, args.link_instances, args.repeat = 24, 64, 10, 2
+        args.instances, args.instance_kb, args.link_instances, args.repeat, args.sample_s = 24, 64, 10, 2, 0.0
     if not args.link_only:
         print(render(*run(args), args), end="\n\n" if args.link else "\n", flush=True)
     if args.link:

@@ -8,15 +8,22 @@ path that does not answer frames reported as not measured with its status instea
 from __future__ import annotations
 
 import argparse
+import asyncio
 import re
 
 import pytest
 
-from ncp.bench import MemoryRow, Row, Sample, main, render
+from ncp.bench import MemoryRow, Probe, Row, Sample, main, measure, render
 
 
 def _args(**overrides: object) -> argparse.Namespace:
-    values: dict[str, object] = {"instances": 4, "instance_kb": 64, "repeat": 3, "concurrency": 16}
+    values: dict[str, object] = {
+        "instances": 4,
+        "instance_kb": 64,
+        "repeat": 3,
+        "concurrency": 16,
+        "sample_s": 1.0,
+    }
     return argparse.Namespace(**{**values, **overrides})
 
 
@@ -40,6 +47,26 @@ def test_a_goal_row_shows_median_min_max_its_ratio_per_round_and_whether_the_goa
     chain.goal = 0.85
     assert chain.met is False
     assert render([direct, chain], [], _args()).splitlines()[-1].endswith("| >= 0.85x | NO |")
+
+
+def test_a_repetition_fetches_again_until_its_minimum_time_and_counts_the_work_it_did() -> None:
+    rates = iter([100.0, 300.0] * 50)
+    fetched: list[float] = []
+
+    async def fetch() -> Sample:
+        await asyncio.sleep(0.01)
+        fetched.append(rate := next(rates))
+        return Sample(mbps=rate / 10, per_second=rate, ttfb_ms=rate / 100)
+
+    row = Row("PACS direct [h1 run]", "study")
+    measure([Probe(row, fetch, 1)], repeat=1, sample_s=0.05)
+
+    repetition = fetched[1:]  # after the warm-up
+    assert len(repetition) >= 5  # fetched again until 0.05 s had passed
+    assert len(row.samples) == 1
+    # the same work per fetch: the rate of the whole is the harmonic mean, not the arithmetic one
+    assert row.samples[0].per_second == pytest.approx(len(repetition) / sum(1 / r for r in repetition))
+    assert row.samples[0].per_second < sum(repetition) / len(repetition)
 
 
 def test_a_path_that_does_not_answer_frames_is_reported_not_measured_with_its_status() -> None:
