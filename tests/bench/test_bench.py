@@ -98,7 +98,7 @@ def test_quick_mode_measures_every_path_and_states_every_goal(capsys: pytest.Cap
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
     table = [r for r in rows if not r.startswith(("| path", "| gateway |"))]
     goals = [r for r in table if ">= 0." in r]
-    assert len(goals) == 4  # two gateways, study and per instance, plain and mTLS + tokens
+    assert len(goals) == 3  # two gateways: study and per instance in plain HTTP, per instance with mTLS
     for row in goals:
         assert re.search(r"\| \d+\.\d\d \(\d+\.\d\d-\d+\.\d\d\) \| >= 0\.\d\dx \| (yes|NO) \|$", row), row
     frames = [r for r in table if r.startswith("| frames:")]
