@@ -285,37 +285,52 @@ async def per_instance_sample(
 
 
 def measure(probes: list[Probe], repeat: int, sample_s: float = 0.0) -> None:
-    """Every probe once to warm up, then ``repeat`` rounds in which each probe runs once, so that what
-    the machine's other load does hits every path of the round alike (ratios are taken per round)."""
+    """Every probe once to warm up, then ``repeat`` rounds, each a repetition of every probe: so that what
+    the machine's other load does hits the paths of a round alike (ratios are taken per round), a round
+    passes over its probes in turn, one fetch each, until each has fetched for ``sample_s`` seconds (a
+    study took a tenth of a second, at the mercy of whatever else the host ran in that tenth)."""
 
     async def rounds() -> None:
         for probe in probes:
             await probe.fetch()
         for _ in range(repeat):
-            for probe in probes:
-                probe.row.samples.append(await _sample(probe, sample_s))
+            taken = [_Taken(probe) for probe in probes]
+            while short := [t for t in taken if not t.samples or t.seconds < sample_s]:
+                for t in short:
+                    await t.fetch()
+            for t in taken:
+                t.probe.row.samples.append(t.merged())
 
     asyncio.run(rounds())
 
 
-async def _sample(probe: Probe, sample_s: float) -> Sample:
-    """One repetition of ``probe``: its fetch, again until ``sample_s`` seconds have passed (a study of a
-    tenth of a second is at the mercy of whatever else the host runs in that tenth), as one sample. Each
-    fetch does the same work, so the rates combine as harmonic means: the work over the time it took."""
-    before = sum(cpu_seconds(pid) for pid in probe.gateways)
-    started = time.perf_counter()
-    samples = [await probe.fetch()]
-    while time.perf_counter() - started < sample_s:
-        samples.append(await probe.fetch())
-    sample = Sample(
-        statistics.harmonic_mean([s.mbps for s in samples]),
-        statistics.harmonic_mean([s.per_second for s in samples]),
-        statistics.median(s.ttfb_ms for s in samples),
-    )
-    if not probe.gateways:
-        return sample
-    used = sum(cpu_seconds(pid) for pid in probe.gateways) - before
-    return dataclasses.replace(sample, cpu_ms=used * 1000 / (probe.requests * len(samples)))
+@dataclass
+class _Taken:
+    """The fetches of one probe in one round."""
+
+    probe: Probe
+    samples: list[Sample] = field(default_factory=list)
+    seconds: float = 0.0
+    cpu_s: float = 0.0  # what the gateways on the path spent meanwhile
+
+    async def fetch(self) -> None:
+        pids = self.probe.gateways
+        before = sum(cpu_seconds(pid) for pid in pids)
+        started = time.perf_counter()
+        self.samples.append(await self.probe.fetch())
+        self.seconds += time.perf_counter() - started
+        self.cpu_s += sum(cpu_seconds(pid) for pid in pids) - before
+
+    def merged(self) -> Sample:
+        """One sample: each fetch does the same work, so rates combine as harmonic means (the work over the
+        time it took)."""
+        requests = self.probe.requests * len(self.samples)
+        return Sample(
+            statistics.harmonic_mean([s.mbps for s in self.samples]),
+            statistics.harmonic_mean([s.per_second for s in self.samples]),
+            statistics.median(s.ttfb_ms for s in self.samples),
+            self.cpu_s * 1000 / requests if self.probe.gateways else None,
+        )
 
 
 async def status_of(url: str, headers: dict[str, str], accept: str) -> int:
