@@ -23,7 +23,7 @@ def test_the_front_runs_measure_every_path_and_state_every_goal(capsys: pytest.C
     table = [r for r in rows if not r.startswith("| path")]
     assert table and all("[nginx front" in r for r in table), table  # nothing but the front's runs
     goals = [r for r in table if ">= 0." in r]
-    assert len(goals) == 4  # two gateways, study and per instance, plain and mTLS + tokens
+    assert len(goals) == 3  # two gateways: study and per instance in plain HTTP, per instance with mTLS
     for row in goals:
         assert re.search(rf"{RATIO} >= 0\.\d\dx \| (yes|NO) \|$", row), row
     # the CPU column counts the gateways and their nginx: a number per request, never "-"
