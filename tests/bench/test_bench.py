@@ -69,6 +69,28 @@ def test_a_repetition_fetches_again_until_its_minimum_time_and_counts_the_work_i
     assert row.samples[0].per_second < sum(repetition) / len(repetition)
 
 
+def test_a_round_interleaves_its_paths_fetch_by_fetch_until_each_has_had_its_time() -> None:
+    order: list[str] = []
+
+    def probe(name: str, seconds: float) -> Probe:
+        async def fetch() -> Sample:
+            await asyncio.sleep(seconds)
+            order.append(name)
+            return Sample(mbps=10.0, per_second=100.0, ttfb_ms=1.0)
+
+        return Probe(Row(name, "study"), fetch, 1)
+
+    direct, chain = probe("direct", 0.01), probe("chain", 0.02)
+    measure([direct, chain], repeat=1, sample_s=0.1)
+
+    repetition = order[2:]  # after one warm-up fetch each
+    # the host's slow moments fall on both paths alike: they alternate while both still need time ...
+    assert repetition[:6] == ["direct", "chain"] * 3
+    # ... and the path with the shorter fetches goes on alone once the other has had its 0.1 s
+    assert repetition.count("direct") > repetition.count("chain") >= 3
+    assert len(direct.row.samples) == len(chain.row.samples) == 1
+
+
 def test_a_path_that_does_not_answer_frames_is_reported_not_measured_with_its_status() -> None:
     row = Row("frames: PACS direct", "frame x16", note="not measured: PACS answers 400")
 
