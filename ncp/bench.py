@@ -284,6 +284,11 @@ async def per_instance_sample(
     return Sample(*await per_instance(urls, concurrency, headers, accept))
 
 
+def progress(text: str) -> None:
+    """A line on stderr while the run goes on (the tables come at the end, on stdout)."""
+    print(f"bench {time.strftime('%H:%M:%S')} {text}", file=sys.stderr, flush=True)
+
+
 def measure(probes: list[Probe], repeat: int, sample_s: float = 0.0) -> None:
     """Every probe once to warm up, then ``repeat`` rounds, each a repetition of every probe: so that what
     the machine's other load does hits the paths of a round alike (ratios are taken per round), a round
@@ -293,13 +298,14 @@ def measure(probes: list[Probe], repeat: int, sample_s: float = 0.0) -> None:
     async def rounds() -> None:
         for probe in probes:
             await probe.fetch()
-        for _ in range(repeat):
+        for round_ in range(1, repeat + 1):
             taken = [_Taken(probe) for probe in probes]
             while short := [t for t in taken if not t.samples or t.seconds < sample_s]:
                 for t in short:
                     await t.fetch()
             for t in taken:
                 t.probe.row.samples.append(t.merged())
+            progress(f"  round {round_}/{repeat} of {len(probes)} measurements done")
 
     asyncio.run(rounds())
 
@@ -492,8 +498,11 @@ def run(args: argparse.Namespace) -> tuple[list[Row], list[MemoryRow]]:
             ]
         if args.front_only and not fronts(args):
             rows.append(Row("two gateways [nginx front]", "-", note=f"not measured: {NGINX_ABSENT}"))
-        for client, secure, front in configs:
+        for index, (client, secure, front) in enumerate(configs, 1):
             run_dir = Path(tmp) / f"{client}-{front}-{'mtls' if secure else 'plain'}"
+            progress(
+                f"run {index}/{len(configs)}: {client}{', mTLS + tokens' if secure else ''}, front {front}"
+            )
             with Federation(
                 "builtin:default", run_dir, mode="process", data_plane=client, secure=secure, front=front
             ) as fed:
@@ -504,6 +513,7 @@ def run(args: argparse.Namespace) -> tuple[list[Row], list[MemoryRow]]:
         if args.orthanc and orthanc_available():
             alone: tuple[Front, ...] = () if args.front_only else ("none",)
             for front in alone + fronts(args):
+                progress(f"Orthanc as the source PACS, front {front}")
                 rows += orthanc_rows(args, Path(tmp) / f"orthanc-{front}", front)
         elif args.orthanc:
             rows.append(Row("Orthanc", "-", note="not measured: Debian's orthanc is not installed"))
@@ -898,6 +908,7 @@ async def whole_study(url: str, repeat: int, headers: dict[str, str]) -> tuple[i
 def link_rows(args: argparse.Namespace, work: Path) -> list[LinkRow]:
     """NCP-B -> emulated FR-AT link -> NCP-A (processes, mTLS + tokens): whole study and per instance."""
     profile = LinkProfile(rtt_ms=args.link_rtt_ms, bandwidth_mbit=args.link_mbit)
+    progress(f"emulated link: {profile.rtt_ms:g} ms RTT, {profile.bandwidth_mbit:g} Mbit/s")
     topology = shaped_default(work, profile.rtt_ms, profile.bandwidth_mbit)
     with Federation(str(topology), work / "run", mode="process") as fed:
         fr, at = fed.plan.endpoints["FR"], fed.plan.endpoints["AT"]

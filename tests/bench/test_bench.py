@@ -117,8 +117,13 @@ def test_memory_growth_is_per_study_in_flight_against_8_mb() -> None:
 def test_quick_mode_measures_every_path_and_states_every_goal(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--quick", "--no-link", "--no-orthanc", "--no-front", "--clients", "h1"]) == 0
 
-    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    captured = capsys.readouterr()
+    rows = [line for line in captured.out.splitlines() if line.startswith("| ")]
     table = [r for r in rows if not r.startswith(("| path", "| gateway |"))]
+    # what the run is doing shows on stderr while it runs: each federation and each round of its paths
+    assert re.search(r"run 1/2: h1, front none", captured.err), captured.err
+    assert re.search(r"run 2/2: h1, mTLS \+ tokens, front none", captured.err), captured.err
+    assert len(re.findall(r"round \d/2 of \d+ measurements done", captured.err)) == 4, captured.err
     goals = [r for r in table if ">= 0." in r]
     assert len(goals) == 3  # two gateways: study and per instance in plain HTTP, per instance with mTLS
     for row in goals:
