@@ -994,6 +994,11 @@ def render(rows: list[Row], memory: list[MemoryRow], args: argparse.Namespace) -
             f"| {statistics.median(s.ttfb_ms for s in r.samples):.1f} | {_spread(cpu, '.2f')} "
             f"| {base} | {_spread(r.ratios(), '.2f')} | {goal} | {_verdict(r.met)} |"
         )
+    judged = [r for r in rows if r.met is not None]
+    if judged:
+        missed = [f"{r.path}, {r.level}" for r in judged if not r.met]
+        lines += ["", f"ratio goals met: {len(judged) - len(missed)} of {len(judged)}"]
+        lines[-1] += f"; not met: {'; '.join(missed)}" if missed else ""
     if memory:
         lines += [
             "",

@@ -44,9 +44,13 @@ def test_a_goal_row_shows_median_min_max_its_ratio_per_round_and_whether_the_goa
     assert cells[7] == "0.80 (0.50-0.90)"  # 80/100, 100/200, 270/300: taken round by round
     assert cells[8:] == [">= 0.75x", "yes"]
     assert chain.met is True
+    assert table.splitlines()[-1] == "ratio goals met: 1 of 1"
     chain.goal = 0.85
     assert chain.met is False
-    assert render([direct, chain], [], _args()).splitlines()[-1].endswith("| >= 0.85x | NO |")
+    table = render([direct, chain], [], _args())
+    assert table.splitlines()[-3].endswith("| >= 0.85x | NO |")
+    # the last line names what missed its goal, so that a run's verdict needs no scrolling
+    assert table.splitlines()[-1] == "ratio goals met: 0 of 1; not met: two gateways [aiohttp], instance x16"
 
 
 def test_a_repetition_fetches_again_until_its_minimum_time_and_counts_the_work_it_did() -> None:

@@ -20,9 +20,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ncp import bench
+from ncp.nginx import NGINX_ABSENT, nginx_binary
 from ncp.security.pki import FederationPki
 
-needs_nginx = pytest.mark.skipif(bench.nginx_binary() is None, reason="nginx is not installed")
+needs_nginx = pytest.mark.skipif(nginx_binary() is None, reason=NGINX_ABSENT)
 
 BODY = bytes(range(256)) * 4096  # 1 MiB: more than one 256 KiB read per hop
 
