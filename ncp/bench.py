@@ -488,15 +488,16 @@ def run(args: argparse.Namespace) -> tuple[list[Row], list[MemoryRow]]:
     rows: list[Row] = []
     memory: list[MemoryRow] = []
     with tempfile.TemporaryDirectory(prefix="xcwado-bench-") as tmp:
+        measured = fronts(args)
         configs: list[tuple[DataPlane, bool, Front]] = []
         if not args.front_only:
             configs += [(client, False, "none") for client in args.clients]
             configs += [(GATEWAYS_CLIENT, True, "none")] if args.mtls else []
-        for front in fronts(args):
+        for front in measured:
             configs += [
                 (GATEWAYS_CLIENT, secure, front) for secure in (False, True) if args.mtls or not secure
             ]
-        if args.front_only and not fronts(args):
+        if args.front_only and not measured:
             rows.append(Row("two gateways [nginx front]", "-", note=f"not measured: {NGINX_ABSENT}"))
         for index, (client, secure, front) in enumerate(configs, 1):
             run_dir = Path(tmp) / f"{client}-{front}-{'mtls' if secure else 'plain'}"
@@ -512,7 +513,7 @@ def run(args: argparse.Namespace) -> tuple[list[Row], list[MemoryRow]]:
                 memory += mem
         if args.orthanc and orthanc_available():
             alone: tuple[Front, ...] = () if args.front_only else ("none",)
-            for front in alone + fronts(args):
+            for front in alone + measured:
                 progress(f"Orthanc as the source PACS, front {front}")
                 rows += orthanc_rows(args, Path(tmp) / f"orthanc-{front}", front)
         elif args.orthanc:

@@ -9,7 +9,8 @@ from typing import Any, Protocol
 import httpx
 from starlette.requests import Request
 
-from ncp.gateway.guard import Guard, raw_header
+from ncp.asgi import raw_header
+from ncp.gateway.guard import Guard
 from ncp.gateway.proxy import Upstream
 from ncp.gateway.settings import GatewaySettings
 from ncp.security.audit import random_uuid

@@ -195,8 +195,8 @@ def _server(spec: FrontSpec, listener: Listener, sets: str) -> str:
       access_log syslog:server=unix:{audit},nohostname,tag=xcwado xc_audit if=$xc_audit;
       error_log error.log; error_log syslog:server=unix:{audit},nohostname,tag={ERROR_TAG} error;
     }}
-    location @python {{ set $xc_audit ""; {_python(spec, listener, tls)} }}
-    location / {{ {_python(spec, listener, tls)} }}
+    location @python {{ set $xc_audit ""; {_python(listener, cert)} }}
+    location / {{ {_python(listener, cert)} }}
   }}"""
 
 
@@ -208,10 +208,9 @@ _ASKED = " ".join(
 )  # fmt: skip
 
 
-def _python(spec: FrontSpec, listener: Listener, tls: bool) -> str:
-    """The gateway's own listener behind nginx: the request as it came, plus who sent it (nginx overwrites
-    any such header a client sends)."""
-    cert = "$ssl_client_escaped_cert" if tls else '""'
+def _python(listener: Listener, cert: str) -> str:
+    """The gateway's own listener behind nginx: the request as it came, plus who sent it, ``cert`` being the
+    client certificate nginx verified (nginx overwrites any such header a client sends)."""
     return (
         f"proxy_pass http://xc_{listener}_app; {NGINX_STREAM} "
         "proxy_read_timeout 3600s; proxy_send_timeout 3600s; proxy_set_header X-Forwarded-For $remote_addr; "

@@ -44,7 +44,6 @@ __all__ = [
     "exchange_fields",
     "idp_routes_handlers",
     "outcome_of",
-    "raw_header",
 ]
 
 ASSERTION = "x-ncp-assertion"
