@@ -8,7 +8,7 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -50,7 +50,8 @@ http {{
     # SIGTERM when the thread that started it ends (Linux PR_SET_PDEATHSIG, set by util-linux's setpriv,
     # which then execs nginx): a federation owner that is killed leaves no nginx holding its ports
     setpriv = shutil.which("setpriv")
-    proc = subprocess.Popen([setpriv, "--pdeathsig", "TERM", "--", *command] if setpriv else command)
+    argv = [setpriv, "--pdeathsig", "TERM", "--", *command] if setpriv else command
+    proc = subprocess.Popen(argv, env=_heap_kept(os.environ))
     try:
         deadline = time.monotonic() + 15
         while not ((workers := process_children(proc.pid)) and _listening(port)):
@@ -62,6 +63,20 @@ http {{
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def _heap_kept(environ: Mapping[str, str]) -> dict[str, str]:
+    """``environ`` with glibc's malloc told to keep nginx's per-request buffers on the heap: by default a
+    256 KiB proxy buffer (``NGINX_STREAM``) is mapped fresh for each request and unmapped after, and the
+    kernel's page faults filling it cost 12-19 % of the front's CPU per image (docs/benchmarks.md,
+    "Round 6"). The workers inherit it from the master (fork, no exec)."""
+    mine = f"glibc.malloc.mmap_threshold={_MMAP_THRESHOLD}:glibc.malloc.trim_threshold={_TRIM_THRESHOLD}"
+    theirs = environ.get("GLIBC_TUNABLES")
+    return {**environ, "GLIBC_TUNABLES": f"{theirs}:{mine}" if theirs else mine}
+
+
+_MMAP_THRESHOLD = 4 * 1024 * 1024  # above every buffer nginx takes per request (4 x 256 KiB at most)
+_TRIM_THRESHOLD = 64 * 1024 * 1024  # free heap kept before it is given back to the kernel
 
 
 def process_children(pid: int) -> tuple[int, ...]:

@@ -8,6 +8,7 @@ rows are missing instead of failing the run.
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from collections.abc import Callable
 from pathlib import Path
@@ -72,6 +73,28 @@ def test_with_tls_the_second_proxy_admits_only_a_client_certificate_of_the_pki(
     # nginx answers 400 "No required SSL certificate was sent" (ssl_verify_client on)
     assert refused.status_code == 400 and b"certificate" in refused.content
     assert relayed.status_code == 200 and relayed.content == BODY
+
+
+@needs_nginx
+def test_nginx_keeps_its_per_request_buffers_on_the_heap(serve: Callable[..., str], tmp_path: Path) -> None:
+    """glibc would map the 256 KiB proxy buffers of 16 requests at a time fresh, and give them back, so that
+    the kernel faults their pages in again for the next answers; warmed up, the proxies fault in none."""
+    pacs = serve(_recording_upstream([])) + "/dicom-web/"
+
+    with bench.nginx_pair(pacs, tmp_path, tls=False) as pair:
+        assert pair is not None
+        urls = [f"{pair.base}studies/1.2.3"] * 200
+        asyncio.run(bench.per_instance(urls[:64], 16))
+        before = sum(_minor_faults(pid) for pid in pair.pids)
+        megabytes, _, _ = asyncio.run(bench.per_instance(urls, 16))
+        faults = sum(_minor_faults(pid) for pid in pair.pids) - before
+
+    assert megabytes > 0
+    assert faults < 20, f"{faults} page faults in 200 answers through two proxies"
+
+
+def _minor_faults(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[7])  # minflt, proc(5)
 
 
 @pytest.mark.slow
