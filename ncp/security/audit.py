@@ -116,7 +116,9 @@ _GATHER_S = 0.002
 _TRAFFIC_S = 0.010
 # A record nobody waits for (AuditStore.later: the nginx front's, written after the answer) gathers up to
 # _LATER_S: fewer commits, and no caller's answer waits for them; a record somebody waits for cuts it short.
-_LATER_S = 0.020
+# A commit costs the writer about as much as 40 records: at 700 images/s, 100 ms make batches of 70 and
+# cost a hop 15-20 us per image, 20 ms cost it 40-45 (docs/benchmarks.md, "Round 6"). A crash loses them.
+_LATER_S = 0.100
 # Who waits for a record's commit: a thread (a concurrent Future), a coroutine (its loop and future), or
 # nobody (None).
 _Waiter = Future[None] | tuple[asyncio.AbstractEventLoop, "asyncio.Future[None]"] | None
