@@ -25,6 +25,7 @@ import socket
 import time
 from collections import OrderedDict, deque
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote
@@ -36,7 +37,14 @@ from ncp.forwarded import public_base
 from ncp.gateway.context import Clients, Hop, valid_request_id
 from ncp.gateway.front import ERROR_TAG, FRONT_HEADERS, tls_name, upstream_name
 from ncp.gateway.guard import Guard, exchange_fields, outcome_of
-from ncp.gateway.rad160 import XcWadoPath, initiating_next_hop, parse_request, responding_next_hop
+from ncp.gateway.rad160 import (
+    NextHop,
+    XcWadoPath,
+    initiating_next_hop,
+    parse_request,
+    responding_next_hop,
+    responding_next_hop_now,
+)
 from ncp.gateway.settings import GatewaySettings
 from ncp.security.audit import AuditRecord, AuditStore, random_uuid
 from ncp.security.tokens import Claims
@@ -60,6 +68,23 @@ class _State:
     def __init__(self, claims: Claims | None, peer: str | None) -> None:
         self.claims, self.peer = claims, peer
         self.xua_header: str | None = None
+
+
+@dataclass
+class _Question:
+    """One question of nginx's, its credentials verified, before the route is chosen."""
+
+    hop: Hop
+    state: _State
+    xc: XcWadoPath
+    query: list[tuple[str, str]]
+    text: dict[str, str]  # nginx's headers
+    target: str  # "GET /wado/...", for the audit
+    raw_query: str
+
+    @property
+    def named(self) -> str | None:
+        return public_base(self.text)
 
 
 class FrontAuthz:
@@ -101,21 +126,32 @@ class FrontAuthz:
             server.close()
         self._servers.clear()
 
-    async def answer(self, headers: Mapping[bytes, bytes]) -> bytes:
-        """The answer to one question: 204 and the route, or 403 (the gateway's own lane decides)."""
+    def answer_now(self, headers: Mapping[bytes, bytes]) -> bytes | None:
+        """The answer to one question: 204 and the route, or 403 (the gateway's own lane decides); None when
+        the registries must first be asked whether the study is the patient's (:meth:`answer` asks)."""
         try:
-            route = await self._route(headers)
-        except NcpError:
-            return _DENY  # refused, or not for this lane: the gateway's listener answers with the reason
-        except Exception:
-            log.exception("front authorisation failed; the request goes to the gateway's own lane")
-            return _DENY
-        if route is None:
-            return _DENY
-        lines = b"".join(b"%s: %s\r\n" % (k.encode(), v.encode("latin-1")) for k, v in route.items() if v)
-        return b"HTTP/1.1 204 No Content\r\n" + lines + b"\r\n"
+            question = self._question(headers)
+            if question is None:
+                return _DENY  # not for this lane: the gateway's listener answers, with the reason if refused
+            nxt = self._next_hop_now(question)
+            return None if nxt is None else self._approved(question, nxt)
+        except Exception as exc:
+            return _denied(exc)
 
-    async def _route(self, headers: Mapping[bytes, bytes]) -> dict[str, str] | None:
+    async def answer(self, headers: Mapping[bytes, bytes]) -> bytes:
+        """:meth:`answer_now`, waiting for the registries when it must."""
+        if (now := self.answer_now(headers)) is not None:
+            return now
+        try:
+            q = self._question(headers)
+            assert q is not None  # answer_now took the same question for this lane
+            nxt = await responding_next_hop(q.hop, q.state.claims, q.xc, q.query, q.named)
+            return self._approved(q, nxt)
+        except Exception as exc:
+            return _denied(exc)
+
+    def _question(self, headers: Mapping[bytes, bytes]) -> _Question | None:
+        """What nginx asks, its credentials verified; None when the request is not for this lane."""
         method = headers.get(b"x-xcwado-method", b"").decode("latin-1")
         uri = headers.get(b"x-xcwado-uri", b"").decode("latin-1")
         path, _, query = uri.partition("?")
@@ -132,27 +168,35 @@ class FrontAuthz:
         xc = parse_request(hop, decoded[len(prefix) :], text.get("accept", ""))
         if self.listener == "gateway":
             state.claims = self.guard.verify_consumer(text.get("authorization"))
-            nxt = initiating_next_hop(hop, state.claims, xc, items)
         else:
             found = self.guard.verify_peer(text.get("x-xcwado-client-cert"), text.get("x-ncp-assertion"))
             if found is not None:
                 state.claims, state.peer = found
             if xc.tail == "metadata" or (xc.for_viewers and not self._names_itself(xc, items)):
                 return None  # the answer's URLs are rewritten on the way: the gateway's own lane
-            nxt = await responding_next_hop(hop, state.claims, xc, items, public_base(text))
+        return _Question(hop, state, xc, items, text, f"{method} {decoded}", query)
+
+    def _next_hop_now(self, q: _Question) -> NextHop | None:
+        if self.listener == "gateway":
+            return initiating_next_hop(q.hop, q.state.claims, q.xc, q.query)
+        return responding_next_hop_now(q.hop, q.state.claims, q.xc, q.query, q.named)
+
+    def _approved(self, q: _Question, nxt: NextHop) -> bytes:
         key = random_uuid()
-        self._hold(key, hop, state, method, decoded, query, text.get("x-xcwado-client", "?"))
-        origin = text.get("origin", "")
-        return {
+        self._hold(key, q)
+        origin = q.text.get("origin", "")
+        route = {
             FRONT_HEADERS["xc_target"]: _target(nxt.url, self._upstreams),
             FRONT_HEADERS["xc_tls_name"]: tls_name(nxt.url, nxt.peer),
-            FRONT_HEADERS["xc_rid"]: rid,
+            FRONT_HEADERS["xc_rid"]: q.hop.request_id,
             FRONT_HEADERS["xc_assertion"]: nxt.headers.get("x-ncp-assertion", ""),
             FRONT_HEADERS["xc_forwarded"]: nxt.headers.get("forwarded", ""),
             FRONT_HEADERS["xc_prefix"]: nxt.headers.get("x-forwarded-prefix", ""),
             FRONT_HEADERS["xc_origin"]: origin if origin in self.settings.me.cors_origins else "",
             FRONT_HEADERS["xc_audit"]: key,
         }
+        lines = b"".join(b"%s: %s\r\n" % (k.encode(), v.encode("latin-1")) for k, v in route.items() if v)
+        return b"HTTP/1.1 204 No Content\r\n" + lines + b"\r\n"
 
     def _names_itself(self, xc: XcWadoPath, query: list[tuple[str, str]]) -> bool:
         """Whether the PACS that will answer names the public base in its part headers itself (chosen by
@@ -161,20 +205,18 @@ class FrontAuthz:
         by_url = any(key.lower() == "retrieveurl" for key, _ in query)
         return not by_url and self.settings.names_public_base(xc.retrieve_location_uid)
 
-    def _hold(
-        self, key: str, hop: Hop, state: _State, method: str, path: str, query: str, client: str
-    ) -> None:
+    def _hold(self, key: str, q: _Question) -> None:
         """The transaction's audit record, all but what nginx will tell of the answer."""
         if self.audit is None:
             return
         fields = exchange_fields(
             self.name,
             self.settings.me.home_community_id,
-            hop.request_id,
-            f"{method} {path}",
-            query,
-            state.peer or client,
-            state.claims,
+            q.hop.request_id,
+            q.target,
+            q.raw_query,
+            q.state.peer or q.text.get("x-xcwado-client", "?"),
+            q.state.claims,
         )
         now = time.monotonic()
         self._pending[key] = (now, fields)
@@ -205,6 +247,13 @@ class FrontAuthz:
             detail = warning
         outcome = outcome_of(code, broken=not complete)
         self.audit.later(AuditRecord("RAD-160", outcome, status=code, detail=detail, **held[1]))
+
+
+def _denied(error: Exception) -> bytes:
+    """403 for nginx, which then hands the request to the gateway's own lane: it answers with the reason."""
+    if not isinstance(error, NcpError):
+        log.error("front authorisation failed; the request goes to the gateway's own lane", exc_info=error)
+    return _DENY
 
 
 def _target(url: str, upstreams: dict[str, str]) -> str:
@@ -244,12 +293,20 @@ class _Asked(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         headers, self._headers = self._headers, {}
+        if self._last is None or self._last.done():
+            answer = self._authz.answer_now(headers)  # no task, unless the registries must be asked
+            if answer is not None:
+                self._send(answer)
+                return
         self._last = asyncio.ensure_future(self._reply(headers, self._last))
 
     async def _reply(self, headers: dict[bytes, bytes], before: asyncio.Task[None] | None) -> None:
         answer = await self._authz.answer(headers)
         if before is not None:
             await before
+        self._send(answer)
+
+    def _send(self, answer: bytes) -> None:
         if self._transport is not None and not self._transport.is_closing():
             self._transport.write(answer)
 

@@ -151,15 +151,11 @@ class Guard:
         Requests that arrive while the registries are being asked wait for that answer (a viewer's 16
         image requests at once made 16 identical searches whenever the answer lapsed).
         """
-        if claims is None:
+        if self.owned(claims, study):
             return
-        if claims.patient is None:
-            raise Forbidden("the assertion carries no treatment context")
+        assert claims is not None and claims.patient is not None  # owned() said so
         key = (claims.patient.search_token(), study)
         now = time.time()
-        lapses = self._owned.get(key)
-        if lapses is not None and now < lapses:
-            return
         patient = claims.patient
         if not await self._ask_once(key, lambda: owns(patient, study)):
             self._owned.pop(key, None)
@@ -168,6 +164,16 @@ class Guard:
         self._owned.move_to_end(key)
         while len(self._owned) > _OWNERSHIP_MAX:
             self._owned.popitem(last=False)
+
+    def owned(self, claims: Claims | None, study: str) -> bool:
+        """Whether :meth:`require_ownership` would pass without asking the registries: no assertion (security
+        off), or a positive answer that has not lapsed. An assertion without a treatment context is 403."""
+        if claims is None:
+            return True
+        if claims.patient is None:
+            raise Forbidden("the assertion carries no treatment context")
+        lapses = self._owned.get((claims.patient.search_token(), study))
+        return lapses is not None and time.time() < lapses
 
     async def _ask_once(self, key: tuple[str, str], lookup: Callable[[], Awaitable[bool]]) -> bool:
         task = self._asking.get(key)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import posixpath
 import re
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from email.message import Message
 from urllib.parse import unquote, urlencode, urlsplit
@@ -48,6 +48,7 @@ __all__ = [
     "parse_request",
     "responding_imaging_gateway",
     "responding_next_hop",
+    "responding_next_hop_now",
 ]
 
 _TAILS = ("rendered", "metadata")
@@ -216,15 +217,35 @@ def initiating_next_hop(
 
 
 async def responding_next_hop(
-    hop: Hop, claims: Claims | None, xc: XcWadoPath, query: Iterable[tuple[str, str]], named: str | None
+    hop: Hop, claims: Claims | None, xc: XcWadoPath, query: Sequence[tuple[str, str]], named: str | None
 ) -> NextHop:
     """RAD-160 responding: this community only, the asserted patient's study only, Retrieve Location UID
     (or an allowlisted ``retrieveURL``) -> PACS; ``named`` is the public base the request names."""
+    nxt = responding_next_hop_now(hop, claims, xc, query, named)
+    if nxt is None:
+        await hop.guard.require_ownership(claims, xc.study, lambda patient, study: _owns(hop, patient, study))
+        nxt = responding_next_hop_now(hop, claims, xc, query, named, owned=True)
+    assert nxt is not None
+    return nxt
+
+
+def responding_next_hop_now(
+    hop: Hop,
+    claims: Claims | None,
+    xc: XcWadoPath,
+    query: Sequence[tuple[str, str]],
+    named: str | None,
+    *,
+    owned: bool = False,
+) -> NextHop | None:
+    """:func:`responding_next_hop` when it needs no wait: None when the registries must first be asked
+    whether the study is the asserted patient's (unless ``owned``: they have just said so)."""
     retrieve_url, params = _query(query)
     settings = hop.settings
     if xc.home_community_id != settings.me.home_community_id:
         raise NotFound(f"homeCommunityId {xc.home_community_id} is not this community's")
-    await hop.guard.require_ownership(claims, xc.study, lambda patient, study: _owns(hop, patient, study))
+    if not (owned or hop.guard.owned(claims, xc.study)):
+        return None
     if retrieve_url is not None:
         allowed = match_retrieve_url(retrieve_url, settings.allowed_bases())
         if allowed is None:

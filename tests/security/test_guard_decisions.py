@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -78,6 +79,22 @@ def test_an_ownership_answer_never_outlives_the_assertion_that_earned_it(
     monkeypatch.setattr("ncp.gateway.guard.time.time", lambda: later)
     asyncio.run(guard.require_ownership(claims(3600), "1.2.3", registry.owns))
     assert registry.asked == 2
+
+
+def test_owned_tells_without_asking_whether_the_check_would_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The nginx front answers at once when :meth:`Guard.owned` is true, and asks the registries otherwise."""
+    guard, registry, now = Guard("FR", None), Registry(), [1000.0]
+    monkeypatch.setattr("ncp.gateway.guard.time.time", lambda: now[0])
+    assert guard.owned(None, "1.2.3")  # security off: no assertion, nothing to check
+    assert not guard.owned(claims(3600), "1.2.3")
+    asyncio.run(guard.require_ownership(claims(3600), "1.2.3", registry.owns))
+    assert guard.owned(claims(3600), "1.2.3") and not guard.owned(claims(3600), "1.2.4")
+    assert not guard.owned(claims(3600, PatientRef("2.999.250.2", "FR-2")), "1.2.3")
+    now[0] += OWNERSHIP_TTL_S
+    assert not guard.owned(claims(3600), "1.2.3")
+    assert registry.asked == 1
+    with pytest.raises(Forbidden, match="no treatment context"):
+        guard.owned(dataclasses.replace(claims(3600), patient=None), "1.2.3")
 
 
 @given(st.text(min_size=1, max_size=64))
