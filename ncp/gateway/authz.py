@@ -4,7 +4,7 @@ socket, and the audit of what nginx then streamed.
 nginx asks with ``auth_request`` before each XC-WADO image request, passing the original request line
 and headers. The answer is 204 with where the request goes and what to add to it (the
 :data:`~ncp.gateway.front.FRONT_HEADERS`), made by the same functions as the gateway's own route
-(:func:`~ncp.gateway.rad160.initiating_next_hop`, :func:`~ncp.gateway.rad160.responding_next_hop`), or
+(:func:`~ncp.gateway.rad160.initiating_next_hop`, :func:`~ncp.gateway.rad160.responding_next_hop_now`), or
 403: nginx then hands the request to the gateway's own listener, which answers refusals with their
 reasons and audits them. It is a small HTTP/1.1 server on asyncio and httptools, not an ASGI app: it
 is asked on every image request, and its cost is the front's.
