@@ -140,12 +140,13 @@ class FrontAuthz:
 
     async def answer(self, headers: Mapping[bytes, bytes]) -> bytes:
         """:meth:`answer_now`, waiting for the registries when it must."""
-        if (now := self.answer_now(headers)) is not None:
-            return now
         try:
             q = self._question(headers)
-            assert q is not None  # answer_now took the same question for this lane
-            nxt = await responding_next_hop(q.hop, q.state.claims, q.xc, q.query, q.named)
+            if q is None:
+                return _DENY
+            nxt = self._next_hop_now(q) or await responding_next_hop(
+                q.hop, q.state.claims, q.xc, q.query, q.named
+            )
             return self._approved(q, nxt)
         except Exception as exc:
             return _denied(exc)

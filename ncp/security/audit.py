@@ -368,6 +368,7 @@ class AuditStore:
             writer, self._writer = self._writer, None
         if writer is not None:
             self._queue.put(None)
+            self._hurry.set()  # a writer gathering records nobody waits for stops now, not after _LATER_S
             writer.join()
 
     def _ensure_writer(self) -> None:
