@@ -436,7 +436,7 @@ def nginx_pair_probes(
     the PACS direct (``direct``, by level) of the same rounds, and the Python pair (``gateways``, its rows by
     level) against the nginx pair. The pair's CPU per request is its four processes' (masters and workers).
     Without nginx, one row saying why."""
-    name = f"two nginx proxies{', mTLS between them' if tls else ''} (nginx -> nginx)"
+    name = _pair_name(tls)
     pair = stack.enter_context(nginx_pair(pacs, workdir, tls))
     if pair is None:
         print(f"{name}: not measured: {NGINX_ABSENT}", file=sys.stderr)
@@ -971,6 +971,20 @@ def _verdict(met: bool | None) -> str:
     return "-" if met is None else "yes" if met else "NO"
 
 
+def _pair_name(tls: bool) -> str:
+    return f"two nginx proxies{', mTLS between them' if tls else ''} (nginx -> nginx)"
+
+
+def _missed(row: Row, rows: list[Row]) -> str:
+    """A missed goal with its ratio and, for a ratio to the embedded PACS, what two bare nginx proxies kept of
+    it at that level in the run: what any two relays keep on this machine."""
+    text = f"{row.path}, {row.level} ({statistics.median(row.ratios()):.2f}x"
+    pair = next((p for p in rows if p.path == _pair_name("mTLS" in row.path) and p.level == row.level), None)
+    if pair is not None and pair.ratios() and row.baseline and row.baseline.path.startswith("PACS direct"):
+        text += f"; two nginx proxies: {statistics.median(pair.ratios()):.2f}x"
+    return text + ")"
+
+
 def render(rows: list[Row], memory: list[MemoryRow], args: argparse.Namespace) -> str:
     lines = [
         f"study: {args.instances} instances x ~{args.instance_kb} KB; {args.repeat} repetitions round-robin "
@@ -997,7 +1011,7 @@ def render(rows: list[Row], memory: list[MemoryRow], args: argparse.Namespace) -
         )
     judged = [r for r in rows if r.met is not None]
     if judged:
-        missed = [f"{r.path}, {r.level}" for r in judged if not r.met]
+        missed = [_missed(r, rows) for r in judged if not r.met]
         lines += ["", f"ratio goals met: {len(judged) - len(missed)} of {len(judged)}"]
         lines[-1] += f"; not met: {'; '.join(missed)}" if missed else ""
     if memory:

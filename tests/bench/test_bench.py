@@ -50,7 +50,33 @@ def test_a_goal_row_shows_median_min_max_its_ratio_per_round_and_whether_the_goa
     table = render([direct, chain], [], _args())
     assert table.splitlines()[-3].endswith("| >= 0.85x | NO |")
     # the last line names what missed its goal, so that a run's verdict needs no scrolling
-    assert table.splitlines()[-1] == "ratio goals met: 0 of 1; not met: two gateways [aiohttp], instance x16"
+    assert table.splitlines()[-1] == (
+        "ratio goals met: 0 of 1; not met: two gateways [aiohttp], instance x16 (0.80x)"
+    )
+
+
+def test_a_missed_goal_names_what_two_bare_nginx_proxies_kept_of_the_same_pacs() -> None:
+    """The least any two relays cost on the machine, measured in the same run, beside the miss."""
+    direct = Row("PACS direct [h1 run]", "study", _rates(100, 100, 100))
+    pair = Row("two nginx proxies (nginx -> nginx)", "study", _rates(86, 90, 80), baseline=direct)
+    tls_pair = Row(
+        "two nginx proxies, mTLS between them (nginx -> nginx)", "study", _rates(60), baseline=direct
+    )
+    front_direct = Row("PACS direct [nginx front run]", "study", _rates(200, 200, 200))
+    front = Row("two gateways [nginx front]", "study", _rates(174, 174, 180), baseline=front_direct, goal=0.9)
+    orthanc_direct = Row("Orthanc direct", "study", _rates(100, 100, 100))
+    orthanc = Row(
+        "Orthanc via two gateways [h1]", "study", _rates(70, 70, 70), baseline=orthanc_direct, goal=0.8
+    )
+
+    rows = [direct, pair, tls_pair, front_direct, front, orthanc_direct, orthanc]
+    verdict = render(rows, [], _args()).splitlines()[-1]
+
+    front_miss = "two gateways [nginx front], study (0.87x; two nginx proxies: 0.86x)"
+    orthanc_miss = (
+        "Orthanc via two gateways [h1], study (0.70x)"  # against Orthanc: the pair relayed the other PACS
+    )
+    assert verdict == f"ratio goals met: 0 of 2; not met: {front_miss}; {orthanc_miss}"
 
 
 def test_a_repetition_fetches_again_until_its_minimum_time_and_counts_the_work_it_did() -> None:
