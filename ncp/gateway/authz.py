@@ -126,30 +126,30 @@ class FrontAuthz:
             server.close()
         self._servers.clear()
 
-    def answer_now(self, headers: Mapping[bytes, bytes]) -> bytes | None:
-        """The answer to one question: 204 and the route, or 403 (the gateway's own lane decides); None when
-        the registries must first be asked whether the study is the patient's (:meth:`answer` asks)."""
+    def answer_now(self, headers: Mapping[bytes, bytes]) -> bytes | _Question:
+        """The answer to one question: 204 and the route, or 403 (the gateway's own lane decides); or the
+        question itself, parsed and its credentials verified, when the registries must first be asked
+        whether the study is the patient's (:meth:`answer_later`)."""
         try:
             question = self._question(headers)
             if question is None:
                 return _DENY  # not for this lane: the gateway's listener answers, with the reason if refused
             nxt = self._next_hop_now(question)
-            return None if nxt is None else self._approved(question, nxt)
+            return question if nxt is None else self._approved(question, nxt)
+        except Exception as exc:
+            return _denied(exc)
+
+    async def answer_later(self, q: _Question) -> bytes:
+        """The answer to a question :meth:`answer_now` left open, once the registries have said."""
+        try:
+            return self._approved(q, await responding_next_hop(q.hop, q.state.claims, q.xc, q.query, q.named))
         except Exception as exc:
             return _denied(exc)
 
     async def answer(self, headers: Mapping[bytes, bytes]) -> bytes:
         """:meth:`answer_now`, waiting for the registries when it must."""
-        try:
-            q = self._question(headers)
-            if q is None:
-                return _DENY
-            nxt = self._next_hop_now(q) or await responding_next_hop(
-                q.hop, q.state.claims, q.xc, q.query, q.named
-            )
-            return self._approved(q, nxt)
-        except Exception as exc:
-            return _denied(exc)
+        now = self.answer_now(headers)
+        return now if isinstance(now, bytes) else await self.answer_later(now)
 
     def _question(self, headers: Mapping[bytes, bytes]) -> _Question | None:
         """What nginx asks, its credentials verified; None when the request is not for this lane."""
@@ -294,15 +294,15 @@ class _Asked(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         headers, self._headers = self._headers, {}
-        if self._last is None or self._last.done():
-            answer = self._authz.answer_now(headers)  # no task, unless the registries must be asked
-            if answer is not None:
-                self._send(answer)
-                return
-        self._last = asyncio.ensure_future(self._reply(headers, self._last))
+        answer = self._authz.answer_now(headers)
+        if isinstance(answer, bytes) and (self._last is None or self._last.done()):
+            self._send(answer)  # no task, unless the registries must be asked or an answer is still due
+            return
+        self._last = asyncio.ensure_future(self._reply(answer, self._last))
 
-    async def _reply(self, headers: dict[bytes, bytes], before: asyncio.Task[None] | None) -> None:
-        answer = await self._authz.answer(headers)
+    async def _reply(self, answer: bytes | _Question, before: asyncio.Task[None] | None) -> None:
+        if not isinstance(answer, bytes):
+            answer = await self._authz.answer_later(answer)
         if before is not None:
             await before
         self._send(answer)
