@@ -128,8 +128,6 @@ def cmd_up(args: argparse.Namespace) -> int:
     with hold_run(run_dir, state):
         state.unlink(missing_ok=True)  # left by a run that was killed: it names ports nobody serves
         try:
-            if args.front != "none" and args.runtime != "process":
-                raise UsageError(f"--front {args.front} runs with --runtime process only")
             fed = make_federation(
                 _source(args.topology),
                 run_dir,
@@ -451,7 +449,8 @@ def _up_parser(up: argparse.ArgumentParser) -> None:
         choices=["none", "nginx"],
         default="none",
         help="nginx (Debian's) on each gateway's public ports streams the images while the gateway decides "
-        "every request (docs/decisions.md, 'The nginx front'); process runtime only (default: none)",
+        "every request (docs/decisions.md, 'The nginx front'); with --runtime docker the image's nginx, "
+        "each front a container (default: none)",
     )
 
 

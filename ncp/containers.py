@@ -13,7 +13,8 @@ containers through the Docker SDK (the Python ``docker`` package, extra ``docker
   checking the ports first and waiting for the seed.
 
 :class:`DockerFederation` is :class:`ncp.federation.Federation` with every role a container on the host's
-network (``xcwado up --runtime docker``): same plan, ports, PKI, state file and stop behaviour.
+network (``xcwado up --runtime docker``): same plan, ports, PKI, state file and stop behaviour, and with
+``front="nginx"`` each gateway's nginx front a container of its own, from the image's nginx.
 
 Every failure a user can fix is a :class:`ContainerError` whose message is one line: what is wrong and the
 command that fixes it.
@@ -57,7 +58,9 @@ from ncp.deploy import (
     write_host_compose,
 )
 from ncp.errors import NcpError
-from ncp.federation import Federation, NotHealthy
+from ncp.federation import Federation, FrontUnavailable, NotHealthy
+from ncp.gateway.front import Front, front_config, private_socket_dir, socket_dir
+from ncp.nginx import heap_kept, nginx_conf
 
 # The `docker` package has no type information (and mypy would take the checkout's docker/ folder for it).
 DockerClient = Any
@@ -90,7 +93,9 @@ KEY_LABEL = "org.xcwado.key"  # what an image was built from: Dockerfile, base i
 RUN_LABEL = "org.xcwado.run"  # the run directory a container belongs to
 ROLE_LABEL = "org.xcwado.role"
 WHEELHOUSE = ROOT / "build" / "docker" / "wheelhouse"
-_BASE_PACKAGES = "python3,python3-venv,ca-certificates"
+# nginx-light: the gateways' front (``xcwado up --runtime docker --front nginx``)
+_BASE_PACKAGES = "python3,python3-venv,ca-certificates,nginx-light"
+PACKAGES_LABEL = "org.xcwado.base.packages"  # what the base was made with; images built on it inherit it
 
 
 class ContainerError(NcpError):
@@ -132,6 +137,10 @@ def _image(client: DockerClient, name: str) -> Any:
         return client.images.get(name)
     except errors.ImageNotFound:
         return None
+
+
+def _packages(image: Any) -> str:
+    return str((image.labels or {}).get(PACKAGES_LABEL, ""))
 
 
 def require_images(client: DockerClient, names: Sequence[str]) -> None:
@@ -187,10 +196,11 @@ def build_base(
     force: bool = False,
     log: Path | None = None,
 ) -> BuildResult:
-    """``debootstrap --variant=minbase`` a Debian with Python into a temporary folder, then ``docker import``
-    it as ``tag``. Needs root and debootstrap; an existing ``tag`` is kept unless ``force``."""
+    """``debootstrap --variant=minbase`` a Debian with Python and nginx into a temporary folder, then
+    ``docker import`` it as ``tag``. Needs root and debootstrap; an existing ``tag`` is kept unless ``force``
+    or it was made with other packages (a base from before nginx was in it)."""
     existing = _image(client, tag)
-    if existing is not None and not force:
+    if existing is not None and not force and _packages(existing) == _BASE_PACKAGES:
         return BuildResult(tag, existing.id, 0.0, existing.attrs["Size"], reused=True)
     debootstrap = shutil.which("debootstrap") or shutil.which("debootstrap", path="/usr/sbin:/sbin")
     if debootstrap is None:
@@ -222,6 +232,7 @@ def build_base(
         subprocess.run(["tar", "-C", str(rootfs), "--numeric-owner", "-cf", str(archive), "."], check=True)
         repository, _, version = tag.partition(":")
         changes = ["ENV LANG=C.UTF-8", 'CMD ["/bin/bash"]', f"LABEL org.xcwado.base=debootstrap-{suite}"]
+        changes.append(f"LABEL {PACKAGES_LABEL}={_BASE_PACKAGES}")
         client.api.import_image_from_file(
             str(archive), repository=repository, tag=version or "latest", changes=changes
         )
@@ -234,7 +245,10 @@ def resolve_base(client: DockerClient, base: str = "auto") -> str:
     either is here. Nothing is pulled: a build must not depend on a registry being reachable."""
     candidates = [LOCAL_BASE, DEFAULT_BASE] if base == "auto" else [base]
     for name in candidates:
-        if _image(client, name) is not None:
+        image = _image(client, name)
+        if image is not None and name == LOCAL_BASE and _packages(image) != _BASE_PACKAGES:
+            raise ContainerError(f"{LOCAL_BASE} lacks some of {_BASE_PACKAGES}: rebuild it: make docker-base")
+        if image is not None:
             return name
     wanted = "no base image" if base == "auto" else f"the base image {base} is not here"
     raise ContainerError(
@@ -462,9 +476,14 @@ def run_user(run_dir: Path, roles: Sequence[Role] = ()) -> str:
     os.chown(run_dir, CONTAINER_UID, CONTAINER_UID)
     for folder in owned:
         folder.mkdir(exist_ok=True)
-        for path in [folder, *folder.rglob("*")]:
-            os.chown(path, CONTAINER_UID, CONTAINER_UID, follow_symlinks=False)
+        _give(folder, (CONTAINER_UID, CONTAINER_UID))
     return f"{CONTAINER_UID}:{CONTAINER_UID}"
+
+
+def _give(folder: Path, owner: tuple[int, int]) -> None:
+    """``folder`` and everything in it to ``owner`` (uid, gid)."""
+    for path in [folder, *folder.rglob("*")]:
+        os.chown(path, *owner, follow_symlinks=False)
 
 
 def _shim(plan: Plan) -> Path | None:
@@ -513,6 +532,7 @@ class DockerFederation(Federation):
         **options: Any,
     ) -> None:
         self.client = client or engine()
+        self.image = image
         run_dir = run_dir.resolve()
         source = absolute_source(source)
         topology = load_source(source)
@@ -530,6 +550,9 @@ class DockerFederation(Federation):
         super().__init__(source, run_dir, mode="process", **options)
         self.name = _run_name(run_dir)
         self.user = run_user(run_dir, self.plan.roles)
+        # root here gives the containers' user what they write, as run_user did
+        uid, _, gid = self.user.partition(":")
+        self.owner = (int(uid), int(gid)) if os.geteuid() == 0 else None
         specs = role_containers(self.plan, image=image, orthanc_image=orthanc_image, shim=_shim(self.plan))
         self.specs = {spec.role: spec for spec in specs}
         taken = ports_taken(self.plan)
@@ -539,9 +562,19 @@ class DockerFederation(Federation):
                 f"port {port} of {role} is taken on {self.plan.host} by another program: free it, start again"
             )
 
+    def _require_front(self, front: Front) -> None:
+        """The containers run the image's nginx, which the local base has (:func:`build_base`)."""
+        if front == "nginx" and "nginx" not in _packages(_image(self.client, self.image)):
+            raise FrontUnavailable(
+                f"front 'nginx' in containers: the image {self.image} has no nginx (it is not built on "
+                f"{LOCAL_BASE}): make docker-base docker"
+            )
+
     def start(self, timeout: float = 120.0) -> None:
         """Every role's container at once (the engine serialises little of it), then the health checks."""
         self.plan.write(self.plan.run_dir / "plan.json")
+        if self.plan.front == "nginx":  # the gateways' and their fronts' user only
+            private_socket_dir(self.plan.run_dir, self.owner)
         with ThreadPoolExecutor(max_workers=4) as pool:
             started = {role.id: pool.submit(self._start_role, role) for role in self.plan.roles}
         failed = None
@@ -555,32 +588,59 @@ class DockerFederation(Federation):
         self.wait_healthy(timeout)
 
     def _start_role(self, role: Role) -> ExitStack:
-        spec = self.specs[role.id]
+        spec, front = self.specs[role.id], self.front_spec(role)
         stack = ExitStack()
-        container = self.client.containers.create(
-            spec.image,
-            command=spec.command or None,
-            entrypoint=spec.entrypoint,
-            name=f"{self.name}-{spec.name}",
-            detach=True,
-            network_mode="host",
-            init=True,
-            user=self.user,
-            environment=spec.environment,
-            volumes={path: {"bind": path, "mode": mode} for path, mode in spec.mounts.items()},
-            labels={RUN_LABEL: str(self.plan.run_dir), ROLE_LABEL: role.id},
-        )
-        self.containers[role.id] = container
-        stack.callback(self._remove, role.id)
         try:
-            container.start()
-            self.pids[role.id] = _main_pid(
-                int(self.client.api.inspect_container(container.id)["State"]["Pid"])
-            )
+            mounts = dict(spec.mounts)
+            if front is not None:  # the gateway listens on unix sockets there, for its nginx
+                mounts[str(socket_dir(self.plan.run_dir))] = "rw"
+            self.pids[role.id] = self._run(
+                stack, role.id, spec.name, spec.image, spec.command or None, spec.entrypoint,
+                spec.environment, mounts,
+            )  # fmt: skip
+            if front is not None:
+                argv = nginx_conf(front.root, front_config(front), as_root=False)
+                if self.owner is not None:
+                    _give(front.root, self.owner)
+                self._run(
+                    stack, f"{role.id}/front", f"{spec.name}-front", self.image, argv, ["nginx"],
+                    heap_kept({}), mounts,
+                )  # fmt: skip
         except BaseException:
             stack.close()  # a container that never ran is removed here: nothing else holds it
             raise
         return stack
+
+    def _run(
+        self,
+        stack: ExitStack,
+        key: str,
+        name: str,
+        image: str,
+        command: list[str] | None,
+        entrypoint: list[str] | None,
+        environment: dict[str, str],
+        mounts: dict[str, str],
+    ) -> int:
+        """Start a container of the run as ``key`` (a role id, or a gateway's ``<role>/front``), removed when
+        ``stack`` closes; its main process's pid."""
+        container = self.client.containers.create(
+            image,
+            command=command,
+            entrypoint=entrypoint,
+            name=f"{self.name}-{name}",
+            detach=True,
+            network_mode="host",
+            init=True,
+            user=self.user,
+            environment=environment,
+            volumes={path: {"bind": path, "mode": mode} for path, mode in mounts.items()},
+            labels={RUN_LABEL: str(self.plan.run_dir), ROLE_LABEL: key},
+        )
+        self.containers[key] = container
+        stack.callback(self._remove, key)
+        container.start()
+        return _main_pid(int(self.client.api.inspect_container(container.id)["State"]["Pid"]))
 
     def _remove(self, role_id: str) -> None:
         container = self.containers.pop(role_id, None)

@@ -61,10 +61,7 @@ class Federation:
         front: Front = "none",
     ) -> None:
         run_dir.mkdir(parents=True, exist_ok=True)
-        if front == "nginx" and nginx_binary() is None:
-            raise FrontUnavailable(
-                f"front 'nginx': {NGINX_ABSENT}; install Debian's nginx (make system-deps)"
-            )
+        self._require_front(front)
         self.plan = make_plan(
             source,
             run_dir,
@@ -85,6 +82,13 @@ class Federation:
         self.mode = mode
         self._roles: dict[str, ExitStack] = {}
         self.catalogue: dict[str, Any] = {"patients": []}
+
+    def _require_front(self, front: Front) -> None:
+        """The front asked for can run here: this machine's nginx runs it."""
+        if front == "nginx" and nginx_binary() is None:
+            raise FrontUnavailable(
+                f"front 'nginx': {NGINX_ABSENT}; install Debian's nginx (make system-deps)"
+            )
 
     @property
     def topology(self) -> Topology:
@@ -142,12 +146,21 @@ class Federation:
 
     def _start_front(self, role: Role, stack: ExitStack) -> None:
         """A gateway's nginx front on its public ports (``front = "nginx"``, :mod:`ncp.gateway.front`)."""
-        if role.kind != "gateway" or self.plan.front != "nginx":
+        spec = self.front_spec(role)
+        if spec is None:
             return
         binary = nginx_binary()
         assert binary is not None  # checked when the federation was made
+        self.front_pids[role.country] = stack.enter_context(
+            nginx_process(binary, spec.root, front_config(spec), role.ports[0])
+        )
+
+    def front_spec(self, role: Role) -> FrontSpec | None:
+        """The nginx front of a gateway ``role`` when the plan has fronts, else None."""
+        if role.kind != "gateway" or self.plan.front != "nginx":
+            return None
         pki = FederationPki.load(self.plan.pki_dir) if self.plan.pki_dir else None
-        spec = FrontSpec(
+        return FrontSpec(
             role.country,
             self.plan.host,
             role.ports[0],
@@ -156,9 +169,6 @@ class Federation:
             borders=tuple(ep.border for ep in self.plan.endpoints_seen_from(role.country).countries.values()),
             pacs=tuple(self.plan.endpoints[role.country].pacs.values()),
             pki=pki,
-        )
-        self.front_pids[role.country] = stack.enter_context(
-            nginx_process(binary, spec.root, front_config(spec), role.ports[0])
         )
 
     @contextmanager

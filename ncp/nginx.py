@@ -12,7 +12,15 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["NGINX_ABSENT", "NGINX_STREAM", "nginx_binary", "nginx_process", "process_children"]
+__all__ = [
+    "NGINX_ABSENT",
+    "NGINX_STREAM",
+    "heap_kept",
+    "nginx_binary",
+    "nginx_conf",
+    "nginx_process",
+    "process_children",
+]
 
 NGINX_ABSENT = "nginx is not installed (neither on PATH nor /usr/sbin/nginx)"
 # What the Python gateways do (ncp/gateway/proxy.py): HTTP/1.1 keep-alive to the next hop, the answer passed
@@ -29,15 +37,15 @@ def nginx_binary() -> str | None:
     return shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
 
 
-@contextmanager
-def nginx_process(binary: str, root: Path, http: str, port: int) -> Iterator[tuple[int, ...]]:
-    """nginx in the foreground with ``http`` as its http block and one worker (one process per hop, as a
-    gateway is), its files under ``root``; yields the master's and the worker's pids once ``port`` listens."""
+def nginx_conf(root: Path, http: str, *, as_root: bool) -> list[str]:
+    """Write nginx's configuration under ``root`` with ``http`` as its http block and one worker, in the
+    foreground (one process per hop, as a gateway is), every file under ``root``; the arguments that start
+    nginx on it. ``as_root``: its master runs as root, and then its worker too."""
     (root / "tmp").mkdir(parents=True, exist_ok=True)
     kinds = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
     temp = " ".join(f"{kind}_temp_path {root}/tmp;" for kind in kinds)
     (root / "nginx.conf").write_text(f"""
-{"user root;" if os.geteuid() == 0 else ""} worker_processes 1; daemon off;
+{"user root;" if as_root else ""} worker_processes 1; daemon off;
 pid {root}/nginx.pid; error_log {root}/error.log;
 events {{ worker_connections 1024; }}
 http {{
@@ -45,13 +53,20 @@ http {{
 {http}
 }}
 """)
+    return ["-c", str(root / "nginx.conf"), "-p", str(root), "-e", str(root / "error.log")]
+
+
+@contextmanager
+def nginx_process(binary: str, root: Path, http: str, port: int) -> Iterator[tuple[int, ...]]:
+    """nginx (:func:`nginx_conf`) as a process of ours; yields the master's and the worker's pids once
+    ``port`` listens."""
+    command = [binary, *nginx_conf(root, http, as_root=os.geteuid() == 0)]
     log = root / "error.log"
-    command = [binary, "-c", str(root / "nginx.conf"), "-p", str(root), "-e", str(log)]
     # SIGTERM when the thread that started it ends (Linux PR_SET_PDEATHSIG, set by util-linux's setpriv,
     # which then execs nginx): a federation owner that is killed leaves no nginx holding its ports
     setpriv = shutil.which("setpriv")
     argv = [setpriv, "--pdeathsig", "TERM", "--", *command] if setpriv else command
-    proc = subprocess.Popen(argv, env=_heap_kept(os.environ))
+    proc = subprocess.Popen(argv, env=heap_kept(os.environ))
     try:
         deadline = time.monotonic() + 15
         while not ((workers := process_children(proc.pid)) and _listening(port)):
@@ -65,7 +80,7 @@ http {{
         proc.wait(timeout=10)
 
 
-def _heap_kept(environ: Mapping[str, str]) -> dict[str, str]:
+def heap_kept(environ: Mapping[str, str]) -> dict[str, str]:
     """``environ`` with glibc's malloc told to keep nginx's per-request buffers on the heap: by default a
     256 KiB proxy buffer (``NGINX_STREAM``) is mapped fresh for each request and unmapped after, and the
     kernel's page faults filling it cost 12-19 % of the front's CPU per image (docs/benchmarks.md,

@@ -70,14 +70,18 @@ def socket_dir(run_dir: Path) -> Path:
     return Path(tempfile.gettempdir()) / f"xcwado-{digest}"
 
 
-def private_socket_dir(run_dir: Path) -> Path:
+def private_socket_dir(run_dir: Path, owner: tuple[int, int] | None = None) -> Path:
     """:func:`socket_dir`, made if missing, refused unless it is a folder of this user's (its name can be
-    guessed, so another user could have made it first), and then closed to everyone else."""
+    guessed, so another user could have made it first), and then closed to everyone else. ``owner`` (uid,
+    gid; root only): the user the gateway and its nginx run as in containers, who is given the folder (and
+    may hold it already, from an earlier run)."""
     folder = socket_dir(run_dir)
     folder.mkdir(mode=0o700, exist_ok=True)
-    info = folder.lstat()
-    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid():
+    info, users = folder.lstat(), {os.geteuid(), *(owner[:1] if owner else ())}
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid not in users:
         raise PermissionError(f"{folder}: not a folder of this user's; remove it, or use another run folder")
+    if owner is not None:
+        os.chown(folder, *owner)
     folder.chmod(0o700)
     return folder
 

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from cli_support import refused, xcwado
 
 from ncp import federation
 from ncp.federation import Federation, FrontUnavailable
@@ -61,12 +60,6 @@ def test_up_with_the_front_answers_through_nginx_and_stops_it(tmp_path: Path) ->
     assert not state.exists()
     assert _nginx_masters_under(tmp_path / "run") == []
     assert not any(Path(f"/proc/{w}").exists() for w in workers)
-
-
-def test_the_front_is_refused_with_the_docker_runtime(tmp_path: Path) -> None:
-    done = xcwado("up", "--front", "nginx", "--runtime", "docker", "--run-dir", str(tmp_path / "r"),
-                  "--state", str(tmp_path / "s.json"))  # fmt: skip
-    refused(done, "--front nginx", "--runtime process")
 
 
 def test_a_machine_without_nginx_is_told_what_to_install(

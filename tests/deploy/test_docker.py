@@ -10,19 +10,25 @@ Figures (build time and size, compose up-to-healthy, Locust) are written to buil
 
 from __future__ import annotations
 
+import asyncio
+import io
 import json
 import re
 import signal
 import socket
 import subprocess
 import sys
+import tarfile
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
+from ncp.consumer.client import ImagingConsumer
 from ncp.containers import (
     IMAGE,
     ORTHANC_IMAGE,
@@ -43,6 +49,9 @@ from ncp.containers import (
     write_compose,
 )
 from ncp.deploy import load_plan
+from ncp.federation import FrontUnavailable
+from ncp.publish import seed_federation
+from ncp.security.audit import AuditRecord, AuditStore
 
 pytestmark = pytest.mark.docker
 
@@ -164,6 +173,26 @@ def test_a_missing_base_image_or_image_is_one_line_with_the_fix(client: Any) -> 
         ContainerError, match=r"^image xcwado-testbed:missing is missing: build it with `make docker`$"
     ):
         require_images(client, ["xcwado-testbed:missing"])
+
+
+def test_an_image_without_nginx_gets_no_front_and_is_told_how_to_build_one(
+    client: Any, tmp_path: Path
+) -> None:
+    empty = io.BytesIO()
+    tarfile.open(fileobj=empty, mode="w").close()
+    client.api.import_image_from_data(empty.getvalue(), repository="xcwado-no-nginx", tag="test")
+    try:
+        with pytest.raises(FrontUnavailable) as caught:
+            DockerFederation(
+                "builtin:default", tmp_path / "r", client=client, image="xcwado-no-nginx:test", front="nginx"
+            )
+    finally:
+        client.images.remove("xcwado-no-nginx:test", force=True)
+    assert caught.value.message == (
+        "front 'nginx' in containers: the image xcwado-no-nginx:test has no nginx (it is not built on "
+        "xcwado-base:bookworm): make docker-base docker"
+    )
+    assert run_containers(client, tmp_path / "r") == []
 
 
 def test_images_build_without_a_registry_and_run_as_a_user(client: Any, images: list[BuildResult]) -> None:
@@ -320,3 +349,57 @@ def test_runtime_docker_serves_the_same_plan_and_stops_on_sigint(
         remove_run_containers(client, run_dir)
     assert run_containers(client, run_dir) == []
     assert (run_dir / "logs" / "FR-gateway.log").is_file()  # each container's output, kept on the host
+
+
+def _recorded(db: Path, request_id: str) -> list[AuditRecord]:
+    """A hop's RAD-160 records of a request: nginx logs it after its last byte, the gateway records it."""
+    store, deadline = AuditStore(db), time.monotonic() + 10
+    while not store.records({"request-id": request_id}) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.3)  # long enough for a second record to show, if there were one
+    return [r for r in store.records({"request-id": request_id}) if r.transaction == "RAD-160"]
+
+
+def test_runtime_docker_puts_each_gateway_behind_the_images_nginx_as_a_container(
+    client: Any, images: list[BuildResult], tmp_path: Path
+) -> None:
+    """``xcwado up --runtime docker --front nginx``: each gateway's nginx front is a container of the image's
+    nginx on the gateway's public ports. An instance crosses both fronts byte for byte (mutual TLS between
+    them, the consumer's token checked), on nginx's lane, and each hop records it once."""
+    run_dir = tmp_path / "front"
+    with DockerFederation("builtin:default", run_dir, client=client, secure=True, front="nginx") as fed:
+        containers = {c.labels[ROLE_LABEL]: c for c in run_containers(client, fed.plan.run_dir)}
+        gateways = [r for r in fed.plan.roles if r.kind == "gateway"]
+        assert set(containers) == {r.id for r in fed.plan.roles} | {f"{r.id}/front" for r in gateways}
+        for role in gateways:
+            front = containers[f"{role.id}/front"]
+            assert front.attrs["Config"]["Entrypoint"] == ["nginx"] and front.status == "running"
+            for port in role.ports:
+                assert _listeners(port) == {"127.0.0.1"}, (role.id, port)
+        published = asyncio.run(seed_federation(fed.topology, fed.plan.endpoints))
+        study = published["FR"].data.studies[0]
+        series = study.series[0]
+        rluid = series.retrieve_location_uid
+        instance = (
+            f"studies/{study.study_instance_uid}/series/{series.series_instance_uid}"
+            f"/instances/{series.instances[0].sop_instance_uid}"
+        )
+        consumer = ImagingConsumer(fed.plan.endpoints["AT"].gateway)
+        consumer.authenticate()
+        consumer.open_treatment_context(study.patient.issuer, study.patient.id)
+        sent = f"docker-front-{uuid.uuid4()}"
+        hcid = fed.topology.country("FR").home_community_id
+        url = f"{fed.plan.endpoints['AT'].gateway}/wado/homeCommunityId/{hcid}/RetrieveLocationUID/{rluid}/"
+        accept = {"Accept": "application/dicom"}
+        answer = httpx.get(url + instance, headers={**accept, **consumer.headers, "X-Request-Id": sent})
+        direct = httpx.get(fed.plan.endpoints["FR"].pacs[rluid] + instance, headers=accept)
+        assert answer.status_code == direct.status_code == 200
+        assert answer.content == direct.content and answer.content[128:132] == b"DICM"
+        assert "server-timing" not in answer.headers  # neither gateway's own lane carried it
+        for country in ("AT", "FR"):
+            [record] = _recorded(run_dir / country / "audit.sqlite", sent)
+            assert (record.outcome, record.status) == ("0", 200), country
+        refused = httpx.get(url + instance, headers=accept)  # no token: the front asks, the gateway refuses
+        assert refused.status_code == 401
+    assert run_containers(client, run_dir) == []
+    assert (run_dir / "logs" / "FR-gateway-front.log").is_file()
