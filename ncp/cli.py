@@ -318,10 +318,10 @@ def _plan(path: str, role: str | None = None) -> Plan:
 
 
 def cmd_serve_role(args: argparse.Namespace) -> int:
-    from ncp.federation import run_role
+    from ncp.federation import run_front, run_role
 
     _plan(args.plan, args.role)
-    run_role(Path(args.plan), args.role)
+    (run_front if args.front else run_role)(Path(args.plan), args.role)
     return 0
 
 
@@ -502,6 +502,9 @@ def _deploy_parsers(command: Any) -> None:
     serve_role = command("serve-role", cmd_serve_role, "serve one role of a plan (the container entrypoint)")
     serve_role.add_argument("--plan", required=True, help="plan.json (as `xcwado compose` writes it)")
     serve_role.add_argument("--role", required=True, help="the role to serve, e.g. FR/gateway")
+    serve_role.add_argument(
+        "--front", action="store_true", help="a gateway's nginx front instead (the plan's front = nginx)"
+    )
     seed = command("seed", cmd_seed, "seed a running federation described by a plan; write its state file")
     seed.add_argument("--plan", required=True, help="plan.json of the running federation")
     seed.add_argument("--state", required=True, help="where to write the state file")

@@ -41,7 +41,7 @@ import zipfile
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -50,6 +50,7 @@ from ncp.deploy import (
     CONTAINER_UID,
     IMAGE,
     ORTHANC_IMAGE,
+    ContainerSpec,
     absolute_source,
     host_plan,
     load_plan,
@@ -58,9 +59,8 @@ from ncp.deploy import (
     write_host_compose,
 )
 from ncp.errors import NcpError
-from ncp.federation import Federation, FrontUnavailable, NotHealthy
-from ncp.gateway.front import Front, front_config, private_socket_dir, socket_dir
-from ncp.nginx import heap_kept, nginx_conf
+from ncp.federation import Federation, FrontUnavailable, NotHealthy, front_spec
+from ncp.gateway.front import Front, FrontSpec, private_socket_dir, socket_dir
 
 # The `docker` package has no type information (and mypy would take the checkout's docker/ folder for it).
 DockerClient = Any
@@ -141,6 +141,10 @@ def _image(client: DockerClient, name: str) -> Any:
 
 def _packages(image: Any) -> str:
     return str((image.labels or {}).get(PACKAGES_LABEL, ""))
+
+
+def _has_nginx(image: Any) -> bool:
+    return "nginx-light" in _packages(image).split(",")
 
 
 def require_images(client: DockerClient, names: Sequence[str]) -> None:
@@ -245,10 +249,7 @@ def resolve_base(client: DockerClient, base: str = "auto") -> str:
     either is here. Nothing is pulled: a build must not depend on a registry being reachable."""
     candidates = [LOCAL_BASE, DEFAULT_BASE] if base == "auto" else [base]
     for name in candidates:
-        image = _image(client, name)
-        if image is not None and name == LOCAL_BASE and _packages(image) != _BASE_PACKAGES:
-            raise ContainerError(f"{LOCAL_BASE} lacks some of {_BASE_PACKAGES}: rebuild it: make docker-base")
-        if image is not None:
+        if _image(client, name) is not None:
             return name
     wanted = "no base image" if base == "auto" else f"the base image {base} is not here"
     raise ContainerError(
@@ -480,10 +481,24 @@ def run_user(run_dir: Path, roles: Sequence[Role] = ()) -> str:
     return f"{CONTAINER_UID}:{CONTAINER_UID}"
 
 
+def _owner(user: str) -> tuple[int, int] | None:
+    """The (uid, gid) of :func:`run_user`'s answer when this process, root, gives the containers' user what
+    they write; else None (the containers run as this user)."""
+    if os.getuid() != 0:
+        return None
+    uid, _, gid = user.partition(":")
+    return int(uid), int(gid)
+
+
 def _give(folder: Path, owner: tuple[int, int]) -> None:
-    """``folder`` and everything in it to ``owner`` (uid, gid)."""
-    for path in [folder, *folder.rglob("*")]:
-        os.chown(path, *owner, follow_symlinks=False)
+    """``folder`` and everything in it to ``owner`` (uid, gid), as root, following no link: a container of an
+    earlier run may have left one there, naming any file of the host."""
+    if folder.is_symlink():
+        raise ContainerError(f"{folder} is a link, not a folder: remove it")
+    for _, _, files, fd in os.fwalk(folder, follow_symlinks=False):  # each folder once, by its handle
+        os.fchown(fd, *owner)
+        for name in files:
+            os.chown(name, *owner, dir_fd=fd, follow_symlinks=False)
 
 
 def _shim(plan: Plan) -> Path | None:
@@ -550,11 +565,13 @@ class DockerFederation(Federation):
         super().__init__(source, run_dir, mode="process", **options)
         self.name = _run_name(run_dir)
         self.user = run_user(run_dir, self.plan.roles)
-        # root here gives the containers' user what they write, as run_user did
-        uid, _, gid = self.user.partition(":")
-        self.owner = (int(uid), int(gid)) if os.geteuid() == 0 else None
         specs = role_containers(self.plan, image=image, orthanc_image=orthanc_image, shim=_shim(self.plan))
         self.specs = {spec.role: spec for spec in specs}
+        self.fronts = {  # by gateway role id: the container of its nginx front
+            role.id: self._front(self.specs[role.id], front)
+            for role in self.plan.roles
+            if (front := front_spec(self.plan, role)) is not None
+        }
         taken = ports_taken(self.plan)
         if taken:
             role, port = taken[0]
@@ -564,7 +581,7 @@ class DockerFederation(Federation):
 
     def _require_front(self, front: Front) -> None:
         """The containers run the image's nginx, which the local base has (:func:`build_base`)."""
-        if front == "nginx" and "nginx" not in _packages(_image(self.client, self.image)):
+        if front == "nginx" and not _has_nginx(_image(self.client, self.image)):
             raise FrontUnavailable(
                 f"front 'nginx' in containers: the image {self.image} has no nginx (it is not built on "
                 f"{LOCAL_BASE}): make docker-base docker"
@@ -573,8 +590,8 @@ class DockerFederation(Federation):
     def start(self, timeout: float = 120.0) -> None:
         """Every role's container at once (the engine serialises little of it), then the health checks."""
         self.plan.write(self.plan.run_dir / "plan.json")
-        if self.plan.front == "nginx":  # the gateways' and their fronts' user only
-            private_socket_dir(self.plan.run_dir, self.owner)
+        if self.fronts:  # the gateways' and their fronts' user only
+            private_socket_dir(self.plan.run_dir, _owner(self.user))
         with ThreadPoolExecutor(max_workers=4) as pool:
             started = {role.id: pool.submit(self._start_role, role) for role in self.plan.roles}
         failed = None
@@ -587,58 +604,52 @@ class DockerFederation(Federation):
             raise failed  # __enter__ stops the roles that started
         self.wait_healthy(timeout)
 
+    def _front(self, gateway: ContainerSpec, front: FrontSpec) -> ContainerSpec:
+        """The container of a gateway's nginx front (``xcwado serve-role --front``: it writes its
+        configuration, then becomes nginx). It sees the run folder read-only but for its own folder, and
+        shares the sockets folder with the gateway's container (``self.specs`` gets that mount here)."""
+        sockets = str(socket_dir(self.plan.run_dir))
+        front.root.mkdir(parents=True, exist_ok=True)
+        owner = _owner(self.user)
+        if owner is not None:
+            _give(front.root, owner)
+        self.specs[gateway.role] = replace(gateway, mounts={**gateway.mounts, sockets: "rw"})
+        return replace(
+            gateway,
+            name=f"{gateway.name}-front",
+            role=f"{gateway.role}/front",
+            command=[*gateway.command, "--front"],
+            mounts={**{path: "ro" for path in gateway.mounts}, str(front.root): "rw", sockets: "rw"},
+        )
+
     def _start_role(self, role: Role) -> ExitStack:
-        spec, front = self.specs[role.id], self.front_spec(role)
         stack = ExitStack()
         try:
-            mounts = dict(spec.mounts)
-            if front is not None:  # the gateway listens on unix sockets there, for its nginx
-                mounts[str(socket_dir(self.plan.run_dir))] = "rw"
-            self.pids[role.id] = self._run(
-                stack, role.id, spec.name, spec.image, spec.command or None, spec.entrypoint,
-                spec.environment, mounts,
-            )  # fmt: skip
-            if front is not None:
-                argv = nginx_conf(front.root, front_config(front), as_root=False)
-                if self.owner is not None:
-                    _give(front.root, self.owner)
-                self._run(
-                    stack, f"{role.id}/front", f"{spec.name}-front", self.image, argv, ["nginx"],
-                    heap_kept({}), mounts,
-                )  # fmt: skip
+            self.pids[role.id] = self._run(stack, self.specs[role.id])
+            if role.id in self.fronts:
+                self._run(stack, self.fronts[role.id])
         except BaseException:
             stack.close()  # a container that never ran is removed here: nothing else holds it
             raise
         return stack
 
-    def _run(
-        self,
-        stack: ExitStack,
-        key: str,
-        name: str,
-        image: str,
-        command: list[str] | None,
-        entrypoint: list[str] | None,
-        environment: dict[str, str],
-        mounts: dict[str, str],
-    ) -> int:
-        """Start a container of the run as ``key`` (a role id, or a gateway's ``<role>/front``), removed when
-        ``stack`` closes; its main process's pid."""
+    def _run(self, stack: ExitStack, spec: ContainerSpec) -> int:
+        """Start the container of ``spec``, removed when ``stack`` closes; its main process's pid."""
         container = self.client.containers.create(
-            image,
-            command=command,
-            entrypoint=entrypoint,
-            name=f"{self.name}-{name}",
+            spec.image,
+            command=spec.command or None,
+            entrypoint=spec.entrypoint,
+            name=f"{self.name}-{spec.name}",
             detach=True,
             network_mode="host",
             init=True,
             user=self.user,
-            environment=environment,
-            volumes={path: {"bind": path, "mode": mode} for path, mode in mounts.items()},
-            labels={RUN_LABEL: str(self.plan.run_dir), ROLE_LABEL: key},
+            environment=spec.environment,
+            volumes={path: {"bind": path, "mode": mode} for path, mode in spec.mounts.items()},
+            labels={RUN_LABEL: str(self.plan.run_dir), ROLE_LABEL: spec.role},
         )
-        self.containers[key] = container
-        stack.callback(self._remove, key)
+        self.containers[spec.role] = container
+        stack.callback(self._remove, spec.role)
         container.start()
         return _main_pid(int(self.client.api.inspect_container(container.id)["State"]["Pid"]))
 

@@ -33,13 +33,23 @@ from ncp.forkserver import ForkServer, RoleChild
 from ncp.gateway.front import Front, FrontSpec, front_config, private_socket_dir, socket_dir
 from ncp.gateway.proxy import DataPlane
 from ncp.link import FaultSpec, RelayThread
-from ncp.nginx import NGINX_ABSENT, nginx_binary, nginx_process
+from ncp.nginx import NGINX_ABSENT, heap_kept, nginx_binary, nginx_conf, nginx_process
 from ncp.orthanc import OrthancConfig, run_orthanc
 from ncp.security.pki import FederationPki
 from ncp.server import run_forever, serve_in_thread, stop_process
 from ncp.topology import Topology
 
-__all__ = ["Federation", "FrontUnavailable", "InUse", "NotHealthy", "hold_run", "run_role", "state_document"]
+__all__ = [
+    "Federation",
+    "FrontUnavailable",
+    "InUse",
+    "NotHealthy",
+    "front_spec",
+    "hold_run",
+    "run_front",
+    "run_role",
+    "state_document",
+]
 
 log = logging.getLogger(__name__)
 Mode = Literal["process", "thread"]
@@ -146,29 +156,13 @@ class Federation:
 
     def _start_front(self, role: Role, stack: ExitStack) -> None:
         """A gateway's nginx front on its public ports (``front = "nginx"``, :mod:`ncp.gateway.front`)."""
-        spec = self.front_spec(role)
+        spec = front_spec(self.plan, role)
         if spec is None:
             return
         binary = nginx_binary()
         assert binary is not None  # checked when the federation was made
         self.front_pids[role.country] = stack.enter_context(
             nginx_process(binary, spec.root, front_config(spec), role.ports[0])
-        )
-
-    def front_spec(self, role: Role) -> FrontSpec | None:
-        """The nginx front of a gateway ``role`` when the plan has fronts, else None."""
-        if role.kind != "gateway" or self.plan.front != "nginx":
-            return None
-        pki = FederationPki.load(self.plan.pki_dir) if self.plan.pki_dir else None
-        return FrontSpec(
-            role.country,
-            self.plan.host,
-            role.ports[0],
-            role.ports[1],
-            self.plan.run_dir,
-            borders=tuple(ep.border for ep in self.plan.endpoints_seen_from(role.country).countries.values()),
-            pacs=tuple(self.plan.endpoints[role.country].pacs.values()),
-            pki=pki,
         )
 
     @contextmanager
@@ -458,6 +452,33 @@ def _child(module_args: list[str], role_id: str, run_dir: Path) -> Iterator[subp
         yield proc
     finally:
         stop_process(proc, 10)
+
+
+def front_spec(plan: Plan, role: Role) -> FrontSpec | None:
+    """The nginx front of a gateway ``role`` when the plan has fronts, else None."""
+    if role.kind != "gateway" or plan.front != "nginx":
+        return None
+    return FrontSpec(
+        role.country,
+        plan.host,
+        role.ports[0],
+        role.ports[1],
+        plan.run_dir,
+        borders=tuple(ep.border for ep in plan.endpoints_seen_from(role.country).countries.values()),
+        pacs=tuple(plan.endpoints[role.country].pacs.values()),
+        pki=FederationPki.load(plan.pki_dir) if plan.pki_dir else None,
+    )
+
+
+def run_front(plan_file: Path, role_id: str) -> None:
+    """Entry point of a gateway's front in a container: write its nginx configuration, then become nginx
+    (as the user the container runs as, in the foreground)."""
+    plan = Plan.from_json(json.loads(plan_file.read_text()))
+    spec, binary = front_spec(plan, plan.role(role_id)), nginx_binary()
+    if spec is None or binary is None:
+        raise FrontUnavailable(f"{role_id}: {'no front in the plan' if spec is None else NGINX_ABSENT}")
+    argv = nginx_conf(spec.root, front_config(spec), as_root=os.geteuid() == 0)
+    os.execve(binary, [binary, *argv], heap_kept(os.environ))
 
 
 def run_role(plan_file: Path, role_id: str) -> None:

@@ -18,8 +18,8 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import os
+import shutil
 import stat
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -65,25 +65,44 @@ ERROR_TAG = "xcwado_error"
 
 def socket_dir(run_dir: Path) -> Path:
     """A short folder for one federation's front sockets (a unix socket path holds at most 107 bytes, and
-    test run folders are longer): named after the run folder, so every process finds the same one."""
+    test run folders are longer): named after the run folder, so every process finds the same one, in /tmp
+    whatever ``TMPDIR`` says, so that a gateway and its nginx in containers find it at the host's path."""
     digest = hashlib.sha256(str(run_dir.resolve()).encode()).hexdigest()[:16]
-    return Path(tempfile.gettempdir()) / f"xcwado-{digest}"
+    return Path("/tmp") / f"xcwado-{digest}"
 
 
 def private_socket_dir(run_dir: Path, owner: tuple[int, int] | None = None) -> Path:
     """:func:`socket_dir`, made if missing, refused unless it is a folder of this user's (its name can be
     guessed, so another user could have made it first), and then closed to everyone else. ``owner`` (uid,
-    gid; root only): the user the gateway and its nginx run as in containers, who is given the folder (and
-    may hold it already, from an earlier run)."""
+    gid; root only): the user a gateway and its nginx run as in containers, who is given the folder; one of
+    theirs left by a run that was killed is made again. The folder is checked and given through one open
+    handle, so that nobody can swap a link in for it in between."""
     folder = socket_dir(run_dir)
+    if owner is not None and _owned_by(folder, owner[0]):
+        shutil.rmtree(folder)  # refuses a link swapped in meanwhile
     folder.mkdir(mode=0o700, exist_ok=True)
-    info, users = folder.lstat(), {os.geteuid(), *(owner[:1] if owner else ())}
-    if not stat.S_ISDIR(info.st_mode) or info.st_uid not in users:
-        raise PermissionError(f"{folder}: not a folder of this user's; remove it, or use another run folder")
-    if owner is not None:
-        os.chown(folder, *owner)
-    folder.chmod(0o700)
+    refused = PermissionError(f"{folder}: not a folder of this user's; remove it, or use another run folder")
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError:
+        raise refused from None
+    try:
+        if os.fstat(fd).st_uid != os.geteuid():
+            raise refused
+        os.fchmod(fd, 0o700)
+        if owner is not None:
+            os.fchown(fd, *owner)
+    finally:
+        os.close(fd)
     return folder
+
+
+def _owned_by(path: Path, uid: int) -> bool:
+    try:
+        info = path.lstat()
+    except FileNotFoundError:
+        return False
+    return stat.S_ISDIR(info.st_mode) and info.st_uid == uid
 
 
 def socket_path(directory: Path, country: str, listener: str, kind: str) -> Path:

@@ -4,7 +4,11 @@ what nginx carried (``FrontAuthz.logged``, ncp/gateway/authz.py) from nginx's lo
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import re
+import shutil
+import stat
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +20,14 @@ import pytest
 from ncp.app import make_plan
 from ncp.gateway.authz import FrontAuthz
 from ncp.gateway.context import Clients
-from ncp.gateway.front import FRONT_HEADERS, FrontSpec, front_config, socket_dir, upstream_name
+from ncp.gateway.front import (
+    FRONT_HEADERS,
+    FrontSpec,
+    front_config,
+    private_socket_dir,
+    socket_dir,
+    upstream_name,
+)
 from ncp.gateway.guard import Guard
 from ncp.gateway.proxy import make_upstream
 from ncp.gateway.settings import GatewaySettings
@@ -212,3 +223,49 @@ def test_only_the_embedded_pacs_is_trusted_to_name_the_public_base_in_part_heade
     settings = GatewaySettings(plan.topology, "FR", plan.endpoints)
     named = {rluid: settings.names_public_base(rluid) for rluid in ("2.25.1", "2.25.2", "2.25.3", "2.25.9")}
     assert named == {"2.25.1": True, "2.25.2": False, "2.25.3": False, "2.25.9": False}
+
+
+# -- the sockets folder: the gateway's and its nginx's alone ------------------------------------------------
+
+as_root = pytest.mark.skipif(os.geteuid() != 0, reason="giving a folder to another user takes root")
+
+
+@pytest.fixture
+def sockets(tmp_path: Path) -> Iterator[Path]:
+    folder = socket_dir(tmp_path / "run")
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+    with contextlib.suppress(FileNotFoundError):
+        folder.unlink()
+
+
+def test_a_link_in_the_sockets_folders_place_is_refused(tmp_path: Path, sockets: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    elsewhere.chmod(0o755)
+    sockets.symlink_to(elsewhere)
+    with pytest.raises(PermissionError, match="not a folder of this user's"):
+        private_socket_dir(tmp_path / "run")
+    assert stat.S_IMODE(elsewhere.stat().st_mode) == 0o755  # what the link names is left alone
+
+
+@as_root
+def test_another_users_sockets_folder_is_refused(tmp_path: Path, sockets: Path) -> None:
+    sockets.mkdir()
+    os.chown(sockets, 4242, 4242)  # made first by a user who guessed the name
+    with pytest.raises(PermissionError, match="not a folder of this user's"):
+        private_socket_dir(tmp_path / "run")
+    assert sockets.stat().st_uid == 4242
+
+
+@as_root
+def test_the_containers_user_is_given_the_folder_and_its_stale_one_is_made_again(
+    tmp_path: Path, sockets: Path
+) -> None:
+    sockets.mkdir()
+    (sockets / "fr-gateway-app.sock").touch()  # left by a run that was killed
+    os.chown(sockets, 10001, 10001)
+    assert private_socket_dir(tmp_path / "run", (10001, 10001)) == sockets
+    info = sockets.stat()
+    assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (10001, 10001, 0o700)
+    assert list(sockets.iterdir()) == []
