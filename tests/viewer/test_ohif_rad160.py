@@ -20,6 +20,7 @@ from playwright.sync_api import Browser
 
 from ncp.consumer.client import ImagingConsumer
 from ncp.federation import Federation
+from ncp.gateway.front import Front
 from ncp.orthanc import orthanc_available
 from ncp.publish import Published, seed_federation
 from ncp.server import free_port, serve_in_thread
@@ -111,12 +112,12 @@ def _store_jpeg(fed: Federation, code: str, pub: Published) -> None:
 
 
 @contextmanager
-def running_site(run: Path, *, secure: bool) -> Iterator[Site]:
+def running_site(run: Path, *, secure: bool, front: Front = "none") -> Iterator[Site]:
     port = free_port()
     topology = run / "topology.toml"
     text = TOPOLOGY.format(origin=f"http://127.0.0.1:{port}")
     topology.write_text(text if secure else text.replace("security = true", "security = false"))
-    with Federation(str(topology), run / "run", mode="thread") as fed:
+    with Federation(str(topology), run / "run", mode="thread", front=front) as fed:
         published = asyncio.run(seed_federation(fed.topology, fed.plan.endpoints))
         for code, pub in published.items():
             _store_jpeg(fed, code, pub)
@@ -128,6 +129,13 @@ def running_site(run: Path, *, secure: bool) -> Iterator[Site]:
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     with running_site(tmp_path_factory.mktemp("ohif"), secure=True) as site:
+        yield site
+
+
+@pytest.fixture(scope="module")
+def fronted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    """The same site with each gateway behind its nginx front (docs/decisions.md, "The nginx front")."""
+    with running_site(tmp_path_factory.mktemp("ohif-front"), secure=True, front="nginx") as site:
         yield site
 
 
@@ -172,6 +180,28 @@ def test_ohif_renders_a_jpeg_compressed_study_from_the_embedded_pacs_through_rad
     shown = site.view("AT", JPEG)
     assert_rendered(shown, site.rad160_base("AT", JPEG))
     assert_decoded_jpeg(shown)
+
+
+@pytest.mark.parametrize(
+    ("source", "index"),
+    [("FR", CT), ("FR", JPEG), ("AT", CT), ("AT", JPEG)],
+    ids=["orthanc-ct", "orthanc-jpeg", "embedded-ct", "embedded-jpeg"],
+)
+def test_ohif_renders_the_same_studies_through_the_nginx_fronts(
+    fronted: Site, source: str, index: int
+) -> None:
+    """nginx carries the embedded PACS's frames across both fronts, the gateways Orthanc's (whose answers
+    name Orthanc) and the metadata; the viewer sees one RAD-160 server either way."""
+    shown = fronted.view(source, index)
+    assert_rendered(shown, fronted.rad160_base(source, index))
+    if index == JPEG:
+        assert_decoded_jpeg(shown)
+
+
+def test_without_the_treatment_token_the_fronts_show_the_viewer_no_image(fronted: Site) -> None:
+    shown = fronted.view("AT", CT, token=False)
+    assert shown.canvas_png == b""
+    assert {status for _, status in shown.to(fronted.rad160_base("AT", CT))} == {401}
 
 
 def test_without_the_treatment_token_the_viewer_shows_no_image(site: Site) -> None:
