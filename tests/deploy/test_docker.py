@@ -27,6 +27,7 @@ from typing import Any
 
 import httpx
 import pytest
+from scenario_support import run_scenarios
 
 from ncp.consumer.client import ImagingConsumer
 from ncp.containers import (
@@ -58,15 +59,6 @@ pytestmark = pytest.mark.docker
 ROOT = Path(__file__).resolve().parents[2]
 TOPOLOGY = ROOT / "docker" / "topology.toml"
 REPORT = ROOT / "build" / "docker" / "report.json"
-# Why a scenario may be skipped against running systems (`--target`), for containers and processes alike:
-# it needs its own topology or manifest encoding, or an outage that only the test's own federation can cause.
-TARGET_SKIPS = (
-    "needs the topology",
-    "needs MADO manifests",
-    "can only be caused in the simulated federation",
-)
-
-
 def _report(**figures: Any) -> None:
     REPORT.parent.mkdir(parents=True, exist_ok=True)
     current = json.loads(REPORT.read_text()) if REPORT.exists() else {}
@@ -129,37 +121,6 @@ def _listeners(port: int) -> set[str]:
                     socket.inet_ntop(socket.AF_INET, bytes.fromhex(address)[::-1]) if width == 8 else address
                 )
     return found
-
-
-def _run_scenarios(state: Path, out: Path, *select: str) -> list[dict[str, Any]]:
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "ncp.cli",
-            "scenario",
-            "run",
-            *select,
-            "--target",
-            str(state),
-            "--json",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert out.exists(), done.stdout[-3000:] + done.stderr[-3000:]
-    results: list[dict[str, Any]] = json.loads(out.read_text())["scenarios"]
-    wrong = [
-        f"{r['id']} {r['outcome']}: {r['message']}"
-        for r in results
-        if r["outcome"] != "passed"
-        and not (r["outcome"] == "skipped" and any(s in r["message"] for s in TARGET_SKIPS))
-    ]
-    assert not wrong, "\n".join(wrong)
-    return results
 
 
 def test_a_missing_base_image_or_image_is_one_line_with_the_fix(client: Any) -> None:
@@ -280,7 +241,7 @@ def test_compose_federation_on_loopback_passes_the_catalogue_and_a_locust_run(
     state = json.loads(run.state.read_text())  # where the host reads it, naming host paths
     assert Path(state["security"]["ca_file"]).is_file() and state["catalogue"]["patients"]
 
-    results = _run_scenarios(run.state, tmp_path / "scenarios.json", "--all")
+    results = run_scenarios(run.state, tmp_path / "scenarios.json", "--all")
     passed = sorted(r["id"] for r in results if r["outcome"] == "passed")
     assert "XB-005" in passed and "RT-008" in passed  # the Orthanc PACS, and a requester-side Orthanc
 
@@ -327,7 +288,7 @@ def test_runtime_docker_serves_the_same_plan_and_stops_on_sigint(
         for role in plan.roles:
             for port in role.ports:
                 assert _listeners(port) == {"127.0.0.1"}, (role.id, port)
-        _run_scenarios(state, tmp_path / "scenarios.json", "--tag", "happy")
+        run_scenarios(state, tmp_path / "scenarios.json", "--tag", "happy")
         health: dict[str, str] = {}
         deadline = time.monotonic() + 60  # Docker's healthcheck runs every 5 s
         while time.monotonic() < deadline and set(health.values()) != {"healthy"}:
