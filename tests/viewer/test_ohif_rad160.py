@@ -132,13 +132,6 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         yield site
 
 
-@pytest.fixture(scope="module")
-def fronted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    """The same site with each gateway behind its nginx front (docs/decisions.md, "The nginx front")."""
-    with running_site(tmp_path_factory.mktemp("ohif-front"), secure=True, front="nginx") as site:
-        yield site
-
-
 def assert_rendered(shown: Rendered, base: str) -> None:
     """Every RAD-160 request answered 200, frames among them and nothing but metadata besides; no error
     panel; a canvas with an image."""
@@ -180,28 +173,6 @@ def test_ohif_renders_a_jpeg_compressed_study_from_the_embedded_pacs_through_rad
     shown = site.view("AT", JPEG)
     assert_rendered(shown, site.rad160_base("AT", JPEG))
     assert_decoded_jpeg(shown)
-
-
-@pytest.mark.parametrize(
-    ("source", "index"),
-    [("FR", CT), ("FR", JPEG), ("AT", CT), ("AT", JPEG)],
-    ids=["orthanc-ct", "orthanc-jpeg", "embedded-ct", "embedded-jpeg"],
-)
-def test_ohif_renders_the_same_studies_through_the_nginx_fronts(
-    fronted: Site, source: str, index: int
-) -> None:
-    """nginx carries the embedded PACS's frames across both fronts, the gateways Orthanc's (whose answers
-    name Orthanc) and the metadata; the viewer sees one RAD-160 server either way."""
-    shown = fronted.view(source, index)
-    assert_rendered(shown, fronted.rad160_base(source, index))
-    if index == JPEG:
-        assert_decoded_jpeg(shown)
-
-
-def test_without_the_treatment_token_the_fronts_show_the_viewer_no_image(fronted: Site) -> None:
-    shown = fronted.view("AT", CT, token=False)
-    assert shown.canvas_png == b""
-    assert {status for _, status in shown.to(fronted.rad160_base("AT", CT))} == {401}
 
 
 def test_without_the_treatment_token_the_viewer_shows_no_image(site: Site) -> None:
