@@ -23,6 +23,7 @@ from urllib.parse import quote, urlencode, urlsplit
 
 import httpx
 import pytest
+from dicomweb_client.api import DICOMwebClient
 from e2e_federations import Seeded, audited, study_resource
 
 from ncp.consumer.client import ImagingConsumer
@@ -159,6 +160,32 @@ def test_a_multipart_study_crosses_both_fronts_part_for_part(front: Seeded) -> N
     assert [p.body for p in fronted] == [p.body for p in parts(direct)] and len(fronted) > 1
     # the PACS names the consumer's RAD-160 URL: each hop told it the public base, nginx passed it on
     assert all(p.headers["content-location"].startswith(f"{front.gateway('AT')}/wado/") for p in fronted)
+
+
+def test_dicomweb_client_retrieves_every_level_through_both_fronts(front: Seeded) -> None:
+    """An unmodified DICOMweb client (dicomweb-client) on the consumer's RAD-160 base, with its treatment
+    token: study, series, instance, frames and metadata, as the PACS holds them."""
+    x, _ = two_patients(front)
+    series, first = x.series[0], x.series[0].instances[0]
+    location = f"homeCommunityId/{front.hcid('FR')}/RetrieveLocationUID/{RLUID}"
+    client = DICOMwebClient(url=f"{front.gateway('AT')}/wado/{location}", headers=treated(front, x))
+    pacs = DICOMwebClient(url=front.fed.plan.endpoints["FR"].pacs[RLUID].rstrip("/"))
+    uids = (x.study_instance_uid, series.series_instance_uid, first.sop_instance_uid)
+
+    whole = client.retrieve_study(x.study_instance_uid)
+    assert sorted(ds.SOPInstanceUID for ds in whole) == sorted(
+        ds.SOPInstanceUID for ds in pacs.retrieve_study(x.study_instance_uid)
+    )
+    assert {str(ds.SOPInstanceUID) for ds in client.retrieve_series(*uids[:2])} == {
+        i.sop_instance_uid for i in series.instances
+    }
+    instance = client.retrieve_instance(*uids)
+    assert instance.PixelData == pacs.retrieve_instance(*uids).PixelData
+    assert client.retrieve_instance_frames(*uids, frame_numbers=[1]) == pacs.retrieve_instance_frames(
+        *uids, frame_numbers=[1]
+    )
+    metadata = client.retrieve_study_metadata(x.study_instance_uid)
+    assert {m["00080018"]["Value"][0] for m in metadata} == {ds.SOPInstanceUID for ds in whole}
 
 
 # -- patient isolation on the fast lane ----------------------------------------------------------------------
