@@ -105,8 +105,10 @@ class Plan:
     data_plane: DataPlane = "h1"
     secure: bool = True  # mTLS between NCPs, tokens on every request
     link_faults: Mapping[str, FaultSpec] = field(default_factory=dict)  # link role id -> injected fault
-    # "nginx": nginx on the gateways' public ports carries the images (ncp.gateway.front)
+    # "nginx": nginx on the gateways' public ports carries the images (ncp.gateway.front); the gateways' unix
+    # sockets for it are in ``sockets``, chosen once where the plan is made (ncp.gateway.front.socket_dir)
     front: Front = "none"
+    sockets: Path | None = None
 
     def role(self, role_id: str) -> Role:
         role = next((r for r in self.roles if r.id == role_id), None)
@@ -147,6 +149,7 @@ class Plan:
             "data_plane": self.data_plane,
             "secure": self.secure,
             "front": self.front,
+            **({"sockets": str(self.sockets)} if self.sockets else {}),
             **({"link_faults": {k: str(v) for k, v in self.link_faults.items()}} if self.link_faults else {}),
         }
 
@@ -162,6 +165,7 @@ class Plan:
             secure=raw.get("secure", True),
             link_faults={k: parse_fault(v) for k, v in raw.get("link_faults", {}).items()},
             front=raw.get("front", "none"),
+            sockets=Path(raw["sockets"]) if raw.get("sockets") else None,
         )
 
     def write(self, path: Path) -> None:
@@ -240,7 +244,10 @@ def make_plan(
         )
     faults = dict(link_faults or {})
     roles += [Role(rid, (ports.take(rid),)) for rid in _relayed_links(topology, faults)]
-    return Plan(source, run_dir, Endpoints(endpoints), tuple(roles), host, data_plane, secure, faults, front)
+    sockets = socket_dir(run_dir) if front == "nginx" else None
+    return Plan(
+        source, run_dir, Endpoints(endpoints), tuple(roles), host, data_plane, secure, faults, front, sockets
+    )
 
 
 class _Ports:
@@ -368,7 +375,6 @@ def build_role(plan: Plan, role_id: str) -> list[tuple[Any, int, dict[str, Any]]
     state_dir = plan.run_dir / role.country
     state_dir.mkdir(parents=True, exist_ok=True)
     if role.kind == "gateway":
-        sockets = socket_dir(plan.run_dir) if plan.front == "nginx" else None
         settings = GatewaySettings(
             topology,
             role.country,
@@ -376,7 +382,7 @@ def build_role(plan: Plan, role_id: str) -> list[tuple[Any, int, dict[str, Any]]
             data_plane=plan.data_plane,
             pki_dir=plan.pki_dir,
             audit_db=state_dir / "audit.sqlite",
-            front_sockets=sockets,
+            front_sockets=plan.sockets,
         )
         tls = FederationPki.load(plan.pki_dir).uvicorn_options(role.country) if plan.pki_dir else {}
         # the clinician's portal and WIA facade share the consumer-facing listener (/portal, /wia)
@@ -385,6 +391,7 @@ def build_role(plan: Plan, role_id: str) -> list[tuple[Any, int, dict[str, Any]]
         consumers = {"timeout_keep_alive": KEEP_ALIVE_S, **(proxies if country.trusted_proxies else {})}
         gateway = with_portal(exact(create_gateway_app(settings)), exact(create_portal_app(portal)))
         border = exact(create_border_app(settings))
+        sockets = plan.sockets
         if sockets is not None:  # nginx holds the public ports and the border's TLS; only it reaches these
             behind = {"proxy_headers": True, "forwarded_allow_ips": "*", "timeout_keep_alive": KEEP_ALIVE_S}
             listeners = ((gateway, role.ports[0], "gateway"), (border, role.ports[1], "border"))

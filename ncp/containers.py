@@ -60,7 +60,8 @@ from ncp.deploy import (
 )
 from ncp.errors import NcpError
 from ncp.federation import Federation, FrontUnavailable, NotHealthy, front_spec
-from ncp.gateway.front import Front, FrontSpec, private_socket_dir, socket_dir
+from ncp.gateway.front import Front, FrontSpec, private_socket_dir
+from ncp.nginx import process_children
 
 # The `docker` package has no type information (and mypy would take the checkout's docker/ folder for it).
 DockerClient = Any
@@ -565,6 +566,7 @@ class DockerFederation(Federation):
         super().__init__(source, run_dir, mode="process", **options)
         self.name = _run_name(run_dir)
         self.user = run_user(run_dir, self.plan.roles)
+        self.owner = _owner(self.user)
         specs = role_containers(self.plan, image=image, orthanc_image=orthanc_image, shim=_shim(self.plan))
         self.specs = {spec.role: spec for spec in specs}
         self.fronts = {  # by gateway role id: the container of its nginx front
@@ -583,15 +585,15 @@ class DockerFederation(Federation):
         """The containers run the image's nginx, which the local base has (:func:`build_base`)."""
         if front == "nginx" and not _has_nginx(_image(self.client, self.image)):
             raise FrontUnavailable(
-                f"front 'nginx' in containers: the image {self.image} has no nginx (it is not built on "
-                f"{LOCAL_BASE}): make docker-base docker"
+                f"front 'nginx' in containers: the image {self.image} has no nginx (its base has no "
+                f"nginx-light, as {LOCAL_BASE} has): make docker-base docker"
             )
 
     def start(self, timeout: float = 120.0) -> None:
         """Every role's container at once (the engine serialises little of it), then the health checks."""
         self.plan.write(self.plan.run_dir / "plan.json")
-        if self.fronts:  # the gateways' and their fronts' user only
-            private_socket_dir(self.plan.run_dir, _owner(self.user))
+        if self.plan.sockets is not None:  # the gateways' and their fronts' user only
+            private_socket_dir(self.plan.sockets, self.owner)
         with ThreadPoolExecutor(max_workers=4) as pool:
             started = {role.id: pool.submit(self._start_role, role) for role in self.plan.roles}
         failed = None
@@ -603,23 +605,25 @@ class DockerFederation(Federation):
         if failed is not None:
             raise failed  # __enter__ stops the roles that started
         self.wait_healthy(timeout)
+        for country, master in self.front_pids.items():  # as the process runtime has them, with the worker
+            self.front_pids[country] = (*master, *process_children(master[0]))
 
     def _front(self, gateway: ContainerSpec, front: FrontSpec) -> ContainerSpec:
         """The container of a gateway's nginx front (``xcwado serve-role --front``: it writes its
-        configuration, then becomes nginx). It sees the run folder read-only but for its own folder, and
-        shares the sockets folder with the gateway's container (``self.specs`` gets that mount here)."""
-        sockets = str(socket_dir(self.plan.run_dir))
+        configuration, then becomes nginx). It sees the run folder read-only but for its own folder, and the
+        sockets folder that the gateway's container writes (``self.specs`` gets that mount here)."""
+        sockets = str(front.sockets)
         front.root.mkdir(parents=True, exist_ok=True)
-        owner = _owner(self.user)
-        if owner is not None:
-            _give(front.root, owner)
+        if self.owner is not None:
+            _give(front.root, self.owner)
         self.specs[gateway.role] = replace(gateway, mounts={**gateway.mounts, sockets: "rw"})
         return replace(
             gateway,
             name=f"{gateway.name}-front",
             role=f"{gateway.role}/front",
             command=[*gateway.command, "--front"],
-            mounts={**{path: "ro" for path in gateway.mounts}, str(front.root): "rw", sockets: "rw"},
+            # nginx only connects to the gateway's sockets, which works on a read-only mount
+            mounts={**{path: "ro" for path in gateway.mounts}, str(front.root): "rw", sockets: "ro"},
         )
 
     def _start_role(self, role: Role) -> ExitStack:
@@ -627,7 +631,7 @@ class DockerFederation(Federation):
         try:
             self.pids[role.id] = self._run(stack, self.specs[role.id])
             if role.id in self.fronts:
-                self._run(stack, self.fronts[role.id])
+                self.front_pids[role.country] = (self._run(stack, self.fronts[role.id]),)
         except BaseException:
             stack.close()  # a container that never ran is removed here: nothing else holds it
             raise

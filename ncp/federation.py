@@ -30,7 +30,7 @@ import httpx
 from ncp.app import Plan, Role, build_relay, build_role, make_plan
 from ncp.errors import NcpError
 from ncp.forkserver import ForkServer, RoleChild
-from ncp.gateway.front import Front, FrontSpec, front_config, private_socket_dir, socket_dir
+from ncp.gateway.front import Front, FrontSpec, front_config, private_socket_dir
 from ncp.gateway.proxy import DataPlane
 from ncp.link import FaultSpec, RelayThread
 from ncp.nginx import NGINX_ABSENT, heap_kept, nginx_binary, nginx_conf, nginx_process
@@ -117,8 +117,8 @@ class Federation:
 
     def start(self, timeout: float = 60.0) -> None:
         self.plan.write(self.plan.run_dir / "plan.json")
-        if self.plan.front == "nginx":  # only this user may reach the gateways' sockets behind nginx
-            private_socket_dir(self.plan.run_dir)
+        if self.plan.sockets is not None:  # only this user may reach the gateways' sockets behind nginx
+            private_socket_dir(self.plan.sockets)
         for role in self.plan.roles:
             self._roles[role.id] = self._start_role(role)
         self.wait_healthy(timeout)
@@ -223,8 +223,8 @@ class Federation:
         if self._forks is not None:
             self._forks.close()
             self._forks = None
-        if self.plan.front == "nginx":
-            shutil.rmtree(socket_dir(self.plan.run_dir), ignore_errors=True)
+        if self.plan.sockets is not None:
+            shutil.rmtree(self.plan.sockets, ignore_errors=True)
 
     def health_urls(self) -> list[str]:
         """Every listener but secure borders (they take only NCP client certificates)."""
@@ -456,7 +456,7 @@ def _child(module_args: list[str], role_id: str, run_dir: Path) -> Iterator[subp
 
 def front_spec(plan: Plan, role: Role) -> FrontSpec | None:
     """The nginx front of a gateway ``role`` when the plan has fronts, else None."""
-    if role.kind != "gateway" or plan.front != "nginx":
+    if role.kind != "gateway" or plan.sockets is None:
         return None
     return FrontSpec(
         role.country,
@@ -467,6 +467,7 @@ def front_spec(plan: Plan, role: Role) -> FrontSpec | None:
         borders=tuple(ep.border for ep in plan.endpoints_seen_from(role.country).countries.values()),
         pacs=tuple(plan.endpoints[role.country].pacs.values()),
         pki=FederationPki.load(plan.pki_dir) if plan.pki_dir else None,
+        sockets=plan.sockets,
     )
 
 
@@ -475,8 +476,10 @@ def run_front(plan_file: Path, role_id: str) -> None:
     (as the user the container runs as, in the foreground)."""
     plan = Plan.from_json(json.loads(plan_file.read_text()))
     spec, binary = front_spec(plan, plan.role(role_id)), nginx_binary()
-    if spec is None or binary is None:
-        raise FrontUnavailable(f"{role_id}: {'no front in the plan' if spec is None else NGINX_ABSENT}")
+    if spec is None:
+        raise FrontUnavailable(f"{role_id} has no front: it is no gateway, or the plan has no fronts")
+    if binary is None:
+        raise FrontUnavailable(f"{role_id}'s front: {NGINX_ABSENT}")
     argv = nginx_conf(spec.root, front_config(spec), as_root=os.geteuid() == 0)
     os.execve(binary, [binary, *argv], heap_kept(os.environ))
 

@@ -20,12 +20,14 @@ import ipaddress
 import os
 import shutil
 import stat
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
 from ncp.cors import EXPOSE_HEADERS
+from ncp.errors import NcpError
 from ncp.nginx import NGINX_STREAM
 from ncp.security.pki import TLS12_CIPHERS, FederationPki, server_name
 
@@ -34,6 +36,7 @@ __all__ = [
     "FRONT_HEADERS",
     "Front",
     "FrontSpec",
+    "SocketsRefused",
     "front_config",
     "private_socket_dir",
     "socket_dir",
@@ -65,24 +68,23 @@ ERROR_TAG = "xcwado_error"
 
 def socket_dir(run_dir: Path) -> Path:
     """A short folder for one federation's front sockets (a unix socket path holds at most 107 bytes, and
-    test run folders are longer): named after the run folder, so every process finds the same one, in /tmp
-    whatever ``TMPDIR`` says, so that a gateway and its nginx in containers find it at the host's path."""
+    test run folders are longer), named after the run folder: the plan's ``sockets``, chosen once on the host
+    and read from the plan by every process and container."""
     digest = hashlib.sha256(str(run_dir.resolve()).encode()).hexdigest()[:16]
-    return Path("/tmp") / f"xcwado-{digest}"
+    return Path(tempfile.gettempdir()) / f"xcwado-{digest}"
 
 
-def private_socket_dir(run_dir: Path, owner: tuple[int, int] | None = None) -> Path:
-    """:func:`socket_dir`, made if missing, refused unless it is a folder of this user's (its name can be
-    guessed, so another user could have made it first), and then closed to everyone else. ``owner`` (uid,
-    gid; root only): the user a gateway and its nginx run as in containers, who is given the folder; one of
-    theirs left by a run that was killed is made again. The folder is checked and given through one open
-    handle, so that nobody can swap a link in for it in between."""
-    folder = socket_dir(run_dir)
-    if owner is not None and _owned_by(folder, owner[0]):
-        shutil.rmtree(folder)  # refuses a link swapped in meanwhile
-    folder.mkdir(mode=0o700, exist_ok=True)
-    refused = PermissionError(f"{folder}: not a folder of this user's; remove it, or use another run folder")
+def private_socket_dir(folder: Path, owner: tuple[int, int] | None = None) -> Path:
+    """The sockets folder (:func:`socket_dir`), made if missing, refused unless it is a folder of this
+    user's (its name can be guessed, so another user could have made it first), and then closed to everyone
+    else. ``owner`` (uid, gid; root only): the user a gateway and its nginx run as in containers, who is
+    given the folder; one of theirs left by a run that was killed is made again. The folder is checked and
+    given through one open handle, so that nobody can swap a link in for it in between."""
+    refused = SocketsRefused(f"{folder}: not a folder of this user's; remove it, or use another run folder")
     try:
+        if owner is not None and _owned_by(folder, owner[0]):
+            shutil.rmtree(folder)  # refuses a link swapped in meanwhile
+        folder.mkdir(mode=0o700, exist_ok=True)
         fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     except OSError:
         raise refused from None
@@ -95,6 +97,10 @@ def private_socket_dir(run_dir: Path, owner: tuple[int, int] | None = None) -> P
     finally:
         os.close(fd)
     return folder
+
+
+class SocketsRefused(NcpError, PermissionError):
+    """The front's sockets folder is not this user's to use."""
 
 
 def _owned_by(path: Path, uid: int) -> bool:
@@ -130,6 +136,7 @@ class FrontSpec:
     borders: tuple[str, ...]  # every border URL its gateway calls (relays of emulated links included)
     pacs: tuple[str, ...]  # this country's PACS bases
     pki: FederationPki | None  # None: security off, plain HTTP between NCPs
+    sockets: Path  # the gateway's unix sockets (the plan's ``sockets``)
     read_timeout_s: float = 30.0
     connect_timeout_s: float = 5.0
 
@@ -139,7 +146,7 @@ class FrontSpec:
         return self.run_dir / self.country / "front"
 
     def socket(self, listener: Listener, kind: str) -> Path:
-        return socket_path(socket_dir(self.run_dir), self.country, listener, kind)
+        return socket_path(self.sockets, self.country, listener, kind)
 
 
 def front_config(spec: FrontSpec) -> str:

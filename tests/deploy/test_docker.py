@@ -27,6 +27,7 @@ from typing import Any
 
 import httpx
 import pytest
+from audit_support import audited
 from scenario_support import run_scenarios
 
 from ncp.consumer.client import ImagingConsumer
@@ -52,13 +53,14 @@ from ncp.containers import (
 from ncp.deploy import load_plan
 from ncp.federation import FrontUnavailable
 from ncp.publish import seed_federation
-from ncp.security.audit import AuditRecord, AuditStore
 
 pytestmark = pytest.mark.docker
 
 ROOT = Path(__file__).resolve().parents[2]
 TOPOLOGY = ROOT / "docker" / "topology.toml"
 REPORT = ROOT / "build" / "docker" / "report.json"
+
+
 def _report(**figures: Any) -> None:
     REPORT.parent.mkdir(parents=True, exist_ok=True)
     current = json.loads(REPORT.read_text()) if REPORT.exists() else {}
@@ -92,15 +94,17 @@ def nothing_left_behind(client: Any) -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def images(client: Any) -> list[BuildResult]:
-    """The images, built once per module (reused when the Dockerfiles, base and wheels are unchanged). With no
-    base image here and no registry, the base is made with debootstrap from the host's Debian mirror."""
+    """The images, built once per module (reused when the Dockerfiles, base and wheels are unchanged). The
+    base is made with debootstrap from the host's Debian mirror when it is missing or lacks a package
+    (nginx-light, for the fronts); without root or debootstrap, whatever base is here."""
     try:
         try:
-            base = resolve_base(client)
-        except ContainerError:
             built = build_base(client)
-            _report(base=built.__dict__)
+            if not built.reused:
+                _report(base=built.__dict__)
             base = built.tag
+        except ContainerError:
+            base = resolve_base(client)
         started = time.perf_counter()
         results = build_images(client, base=base)
     except ContainerError as exc:
@@ -150,8 +154,8 @@ def test_an_image_without_nginx_gets_no_front_and_is_told_how_to_build_one(
     finally:
         client.images.remove("xcwado-no-nginx:test", force=True)
     assert caught.value.message == (
-        "front 'nginx' in containers: the image xcwado-no-nginx:test has no nginx (it is not built on "
-        "xcwado-base:bookworm): make docker-base docker"
+        "front 'nginx' in containers: the image xcwado-no-nginx:test has no nginx (its base has no "
+        "nginx-light, as xcwado-base:bookworm has): make docker-base docker"
     )
 
 
@@ -205,6 +209,24 @@ def test_a_role_that_cannot_start_says_why_and_nothing_stays_up(
             pass
     assert re.fullmatch(
         r"container of AT/registry/national exited with 3: .*address already in use", caught.value.message
+    )
+    assert run_containers(client, run_dir) == []
+
+
+def test_a_front_that_cannot_start_says_why_and_nothing_stays_up(
+    client: Any, images: list[BuildResult], tmp_path: Path
+) -> None:
+    """FR's public port taken after the plan was made: FR's nginx container exits, and the start fails naming
+    the front and nginx's reason; every container already started is removed."""
+    run_dir = tmp_path / "front-broken"
+    federation = DockerFederation("builtin:default", run_dir, client=client, secure=False, front="nginx")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", federation.plan.role("FR/gateway").ports[0]))
+        s.listen()
+        with pytest.raises(ContainerError) as caught, federation:
+            pass
+    assert re.fullmatch(
+        r"container of FR/gateway/front exited with 1: nginx: .*could not bind\(\)", caught.value.message
     )
     assert run_containers(client, run_dir) == []
 
@@ -311,15 +333,6 @@ def test_runtime_docker_serves_the_same_plan_and_stops_on_sigint(
     assert (run_dir / "logs" / "FR-gateway.log").is_file()  # each container's output, kept on the host
 
 
-def _recorded(db: Path, request_id: str) -> list[AuditRecord]:
-    """A hop's RAD-160 records of a request: nginx logs it after its last byte, the gateway records it."""
-    store, deadline = AuditStore(db), time.monotonic() + 10
-    while not store.records({"request-id": request_id}) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    time.sleep(0.3)  # long enough for a second record to show, if there were one
-    return [r for r in store.records({"request-id": request_id}) if r.transaction == "RAD-160"]
-
-
 def test_runtime_docker_puts_each_gateway_behind_the_images_nginx_as_a_container(
     client: Any, images: list[BuildResult], tmp_path: Path
 ) -> None:
@@ -360,7 +373,9 @@ def test_runtime_docker_puts_each_gateway_behind_the_images_nginx_as_a_container
         assert answer.content == direct.content and answer.content[128:132] == b"DICM"
         assert "server-timing" not in answer.headers  # neither gateway's own lane carried it
         for country in ("AT", "FR"):
-            [record] = _recorded(run_dir / country / "audit.sqlite", sent)
+            time.sleep(0.3)  # long enough for a second record to show, were there one
+            records = audited(run_dir / country / "audit.sqlite", sent)
+            [record] = [r for r in records if r.transaction == "RAD-160"]
             assert (record.outcome, record.status) == ("0", 200), country
         refused = httpx.get(url + instance, headers=accept)  # no token: the front asks, the gateway refuses
         assert refused.status_code == 401

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +10,6 @@ from pathlib import Path
 from ncp.federation import Federation
 from ncp.model import StudyRecord
 from ncp.publish import Published, seed_federation
-from ncp.security.audit import AuditRecord, AuditStore
 
 
 @dataclass(repr=False)  # hypothesis prints its arguments: a whole catalogue would be noise
@@ -36,15 +34,6 @@ def start_seeded(
     with Federation(source, run_dir, mode="thread", secure=secure) as fed:
         published = asyncio.run(seed_federation(fed.topology, fed.plan.endpoints, encoding=encoding))  # type: ignore[arg-type]
         yield Seeded(fed, published)
-
-
-def audited(db: Path, request_id: str, timeout: float = 5.0) -> list[AuditRecord]:
-    """One hop's records of one request; a hop records once its answer is sent, so wait for it briefly."""
-    store = AuditStore(db)
-    deadline = time.monotonic() + timeout
-    while not (records := store.records({"request-id": request_id})) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return records
 
 
 def study_resource(study: StudyRecord, level: str) -> str:

@@ -17,7 +17,8 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 import pytest
-from e2e_federations import Seeded, audited, start_seeded, study_resource
+from audit_support import audited
+from e2e_federations import Seeded, start_seeded, study_resource
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 

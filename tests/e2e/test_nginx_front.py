@@ -23,8 +23,9 @@ from urllib.parse import quote, urlencode, urlsplit
 
 import httpx
 import pytest
+from audit_support import audited
 from dicomweb_client.api import DICOMwebClient
-from e2e_federations import Seeded, audited, study_resource
+from e2e_federations import Seeded, study_resource
 
 from ncp.consumer.client import ImagingConsumer
 from ncp.dicom.multipart import DecodedPart, MultipartDecoder
@@ -297,7 +298,8 @@ def test_the_border_judges_the_certificate_presented_not_a_header_naming_another
 
 
 def test_the_front_sockets_folder_is_this_users_alone(front: Seeded) -> None:
-    folder = socket_dir(front.fed.plan.run_dir)
+    folder = front.fed.plan.sockets
+    assert folder is not None
     info = folder.stat()
     assert stat.S_IMODE(info.st_mode) == 0o700 and info.st_uid == os.geteuid()
     assert {p.name for p in folder.iterdir()} >= {"at-gateway-authz.sock", "fr-border-app.sock"}

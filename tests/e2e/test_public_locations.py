@@ -8,7 +8,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from e2e_federations import Seeded, audited
+from audit_support import audited
+from e2e_federations import Seeded
 
 import ncp
 from ncp.federation import Federation

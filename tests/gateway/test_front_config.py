@@ -44,7 +44,8 @@ Approved = tuple[FrontAuthz, AuditStore, str]  # an authz, its audit trail, the 
 
 def spec(run_dir: Path, pki: FederationPki | None, pacs: tuple[str, ...] = PACS) -> FrontSpec:
     borders = BORDERS if pki else tuple(b.replace("https", "http") for b in BORDERS)
-    return FrontSpec("FR", "127.0.0.1", 41000, 41002, run_dir, borders=borders, pacs=pacs, pki=pki)
+    listens = ("FR", "127.0.0.1", 41000, 41002, run_dir)
+    return FrontSpec(*listens, borders=borders, pacs=pacs, pki=pki, sockets=socket_dir(run_dir))
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +100,7 @@ def test_one_upstream_per_border_and_pacs_and_none_for_anything_else(
     for listener in ("gateway", "border"):
         for kind in ("authz", "app"):
             assert servers[f"xc_{listener}_{kind}"] == f"unix:{front.socket(listener, kind)}"
-            assert front.socket(listener, kind).parent == socket_dir(tmp_path)
+            assert front.socket(listener, kind).parent == front.sockets
 
 
 def test_only_the_border_asks_for_a_client_certificate(tmp_path: Path, pki: FederationPki) -> None:
@@ -118,7 +119,7 @@ def authz(tmp_path: Path) -> Iterator[Approved]:
     """AT's consumer-facing authz with security off, and the key of one image request it approved."""
     plan = make_plan("builtin:default", tmp_path / "run", secure=False, front="nginx")
     endpoints = plan.endpoints_seen_from("AT")
-    settings = GatewaySettings(plan.topology, "AT", endpoints, front_sockets=socket_dir(plan.run_dir))
+    settings = GatewaySettings(plan.topology, "AT", endpoints, front_sockets=plan.sockets)
     store = AuditStore(tmp_path / "audit.sqlite")
     clients = Clients(httpx.AsyncClient(), make_upstream(settings.data_plane, settings.timeouts))
     front = FrontAuthz(settings, clients, Guard("AT", None, fronted=True), "gateway", store)
@@ -245,7 +246,7 @@ def test_a_link_in_the_sockets_folders_place_is_refused(tmp_path: Path, sockets:
     elsewhere.chmod(0o755)
     sockets.symlink_to(elsewhere)
     with pytest.raises(PermissionError, match="not a folder of this user's"):
-        private_socket_dir(tmp_path / "run")
+        private_socket_dir(sockets)
     assert stat.S_IMODE(elsewhere.stat().st_mode) == 0o755  # what the link names is left alone
 
 
@@ -254,7 +255,7 @@ def test_another_users_sockets_folder_is_refused(tmp_path: Path, sockets: Path) 
     sockets.mkdir()
     os.chown(sockets, 4242, 4242)  # made first by a user who guessed the name
     with pytest.raises(PermissionError, match="not a folder of this user's"):
-        private_socket_dir(tmp_path / "run")
+        private_socket_dir(sockets)
     assert sockets.stat().st_uid == 4242
 
 
@@ -265,7 +266,7 @@ def test_the_containers_user_is_given_the_folder_and_its_stale_one_is_made_again
     sockets.mkdir()
     (sockets / "fr-gateway-app.sock").touch()  # left by a run that was killed
     os.chown(sockets, 10001, 10001)
-    assert private_socket_dir(tmp_path / "run", (10001, 10001)) == sockets
+    assert private_socket_dir(sockets, (10001, 10001)) == sockets
     info = sockets.stat()
     assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (10001, 10001, 0o700)
     assert list(sockets.iterdir()) == []
