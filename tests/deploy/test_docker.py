@@ -52,6 +52,7 @@ from ncp.containers import (
 )
 from ncp.deploy import load_plan
 from ncp.federation import FrontUnavailable
+from ncp.gateway.front import Front
 from ncp.publish import seed_federation
 
 pytestmark = pytest.mark.docker
@@ -194,40 +195,28 @@ def test_a_taken_port_is_refused_before_anything_starts(
     assert run_containers(client, run_dir) == []
 
 
+@pytest.mark.parametrize(
+    ("front", "role", "reason"),
+    [
+        ("none", "AT/registry/national", r"exited with 3: .*address already in use"),
+        ("nginx", "FR/gateway", r"exited with 1: nginx: .*could not bind\(\)"),
+    ],
+    ids=["role", "front"],
+)
 def test_a_role_that_cannot_start_says_why_and_nothing_stays_up(
-    client: Any, images: list[BuildResult], tmp_path: Path
+    client: Any, images: list[BuildResult], tmp_path: Path, front: Front, role: str, reason: str
 ) -> None:
-    """Its port taken after the plan was made: that container exits, the start fails naming the role and the
-    reason, and every container already started is removed."""
+    """Its port taken after the plan was made: that container (a gateway's front: its nginx) exits, the start
+    fails naming it and the reason, and every container already started is removed."""
     run_dir = tmp_path / "broken"
-    federation = DockerFederation("builtin:default", run_dir, client=client)
-    port = federation.plan.role("AT/registry/national").ports[0]
+    federation = DockerFederation("builtin:default", run_dir, client=client, secure=False, front=front)
     with socket.socket() as s:
-        s.bind(("127.0.0.1", port))
+        s.bind(("127.0.0.1", federation.plan.role(role).ports[0]))
         s.listen()
         with pytest.raises(ContainerError) as caught, federation:
             pass
-    assert re.fullmatch(
-        r"container of AT/registry/national exited with 3: .*address already in use", caught.value.message
-    )
-    assert run_containers(client, run_dir) == []
-
-
-def test_a_front_that_cannot_start_says_why_and_nothing_stays_up(
-    client: Any, images: list[BuildResult], tmp_path: Path
-) -> None:
-    """FR's public port taken after the plan was made: FR's nginx container exits, and the start fails naming
-    the front and nginx's reason; every container already started is removed."""
-    run_dir = tmp_path / "front-broken"
-    federation = DockerFederation("builtin:default", run_dir, client=client, secure=False, front="nginx")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", federation.plan.role("FR/gateway").ports[0]))
-        s.listen()
-        with pytest.raises(ContainerError) as caught, federation:
-            pass
-    assert re.fullmatch(
-        r"container of FR/gateway/front exited with 1: nginx: .*could not bind\(\)", caught.value.message
-    )
+    named = f"{role}/front" if front == "nginx" else role
+    assert re.fullmatch(f"container of {named} {reason}", caught.value.message)
     assert run_containers(client, run_dir) == []
 
 
