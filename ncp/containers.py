@@ -41,7 +41,7 @@ import zipfile
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -59,8 +59,8 @@ from ncp.deploy import (
     write_host_compose,
 )
 from ncp.errors import NcpError
-from ncp.federation import Federation, FrontUnavailable, NotHealthy, front_spec
-from ncp.gateway.front import Front, FrontSpec, private_socket_dir
+from ncp.federation import Federation, FrontUnavailable, NotHealthy
+from ncp.gateway.front import Front, front_root, private_socket_dir
 from ncp.nginx import process_children
 
 # The `docker` package has no type information (and mypy would take the checkout's docker/ folder for it).
@@ -482,6 +482,26 @@ def run_user(run_dir: Path, roles: Sequence[Role] = ()) -> str:
     return f"{CONTAINER_UID}:{CONTAINER_UID}"
 
 
+def _front_folders(plan: Plan, owner: tuple[int, int] | None) -> None:
+    """Each front's own folder, given to the containers' user before any container runs (a bind mount made
+    by the engine would be root's)."""
+    for role in plan.roles if plan.sockets else ():
+        if role.kind == "gateway":
+            root = front_root(plan.run_dir, role.country)
+            root.mkdir(parents=True, exist_ok=True)
+            if owner is not None:
+                _give(root, owner)
+
+
+def _require_nginx(client: DockerClient, image: str) -> None:
+    """The fronts run the image's nginx, which the local base has (:func:`build_base`)."""
+    if not _has_nginx(_image(client, image)):
+        raise FrontUnavailable(
+            f"front 'nginx' in containers: the image {image} has no nginx (its base has no nginx-light, "
+            f"as {LOCAL_BASE} has): make docker-base docker"
+        )
+
+
 def _owner(user: str) -> tuple[int, int] | None:
     """The (uid, gid) of :func:`run_user`'s answer when this process, root, gives the containers' user what
     they write; else None (the containers run as this user)."""
@@ -568,12 +588,8 @@ class DockerFederation(Federation):
         self.user = run_user(run_dir, self.plan.roles)
         self.owner = _owner(self.user)
         specs = role_containers(self.plan, image=image, orthanc_image=orthanc_image, shim=_shim(self.plan))
-        self.specs = {spec.role: spec for spec in specs}
-        self.fronts = {  # by gateway role id: the container of its nginx front
-            role.id: self._front(self.specs[role.id], front)
-            for role in self.plan.roles
-            if (front := front_spec(self.plan, role)) is not None
-        }
+        self.specs = {spec.role: spec for spec in specs}  # a gateway's front under "<gateway>/front"
+        _front_folders(self.plan, self.owner)
         taken = ports_taken(self.plan)
         if taken:
             role, port = taken[0]
@@ -582,12 +598,8 @@ class DockerFederation(Federation):
             )
 
     def _require_front(self, front: Front) -> None:
-        """The containers run the image's nginx, which the local base has (:func:`build_base`)."""
-        if front == "nginx" and not _has_nginx(_image(self.client, self.image)):
-            raise FrontUnavailable(
-                f"front 'nginx' in containers: the image {self.image} has no nginx (its base has no "
-                f"nginx-light, as {LOCAL_BASE} has): make docker-base docker"
-            )
+        if front == "nginx":
+            _require_nginx(self.client, self.image)
 
     def start(self, timeout: float = 120.0) -> None:
         """Every role's container at once (the engine serialises little of it), then the health checks."""
@@ -608,30 +620,12 @@ class DockerFederation(Federation):
         for country, master in self.front_pids.items():  # as the process runtime has them, with the worker
             self.front_pids[country] = (*master, *process_children(master[0]))
 
-    def _front(self, gateway: ContainerSpec, front: FrontSpec) -> ContainerSpec:
-        """The container of a gateway's nginx front (``xcwado serve-role --front``: it writes its
-        configuration, then becomes nginx). It sees the run folder read-only but for its own folder, and the
-        sockets folder that the gateway's container writes (``self.specs`` gets that mount here)."""
-        sockets = str(front.sockets)
-        front.root.mkdir(parents=True, exist_ok=True)
-        if self.owner is not None:
-            _give(front.root, self.owner)
-        self.specs[gateway.role] = replace(gateway, mounts={**gateway.mounts, sockets: "rw"})
-        return replace(
-            gateway,
-            name=f"{gateway.name}-front",
-            role=f"{gateway.role}/front",
-            command=[*gateway.command, "--front"],
-            # nginx only connects to the gateway's sockets, which works on a read-only mount
-            mounts={**{path: "ro" for path in gateway.mounts}, str(front.root): "rw", sockets: "ro"},
-        )
-
     def _start_role(self, role: Role) -> ExitStack:
         stack = ExitStack()
         try:
             self.pids[role.id] = self._run(stack, self.specs[role.id])
-            if role.id in self.fronts:
-                self.front_pids[role.country] = (self._run(stack, self.fronts[role.id]),)
+            if (front := self.specs.get(f"{role.id}/front")) is not None:
+                self.front_pids[role.country] = (self._run(stack, front),)
         except BaseException:
             stack.close()  # a container that never ran is removed here: nothing else holds it
             raise
@@ -745,11 +739,16 @@ class ComposeRun:
     seeded_s: float  # until the seed wrote the state file
 
 
-def write_compose(source: str, run_dir: Path, *, base_port: int | None = None) -> Path:
+def write_compose(
+    source: str, run_dir: Path, *, base_port: int | None = None, front: Front = "none"
+) -> Path:
     """``xcwado compose --network host``: a host-network deployment of ``source`` in ``run_dir`` (its compose
-    file, plan and, for Orthanc, the loopback shim), for the containers' user (:func:`run_user`)."""
-    plan = host_plan(source, run_dir, base_port=base_port)
-    return write_host_compose(plan, user=run_user(plan.run_dir, plan.roles), shim=_shim(plan))
+    file, plan and, for Orthanc, the loopback shim), for the containers' user (:func:`run_user`); with
+    ``front="nginx"``, each gateway behind its nginx front, a service of its own."""
+    plan = host_plan(source, run_dir, base_port=base_port, front=front)
+    user = run_user(plan.run_dir, plan.roles)
+    _front_folders(plan, _owner(user))
+    return write_host_compose(plan, user=user, shim=_shim(plan))
 
 
 def compose_project(run_dir: Path) -> str:
@@ -778,6 +777,8 @@ def compose_up(client: DockerClient, run_dir: Path, *, timeout: float = 300) -> 
     plan = load_plan(run_dir)
     images = {IMAGE} | ({ORTHANC_IMAGE} if any(r.kind == "orthanc" for r in plan.roles) else set())
     require_images(client, sorted(images))
+    if plan.sockets is not None:
+        _require_nginx(client, IMAGE)
     taken = ports_taken(plan)
     if taken:
         role, port = taken[0]
@@ -789,6 +790,8 @@ def compose_up(client: DockerClient, run_dir: Path, *, timeout: float = 300) -> 
     state.unlink(missing_ok=True)
     started = time.perf_counter()
     try:
+        if plan.sockets is not None:  # the gateways' and their fronts' user only, as under the SDK
+            private_socket_dir(plan.sockets, _owner(run_user(run_dir, plan.roles)))
         up = _compose(run_dir, "up", "-d", timeout=timeout)
         healthy = time.perf_counter() - started
         if up.returncode != 0:
@@ -831,6 +834,8 @@ def compose_down(run_dir: Path) -> None:
     done = _compose(run_dir.resolve(), "down", "--volumes", "--remove-orphans", "--timeout", "10")
     if done.returncode != 0:
         raise ContainerError(f"docker-compose down failed: {_last_line(done.stderr)}")
+    if (run_dir / "plan.json").is_file() and (sockets := load_plan(run_dir.resolve()).sockets) is not None:
+        shutil.rmtree(sockets, ignore_errors=True)
 
 
 # -- command line -------------------------------------------------------------------------------------
@@ -854,6 +859,9 @@ def _parser() -> argparse.ArgumentParser:
     compose.add_argument(
         "--base-port", type=int, help="consecutive ports from this one (default: free ports)"
     )
+    compose.add_argument(
+        "--front", choices=["none", "nginx"], default="none", help="each gateway behind its nginx front"
+    )
     for name in ("up", "down"):
         p = sub.add_parser(name, help=f"docker-compose {name} of the deployment in --run-dir")
         p.add_argument("--run-dir", required=True)
@@ -866,7 +874,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "compose":
             from ncp.cli import _source
 
-            compose = write_compose(_source(args.topology), Path(args.run_dir), base_port=args.base_port)
+            source, run_dir = _source(args.topology), Path(args.run_dir)
+            compose = write_compose(source, run_dir, base_port=args.base_port, front=args.front)
             print(f"{compose}: start it with `python -m ncp.containers up --run-dir {args.run_dir}`")
             return 0
         client = engine()

@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import json
 import socket
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from ncp.app import XCA_ROLE, Plan, Role, build_relay, load_source, make_plan, xds_endpoints
 from ncp.errors import InvalidTopology
+from ncp.gateway.front import Front, front_root
 from ncp.link import LinkProfile
 from ncp.topology import CountryEndpoints, Endpoints
 
@@ -207,10 +208,10 @@ def compose_document(plan: Plan, source: str, topology_file: str) -> dict[str, A
 # -- host networking ------------------------------------------------------------------------------------
 
 
-def host_plan(source: str, run_dir: Path, *, base_port: int | None = None) -> Plan:
+def host_plan(source: str, run_dir: Path, *, base_port: int | None = None, front: Front = "none") -> Plan:
     """A plan for containers on the host's network: :func:`ncp.app.make_plan`'s free loopback ports, with the
     run directory and a topology file at absolute paths (the containers mount them at the same paths)."""
-    return make_plan(absolute_source(source), run_dir.resolve(), base_port=base_port)
+    return make_plan(absolute_source(source), run_dir.resolve(), base_port=base_port, front=front)
 
 
 def absolute_source(source: str) -> str:
@@ -290,19 +291,36 @@ def role_containers(
         else:
             health = f"http://{plan.host}:{role.ports[0]}/health"
             command = ["serve-role", "--plan", plan_file, "--role", role.id]
-            specs.append(
-                ContainerSpec(
-                    name,
-                    role.id,
-                    image,
-                    command,
-                    environment={**env, "XCWADO_HEALTH_URL": health},
-                    mounts=mounts,
-                    health_url=health,
-                    ports=role.ports,
-                )
+            spec = ContainerSpec(
+                name,
+                role.id,
+                image,
+                command,
+                environment={**env, "XCWADO_HEALTH_URL": health},
+                mounts=mounts,
+                health_url=health,
+                ports=role.ports,
             )
+            specs += _fronted(plan, spec) if role.kind == "gateway" and plan.sockets else [spec]
     return specs
+
+
+def _fronted(plan: Plan, gateway: ContainerSpec) -> list[ContainerSpec]:
+    """A gateway's container, and its nginx front's beside it (``xcwado serve-role --front``: it writes its
+    configuration from the plan, then becomes nginx). The gateway writes its sockets into the plan's sockets
+    folder; nginx only connects to them, which works on a read-only mount, and sees the run folder read-only
+    but for its own folder (ncp.gateway.front.front_root)."""
+    assert plan.sockets is not None
+    sockets = str(plan.sockets)
+    root = str(front_root(plan.run_dir, gateway.role.partition("/")[0]))
+    front = replace(
+        gateway,
+        name=f"{gateway.name}-front",
+        role=f"{gateway.role}/front",
+        command=[*gateway.command, "--front"],
+        mounts={**{path: "ro" for path in gateway.mounts}, root: "rw", sockets: "ro"},
+    )
+    return [replace(gateway, mounts={**gateway.mounts, sockets: "rw"}), front]
 
 
 def host_mounts(plan: Plan) -> dict[str, str]:

@@ -38,6 +38,7 @@ __all__ = [
     "FrontSpec",
     "SocketsRefused",
     "front_config",
+    "front_root",
     "private_socket_dir",
     "socket_dir",
     "socket_path",
@@ -111,6 +112,11 @@ def _owned_by(path: Path, uid: int) -> bool:
     return stat.S_ISDIR(info.st_mode) and info.st_uid == uid
 
 
+def front_root(run_dir: Path, country: str) -> Path:
+    """A country's nginx folder: its configuration, logs and temporary files."""
+    return run_dir / country / "front"
+
+
 def socket_path(directory: Path, country: str, listener: str, kind: str) -> Path:
     """In ``directory`` (:func:`socket_dir`): ``authz`` (nginx asks), ``audit`` (nginx logs) or ``app``
     (the gateway's own listener) of one listener."""
@@ -142,8 +148,7 @@ class FrontSpec:
 
     @property
     def root(self) -> Path:
-        """nginx's folder: its configuration, logs and temporary files."""
-        return self.run_dir / self.country / "front"
+        return front_root(self.run_dir, self.country)
 
     def socket(self, listener: Listener, kind: str) -> Path:
         return socket_path(self.sockets, self.country, listener, kind)

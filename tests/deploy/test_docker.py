@@ -270,6 +270,27 @@ def test_compose_federation_on_loopback_passes_the_catalogue_and_a_locust_run(
     assert summary["totals"]["requests"] > 0 and summary["totals"]["failures"] == 0
 
 
+def test_compose_puts_each_gateway_behind_its_nginx_front(
+    client: Any, images: list[BuildResult], tmp_path: Path
+) -> None:
+    """``python -m ncp.containers compose --front nginx``: each gateway's front is a service of its own, nginx
+    answers on the gateways' ports, the happy paths pass through it, and ``down`` leaves nothing behind."""
+    run_dir = tmp_path / "compose-front"
+    write_compose("builtin:default", run_dir, front="nginx")
+    plan = load_plan(run_dir)
+    try:
+        run = compose_up(client, run_dir)
+        roles = {c.labels[ROLE_LABEL] for c in run_containers(client, run_dir)}
+        assert {f"{r.id}/front" for r in plan.roles if r.kind == "gateway"} <= roles
+        for code, endpoints in plan.endpoints.countries.items():
+            assert httpx.get(f"{endpoints.gateway}/health").headers["server"].startswith("nginx"), code
+        run_scenarios(run.state, tmp_path / "scenarios.json", "--tag", "happy")
+    finally:
+        compose_down(run_dir)
+    assert run_containers(client, run_dir) == []
+    assert plan.sockets is not None and not plan.sockets.exists()
+
+
 def test_runtime_docker_serves_the_same_plan_and_stops_on_sigint(
     client: Any, images: list[BuildResult], tmp_path: Path
 ) -> None:
