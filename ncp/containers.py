@@ -483,14 +483,17 @@ def run_user(run_dir: Path, roles: Sequence[Role] = ()) -> str:
 
 
 def _front_folders(plan: Plan, owner: tuple[int, int] | None) -> None:
-    """Each front's own folder, given to the containers' user before any container runs (a bind mount made
-    by the engine would be root's)."""
-    for role in plan.roles if plan.sockets else ():
+    """Each front's own folder and the sockets folder (:func:`ncp.gateway.front.private_socket_dir`), given
+    to the containers' user before any container runs (a bind mount the engine makes is root's)."""
+    if plan.sockets is None:
+        return
+    for role in plan.roles:
         if role.kind == "gateway":
             root = front_root(plan.run_dir, role.country)
             root.mkdir(parents=True, exist_ok=True)
             if owner is not None:
                 _give(root, owner)
+    private_socket_dir(plan.sockets, owner)
 
 
 def _require_nginx(client: DockerClient, image: str) -> None:
@@ -589,7 +592,6 @@ class DockerFederation(Federation):
         self.owner = _owner(self.user)
         specs = role_containers(self.plan, image=image, orthanc_image=orthanc_image, shim=_shim(self.plan))
         self.specs = {spec.role: spec for spec in specs}  # a gateway's front under "<gateway>/front"
-        _front_folders(self.plan, self.owner)
         taken = ports_taken(self.plan)
         if taken:
             role, port = taken[0]
@@ -604,8 +606,7 @@ class DockerFederation(Federation):
     def start(self, timeout: float = 120.0) -> None:
         """Every role's container at once (the engine serialises little of it), then the health checks."""
         self.plan.write(self.plan.run_dir / "plan.json")
-        if self.plan.sockets is not None:  # the gateways' and their fronts' user only
-            private_socket_dir(self.plan.sockets, self.owner)
+        _front_folders(self.plan, self.owner)
         with ThreadPoolExecutor(max_workers=4) as pool:
             started = {role.id: pool.submit(self._start_role, role) for role in self.plan.roles}
         failed = None
@@ -747,7 +748,7 @@ def write_compose(
     ``front="nginx"``, each gateway behind its nginx front, a service of its own."""
     plan = host_plan(source, run_dir, base_port=base_port, front=front)
     user = run_user(plan.run_dir, plan.roles)
-    _front_folders(plan, _owner(user))
+    _front_folders(plan, _owner(user))  # here too, so that docker-compose itself can start it
     return write_host_compose(plan, user=user, shim=_shim(plan))
 
 
@@ -786,12 +787,14 @@ def compose_up(client: DockerClient, run_dir: Path, *, timeout: float = 300) -> 
             f"port {port} of {role} is taken on {plan.host}: free it, or pick new ports with "
             f"`python -m ncp.containers compose --run-dir {run_dir}`"
         )
+    # made again if /tmp was cleared or a down removed them, for the user the compose file names, whose
+    # the run folder is (run_user)
+    owned = run_dir.stat()
+    _front_folders(plan, (owned.st_uid, owned.st_gid) if os.getuid() == 0 else None)
     state = run_dir / "state.json"
     state.unlink(missing_ok=True)
     started = time.perf_counter()
     try:
-        if plan.sockets is not None:  # the gateways' and their fronts' user only, as under the SDK
-            private_socket_dir(plan.sockets, _owner(run_user(run_dir, plan.roles)))
         up = _compose(run_dir, "up", "-d", timeout=timeout)
         healthy = time.perf_counter() - started
         if up.returncode != 0:
@@ -831,11 +834,14 @@ def _compose_error(client: DockerClient, run_dir: Path, stderr: str) -> str:
 
 def compose_down(run_dir: Path) -> None:
     """``docker-compose down`` (containers, and volumes if any) of a host-network deployment."""
-    done = _compose(run_dir.resolve(), "down", "--volumes", "--remove-orphans", "--timeout", "10")
+    try:
+        done = _compose(run_dir.resolve(), "down", "--volumes", "--remove-orphans", "--timeout", "10")
+    finally:
+        plan = run_dir / "plan.json"
+        if plan.is_file() and (sockets := load_plan(run_dir.resolve()).sockets) is not None:
+            shutil.rmtree(sockets, ignore_errors=True)
     if done.returncode != 0:
         raise ContainerError(f"docker-compose down failed: {_last_line(done.stderr)}")
-    if (run_dir / "plan.json").is_file() and (sockets := load_plan(run_dir.resolve()).sockets) is not None:
-        shutil.rmtree(sockets, ignore_errors=True)
 
 
 # -- command line -------------------------------------------------------------------------------------

@@ -301,18 +301,18 @@ def role_containers(
                 health_url=health,
                 ports=role.ports,
             )
-            specs += _fronted(plan, spec) if role.kind == "gateway" and plan.sockets else [spec]
+            specs += _fronted(plan, role, spec) if role.kind == "gateway" and plan.sockets else [spec]
     return specs
 
 
-def _fronted(plan: Plan, gateway: ContainerSpec) -> list[ContainerSpec]:
+def _fronted(plan: Plan, role: Role, gateway: ContainerSpec) -> list[ContainerSpec]:
     """A gateway's container, and its nginx front's beside it (``xcwado serve-role --front``: it writes its
     configuration from the plan, then becomes nginx). The gateway writes its sockets into the plan's sockets
     folder; nginx only connects to them, which works on a read-only mount, and sees the run folder read-only
     but for its own folder (ncp.gateway.front.front_root)."""
     assert plan.sockets is not None
     sockets = str(plan.sockets)
-    root = str(front_root(plan.run_dir, gateway.role.partition("/")[0]))
+    root = str(front_root(plan.run_dir, role.country))
     front = replace(
         gateway,
         name=f"{gateway.name}-front",
