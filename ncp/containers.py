@@ -505,13 +505,13 @@ def _require_nginx(client: DockerClient, image: str) -> None:
         )
 
 
-def _owner(user: str) -> tuple[int, int] | None:
-    """The (uid, gid) of :func:`run_user`'s answer when this process, root, gives the containers' user what
-    they write; else None (the containers run as this user)."""
+def _run_owner(run_dir: Path) -> tuple[int, int] | None:
+    """The containers' user (uid, gid) when this process, root, gives them what they write: the run folder's
+    owner, as :func:`run_user` made it; else None (the containers run as this user)."""
     if os.getuid() != 0:
         return None
-    uid, _, gid = user.partition(":")
-    return int(uid), int(gid)
+    owned = run_dir.stat()
+    return owned.st_uid, owned.st_gid
 
 
 def _give(folder: Path, owner: tuple[int, int]) -> None:
@@ -589,7 +589,7 @@ class DockerFederation(Federation):
         super().__init__(source, run_dir, mode="process", **options)
         self.name = _run_name(run_dir)
         self.user = run_user(run_dir, self.plan.roles)
-        self.owner = _owner(self.user)
+        self.owner = _run_owner(run_dir)
         specs = role_containers(self.plan, image=image, orthanc_image=orthanc_image, shim=_shim(self.plan))
         self.specs = {spec.role: spec for spec in specs}  # a gateway's front under "<gateway>/front"
         taken = ports_taken(self.plan)
@@ -748,7 +748,7 @@ def write_compose(
     ``front="nginx"``, each gateway behind its nginx front, a service of its own."""
     plan = host_plan(source, run_dir, base_port=base_port, front=front)
     user = run_user(plan.run_dir, plan.roles)
-    _front_folders(plan, _owner(user))  # here too, so that docker-compose itself can start it
+    _front_folders(plan, _run_owner(plan.run_dir))  # here too, so that docker-compose itself can start it
     return write_host_compose(plan, user=user, shim=_shim(plan))
 
 
@@ -787,10 +787,7 @@ def compose_up(client: DockerClient, run_dir: Path, *, timeout: float = 300) -> 
             f"port {port} of {role} is taken on {plan.host}: free it, or pick new ports with "
             f"`python -m ncp.containers compose --run-dir {run_dir}`"
         )
-    # made again if /tmp was cleared or a down removed them, for the user the compose file names, whose
-    # the run folder is (run_user)
-    owned = run_dir.stat()
-    _front_folders(plan, (owned.st_uid, owned.st_gid) if os.getuid() == 0 else None)
+    _front_folders(plan, _run_owner(run_dir))  # again: /tmp may have been cleared, or a down removed them
     state = run_dir / "state.json"
     state.unlink(missing_ok=True)
     started = time.perf_counter()
